@@ -1,0 +1,78 @@
+/**
+ * IPv4/IPv6 address and CIDR parsing, pure. IPv4 is what the dataplane enforces today; IPv6 is
+ * recognised so that dual-stack input is classified instead of rejected.
+ */
+
+export interface Cidr4 {
+  family: 'IPv4';
+  /** Network address as an unsigned 32-bit integer (host bits cleared). */
+  base: number;
+  prefix: number;
+}
+
+const V4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
+
+export function parseIPv4(s: string): number | undefined {
+  const m = V4.exec(s);
+  if (!m) return undefined;
+  let n = 0;
+  for (let i = 1; i <= 4; i++) {
+    const part = m[i] as string;
+    if (part.length > 1 && part.startsWith('0')) return undefined; // no octal-looking octets
+    const o = Number(part);
+    if (o > 255) return undefined;
+    n = n * 256 + o;
+  }
+  return n;
+}
+
+export function isIPv6(s: string): boolean {
+  if (!s.includes(':')) return false;
+  // A light check: hex groups and at most one '::'. Enough to classify, not to program.
+  return /^[0-9a-fA-F:.]+$/.test(s) && (s.match(/::/g)?.length ?? 0) <= 1;
+}
+
+export function formatIPv4(n: number): string {
+  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
+}
+
+function maskOf(prefix: number): number {
+  return prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
+}
+
+export type ParsedCidr = Cidr4 | { family: 'IPv6'; text: string };
+
+/** Parses "a.b.c.d/n" (host bits must be clear? no: Kubernetes accepts them; we mask) or an IPv6 CIDR. */
+export function parseCidr(s: string): ParsedCidr | string {
+  const slash = s.indexOf('/');
+  if (slash < 0) return `"${s}" is not a CIDR (missing /prefix)`;
+  const addr = s.slice(0, slash);
+  const pfx = s.slice(slash + 1);
+  if (!/^\d{1,3}$/.test(pfx)) return `"${s}" has an invalid prefix length`;
+  const prefix = Number(pfx);
+  if (isIPv6(addr)) {
+    if (prefix > 128) return `"${s}" has an invalid prefix length`;
+    return { family: 'IPv6', text: s };
+  }
+  const ip = parseIPv4(addr);
+  if (ip === undefined) return `"${s}" is not a valid IPv4 or IPv6 CIDR`;
+  if (prefix > 32) return `"${s}" has an invalid prefix length`;
+  return { family: 'IPv4', base: (ip & maskOf(prefix)) >>> 0, prefix };
+}
+
+export function formatCidr(c: Cidr4): string {
+  return `${formatIPv4(c.base)}/${c.prefix}`;
+}
+
+/** True when `inner` lies within `outer`. */
+export function cidrContains(outer: Cidr4, inner: Cidr4): boolean {
+  return inner.prefix >= outer.prefix && ((inner.base & maskOf(outer.prefix)) >>> 0) === outer.base;
+}
+
+/**
+ * ipset hash:net stores prefixes 1..32 only; /0 is written as its two /1 halves.
+ */
+export function hashNetEntries(c: Cidr4): string[] {
+  if (c.prefix > 0) return [formatCidr(c)];
+  return ['0.0.0.0/1', '128.0.0.0/1'];
+}

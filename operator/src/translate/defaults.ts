@@ -1,0 +1,73 @@
+/**
+ * The API server's defaulting and the object-level checks it would make, for objects read from
+ * files a user wrote (the operator receives objects the API server already defaulted; applying the
+ * same defaults again is a no-op).
+ */
+import { NAMESPACE_NAME_LABEL, type Namespace, type NetworkPolicy, type Pod } from './k8s.js';
+import type { FieldError } from './selector.js';
+
+const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+
+function checkMeta(obj: { metadata?: { name?: unknown; namespace?: unknown } }, namespaced: boolean, errors: FieldError[]): void {
+  const name = obj.metadata?.name;
+  if (typeof name !== 'string' || name === '') errors.push({ field: 'metadata.name', message: 'name is required' });
+  else if (name.length > 253 || !DNS1123_SUBDOMAIN.test(name)) errors.push({ field: 'metadata.name', message: `"${name}" is not a valid DNS-1123 subdomain` });
+  const ns = obj.metadata?.namespace;
+  if (namespaced && ns !== undefined && (typeof ns !== 'string' || ns.length > 63 || !DNS1123_LABEL.test(ns))) {
+    errors.push({ field: 'metadata.namespace', message: `"${String(ns)}" is not a valid namespace name` });
+  }
+}
+
+export function defaultNamespace(ns: Namespace, errors: FieldError[] = []): Namespace {
+  checkMeta(ns, false, errors);
+  const name = ns.metadata?.name ?? '';
+  return { ...ns, metadata: { ...ns.metadata, labels: { ...(ns.metadata?.labels ?? {}), [NAMESPACE_NAME_LABEL]: name } } };
+}
+
+export function defaultPod(pod: Pod, errors: FieldError[] = []): Pod {
+  checkMeta(pod, true, errors);
+  const withProto = (c: { ports?: { protocol?: string; containerPort: number; name?: string }[] }) => ({
+    ...c,
+    ...(c.ports ? { ports: c.ports.map((p) => ({ ...p, protocol: p.protocol ?? 'TCP' })) } : {}),
+  });
+  return {
+    ...pod,
+    metadata: { ...pod.metadata, namespace: pod.metadata?.namespace ?? 'default' },
+    spec: pod.spec && {
+      ...pod.spec,
+      ...(pod.spec.containers ? { containers: pod.spec.containers.map(withProto) } : {}),
+      ...(pod.spec.initContainers ? { initContainers: pod.spec.initContainers.map(withProto) } : {}),
+    },
+  };
+}
+
+/**
+ * policyTypes: when absent or empty, Ingress, plus Egress when the policy has egress rules.
+ * Ports: protocol TCP when absent.
+ */
+export function defaultPolicy(np: NetworkPolicy, errors: FieldError[] = []): NetworkPolicy {
+  checkMeta(np, true, errors);
+  const spec = np.spec ?? {};
+  if (np.spec === undefined) errors.push({ field: 'spec', message: 'spec is required' });
+  let policyTypes = spec.policyTypes;
+  if (!Array.isArray(policyTypes) || policyTypes.length === 0) {
+    policyTypes = ['Ingress'];
+    if (Array.isArray(spec.egress) && spec.egress.length > 0) policyTypes.push('Egress');
+  }
+  const withProto = <R extends { ports?: { protocol?: string }[] }>(rules: R[] | undefined): R[] | undefined =>
+    Array.isArray(rules)
+      ? rules.map((r) => (r && Array.isArray(r.ports) ? { ...r, ports: r.ports.map((p) => (p && typeof p === 'object' ? { ...p, protocol: p.protocol ?? 'TCP' } : p)) } : r))
+      : rules;
+  return {
+    ...np,
+    metadata: { ...np.metadata, namespace: np.metadata?.namespace ?? 'default' },
+    spec: {
+      ...spec,
+      podSelector: spec.podSelector ?? {},
+      policyTypes,
+      ...(spec.ingress !== undefined ? { ingress: withProto(spec.ingress) } : {}),
+      ...(spec.egress !== undefined ? { egress: withProto(spec.egress) } : {}),
+    },
+  };
+}

@@ -1,0 +1,312 @@
+/**
+ * One NetworkPolicy -> the chains and set references of its NpmRuleSet. Pure: reads no pods.
+ *
+ * Invalid input is enforced fail-closed and reported: an invalid part removes the smallest
+ * enclosing allow rule (removing an allow can only deny more), an invalid podSelector guards every
+ * pod of the namespace, and an invalid policyTypes entry isolates both directions. The problems are
+ * listed in spec.problems (the operator turns them into Accepted=False).
+ */
+import { ipBlockSetName, namedPortSetName, podSelectorSetName, policyChainName } from '../api/names.js';
+import type { Chain, Direction, NpmRuleSetSpec, Protocol, Rule, RuleMatch, SetRef } from '../api/types.js';
+import { cidrContains, formatCidr, hashNetEntries, parseCidr, type Cidr4 } from './cidr.js';
+import type { LabelSelector, NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort } from './k8s.js';
+import { compileSelector, describeSelector, isEmpty, type FieldError, type Selector } from './selector.js';
+
+/** Namespace scope of a pod-selector set: one namespace, or the namespaces a selector picks. */
+export type Scope = { ns: string } | { nsSel: Selector };
+
+export type SetDemand =
+  | { kind: 'PodSelector'; ref: SetRef; scope: Scope; pods: Selector }
+  | { kind: 'NamedPort'; ref: SetRef; portName: string; protocol: Protocol }
+  | { kind: 'IPBlock'; ref: SetRef };
+
+export interface CompiledPolicy {
+  namespace: string;
+  name: string;
+  spec: NpmRuleSetSpec;
+  /** Every set the chains reference, with what is needed to compute pod-derived members. */
+  demands: SetDemand[];
+  errors: FieldError[];
+}
+
+const PROTOCOLS: readonly string[] = ['TCP', 'UDP', 'SCTP'];
+/** IANA_SVC_NAME, as the API server validates named ports. */
+const SVC_NAME = /^(?=.{1,15}$)(?=.*[a-z])[a-z0-9]([a-z0-9-]*[a-z0-9])?$/;
+
+export function scopeKey(scope: Scope): string {
+  return 'ns' in scope ? `ns=${scope.ns}` : `nssel=${scope.nsSel.key}`;
+}
+
+export function describePods(scope: Scope, pods: Selector): string {
+  const who = isEmpty(pods) ? 'all pods' : `pods with ${describeSelector(pods)}`;
+  if ('ns' in scope) return `${who} in namespace ${scope.ns}`;
+  return isEmpty(scope.nsSel) ? `${who} in all namespaces` : `${who} in namespaces with ${describeSelector(scope.nsSel)}`;
+}
+
+function describeIPBlock(cidr: string, except: string[]): string {
+  return except.length ? `${cidr} except ${except.join(', ')}` : cidr;
+}
+
+class Builder {
+  readonly demands = new Map<string, SetDemand>();
+  readonly errors: FieldError[] = [];
+
+  podSet(scope: Scope, pods: Selector): string {
+    const name = podSelectorSetName(scopeKey(scope), pods.key);
+    if (!this.demands.has(name)) {
+      const ref: SetRef = { name, type: 'hash:ip', kind: 'PodSelector', family: 'IPv4', meaning: describePods(scope, pods) };
+      this.demands.set(name, { kind: 'PodSelector', ref, scope, pods });
+    }
+    return name;
+  }
+
+  namedPortSet(portName: string, protocol: Protocol): string {
+    const name = namedPortSetName(portName, protocol);
+    if (!this.demands.has(name)) {
+      const ref: SetRef = {
+        name, type: 'hash:ip,port', kind: 'NamedPort', family: 'IPv4',
+        meaning: `pods with a ${protocol} container port named ${portName}, as (pod IP, port)`,
+      };
+      this.demands.set(name, { kind: 'NamedPort', ref, portName, protocol });
+    }
+    return name;
+  }
+
+  /** Returns the set name, null when the block has no IPv4 effect, or undefined on error. */
+  ipBlockSet(block: { cidr?: unknown; except?: unknown }, field: string): { name: string; meaning: string } | null | undefined {
+    if (typeof block.cidr !== 'string') {
+      this.errors.push({ field: `${field}.cidr`, message: 'cidr is required' });
+      return undefined;
+    }
+    const cidr = parseCidr(block.cidr);
+    if (typeof cidr === 'string') {
+      this.errors.push({ field: `${field}.cidr`, message: cidr });
+      return undefined;
+    }
+    const exceptRaw = block.except ?? [];
+    if (!Array.isArray(exceptRaw)) {
+      this.errors.push({ field: `${field}.except`, message: 'must be a list of CIDRs' });
+      return undefined;
+    }
+    const excepts: Cidr4[] = [];
+    let bad = false;
+    exceptRaw.forEach((e: unknown, i: number) => {
+      const p = typeof e === 'string' ? parseCidr(e) : 'must be a CIDR string';
+      if (typeof p === 'string') {
+        this.errors.push({ field: `${field}.except[${i}]`, message: p });
+        bad = true;
+      } else if (p.family !== cidr.family) {
+        this.errors.push({ field: `${field}.except[${i}]`, message: `"${String(e)}" is not the same IP family as cidr ${block.cidr}` });
+        bad = true;
+      } else if (p.family === 'IPv4' && cidr.family === 'IPv4') {
+        // As the API server: an except must be a strict subset of the cidr.
+        if (!cidrContains(cidr, p) || p.prefix <= cidr.prefix) {
+          this.errors.push({ field: `${field}.except[${i}]`, message: `"${String(e)}" must be a strict subset of cidr ${block.cidr}` });
+          bad = true;
+        } else excepts.push(p);
+      }
+    });
+    if (bad) return undefined;
+    // The IPv4 dataplane cannot see IPv6 traffic: an IPv6 block allows nothing it filters.
+    if (cidr.family === 'IPv6') return null;
+    const exceptText = [...new Set(excepts.map(formatCidr))].sort();
+    const cidrText = formatCidr(cidr);
+    const meaning = describeIPBlock(cidrText, exceptText);
+    const members = new Set(hashNetEntries(cidr));
+    for (const e of exceptText) {
+      // ipset keeps one entry per prefix: an except equal to a /0 half removes that half.
+      if (members.has(e)) members.delete(e);
+      else members.add(`${e} nomatch`);
+    }
+    const name = ipBlockSetName(cidrText, exceptText);
+    if (!this.demands.has(name)) {
+      const ref: SetRef = { name, type: 'hash:net', kind: 'IPBlock', family: 'IPv4', meaning, members: [...members].sort() };
+      this.demands.set(name, { kind: 'IPBlock', ref });
+    }
+    return { name, meaning };
+  }
+}
+
+interface PeerMatch {
+  set?: string;
+  words: string;
+}
+
+interface PortMatch {
+  match: Omit<RuleMatch, 'peerSet'>;
+  words: string;
+}
+
+function compilePeer(b: Builder, peer: NetworkPolicyPeer, policyNs: string, field: string): PeerMatch | null | undefined {
+  if (peer === null || typeof peer !== 'object') {
+    b.errors.push({ field, message: 'must be an object' });
+    return undefined;
+  }
+  const hasSel = peer.podSelector !== undefined || peer.namespaceSelector !== undefined;
+  if (peer.ipBlock !== undefined) {
+    if (hasSel) {
+      b.errors.push({ field, message: 'ipBlock may not be combined with podSelector or namespaceSelector' });
+      return undefined;
+    }
+    const r = b.ipBlockSet(peer.ipBlock, `${field}.ipBlock`);
+    if (!r) return r;
+    return { set: r.name, words: r.meaning };
+  }
+  if (!hasSel) {
+    b.errors.push({ field, message: 'must specify one of podSelector, namespaceSelector, ipBlock' });
+    return undefined;
+  }
+  const errs = b.errors.length;
+  const pods = compileSelector(peer.podSelector as LabelSelector | undefined, `${field}.podSelector`, b.errors);
+  const scope: Scope =
+    peer.namespaceSelector === undefined
+      ? { ns: policyNs }
+      : { nsSel: compileSelector(peer.namespaceSelector, `${field}.namespaceSelector`, b.errors) };
+  if (b.errors.length > errs) return undefined;
+  return { set: b.podSet(scope, pods), words: describePods(scope, pods) };
+}
+
+function compilePort(b: Builder, p: NetworkPolicyPort, field: string): PortMatch | undefined {
+  if (p === null || typeof p !== 'object') {
+    b.errors.push({ field, message: 'must be an object' });
+    return undefined;
+  }
+  const protocol = (p.protocol ?? 'TCP') as Protocol;
+  if (!PROTOCOLS.includes(protocol)) {
+    b.errors.push({ field: `${field}.protocol`, message: `"${String(p.protocol)}" is not one of TCP, UDP, SCTP` });
+    return undefined;
+  }
+  if (p.port === undefined || p.port === null) {
+    if (p.endPort !== undefined) {
+      b.errors.push({ field: `${field}.endPort`, message: 'endPort requires port' });
+      return undefined;
+    }
+    return { match: { protocol }, words: `${protocol} (any port)` };
+  }
+  if (typeof p.port === 'string') {
+    if (!SVC_NAME.test(p.port)) {
+      b.errors.push({ field: `${field}.port`, message: `"${p.port}" is neither a port number nor a valid port name` });
+      return undefined;
+    }
+    if (p.endPort !== undefined) {
+      b.errors.push({ field: `${field}.endPort`, message: 'endPort may not be used with a named port' });
+      return undefined;
+    }
+    return { match: { protocol, namedPortSet: b.namedPortSet(p.port, protocol) }, words: `${protocol}/${p.port} (named port)` };
+  }
+  if (!Number.isInteger(p.port) || p.port < 1 || p.port > 65535) {
+    b.errors.push({ field: `${field}.port`, message: `${String(p.port)} is not a port number in 1-65535` });
+    return undefined;
+  }
+  if (p.endPort !== undefined && p.endPort !== null) {
+    if (!Number.isInteger(p.endPort) || p.endPort < p.port || p.endPort > 65535) {
+      b.errors.push({ field: `${field}.endPort`, message: `${String(p.endPort)} must be an integer in ${p.port}-65535` });
+      return undefined;
+    }
+    if (p.endPort > p.port) return { match: { protocol, port: p.port, endPort: p.endPort }, words: `${protocol} ports ${p.port}-${p.endPort}` };
+  }
+  return { match: { protocol, port: p.port }, words: `${protocol}/${p.port}` };
+}
+
+function compileRules(
+  b: Builder,
+  direction: Direction,
+  rules: unknown,
+  policyNs: string,
+  field: string,
+): Rule[] {
+  const out: Rule[] = [];
+  if (rules === undefined || rules === null) return out;
+  if (!Array.isArray(rules)) {
+    b.errors.push({ field, message: 'must be a list of rules' });
+    return out;
+  }
+  const peerKey = direction === 'Ingress' ? 'from' : 'to';
+  const fromTo = direction === 'Ingress' ? 'from' : 'to';
+  rules.forEach((rule: Record<string, unknown> | null, i: number) => {
+    const rf = `${field}[${i}]`;
+    const errs = b.errors.length;
+    const rawPeers = rule?.[peerKey];
+    const rawPorts = rule?.ports;
+    if (rawPeers !== undefined && rawPeers !== null && !Array.isArray(rawPeers)) b.errors.push({ field: `${rf}.${peerKey}`, message: 'must be a list' });
+    if (rawPorts !== undefined && rawPorts !== null && !Array.isArray(rawPorts)) b.errors.push({ field: `${rf}.ports`, message: 'must be a list' });
+    if (b.errors.length > errs) return;
+    const peerList = (rawPeers ?? []) as NetworkPolicyPeer[];
+    const portList = (rawPorts ?? []) as NetworkPolicyPort[];
+    // Missing or empty peers: every peer. Missing or empty ports: every port.
+    const peers: (PeerMatch | null | undefined)[] = peerList.length
+      ? peerList.map((p, j) => compilePeer(b, p, policyNs, `${rf}.${peerKey}[${j}]`))
+      : [{ words: direction === 'Ingress' ? 'any source' : 'any destination' }];
+    const ports: (PortMatch | undefined)[] = portList.length
+      ? portList.map((p, k) => compilePort(b, p, `${rf}.ports[${k}]`))
+      : [{ match: {}, words: 'any protocol and port' }];
+    // Any error inside the rule drops the whole rule: dropping an allow only denies more.
+    if (b.errors.length > errs) return;
+    for (const peer of peers) {
+      if (!peer) continue; // no IPv4 effect (IPv6 block, or an except covering the block)
+      for (const port of ports) {
+        const match: RuleMatch = { ...(peer.set ? { peerSet: peer.set } : {}), ...port!.match };
+        out.push({ description: `rule ${i}: allow ${port!.words} ${fromTo} ${peer.words}`, match });
+      }
+    }
+  });
+  return out;
+}
+
+/** Translates one policy (already defaulted: see defaults.ts). */
+export function compilePolicy(np: NetworkPolicy): CompiledPolicy {
+  const b = new Builder();
+  const namespace = np.metadata.namespace ?? 'default';
+  const name = np.metadata.name ?? '';
+  const spec = np.spec ?? {};
+  const selErrs = b.errors.length;
+  let target = compileSelector(spec.podSelector, 'spec.podSelector', b.errors);
+  if (b.errors.length > selErrs) target = compileSelector({}, 'spec.podSelector', []); // fail closed: guard every pod
+  const targetScope: Scope = { ns: namespace };
+  const targetSet = b.podSet(targetScope, target);
+  const guards = describePods(targetScope, target);
+
+  let types: Direction[] = [];
+  const rawTypes = spec.policyTypes ?? [];
+  let badType = false;
+  (Array.isArray(rawTypes) ? rawTypes : [rawTypes]).forEach((t, i) => {
+    if (t === 'Ingress' || t === 'Egress') {
+      if (!types.includes(t)) types.push(t);
+    } else {
+      b.errors.push({ field: `spec.policyTypes[${i}]`, message: `"${String(t)}" is not one of Ingress, Egress` });
+      badType = true;
+    }
+  });
+  if (badType) types = ['Ingress', 'Egress'];
+  types.sort(); // Egress before Ingress: a stable order independent of how the user wrote it
+
+  const chains: Chain[] = [];
+  for (const direction of types) {
+    const rules =
+      direction === 'Ingress'
+        ? compileRules(b, 'Ingress', spec.ingress, namespace, 'spec.ingress')
+        : compileRules(b, 'Egress', spec.egress, namespace, 'spec.egress');
+    chains.push({ name: policyChainName(direction, namespace, name), direction, targetSet, guards, rules });
+  }
+
+  const ipsets = [...b.demands.values()].map((d) => d.ref).sort((a, c) => (a.name < c.name ? -1 : a.name > c.name ? 1 : 0));
+  const summary = chains.length
+    ? `Isolates ${guards} for ${chains
+        .map((c) => `${c.direction.toLowerCase()} (${c.rules.length ? `${c.rules.length} allow rule${c.rules.length > 1 ? 's' : ''}` : 'allows nothing'})`)
+        .join(' and ')}`
+    : `Selects ${guards} but isolates no direction`;
+  const out: NpmRuleSetSpec = {
+    policy: {
+      name,
+      namespace,
+      ...(np.metadata.uid ? { uid: np.metadata.uid } : {}),
+      ...(np.metadata.generation !== undefined ? { generation: np.metadata.generation } : {}),
+    },
+    policyTypes: types,
+    summary,
+    ipsets,
+    chains,
+  };
+  if (b.errors.length) out.problems = b.errors.map((e) => `${e.field}: ${e.message}`);
+  return { namespace, name, spec: out, demands: [...b.demands.values()], errors: b.errors };
+}
