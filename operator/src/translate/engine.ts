@@ -193,8 +193,6 @@ interface PodSetState {
   scope: Scope;
   pods: Selector;
   refs: number;
-  /** For namespace-selector scopes: the namespaces currently selected. */
-  nsMatch?: Set<string>;
 }
 
 interface NamedPortSetState {
@@ -266,6 +264,8 @@ export class TranslationEngine {
   private readonly namedPortSets = new Map<string, NamedPortSetState>();
 
   private readonly dirtyRulesets = new Set<string>();
+  /** Rulesets handed out by drain and not deleted since: only these need a delete. */
+  private readonly writtenRulesets = new Set<string>();
   private readonly dirtySets = new Set<string>();
   /** Sets removed since the last drain, with the shard count last written. */
   private readonly removedSets = new Map<string, number>();
@@ -277,15 +277,16 @@ export class TranslationEngine {
     const ns = defaultNamespace(raw, errors);
     if (errors.length) return errors;
     const name = ns.metadata.name!;
-    const labels = { ...(ns.metadata.labels ?? {}) };
-    this.namespaces.set(name, labels);
-    this.namespaceLabelsChanged(name);
+    const before = this.nsLabels(name);
+    this.namespaces.set(name, { ...(ns.metadata.labels ?? {}) });
+    this.namespaceLabelsChanged(name, before);
     return [];
   }
 
   deleteNamespace(name: string): void {
+    const before = this.nsLabels(name);
     if (!this.namespaces.delete(name)) return;
-    this.namespaceLabelsChanged(name);
+    this.namespaceLabelsChanged(name, before);
   }
 
   upsertPod(raw: Pod): FieldError[] {
@@ -370,8 +371,10 @@ export class TranslationEngine {
     this.dirtySets.clear();
     for (const key of [...this.dirtyRulesets].sort()) {
       const p = this.policies.get(key);
-      if (p) upserts.push(p.ruleset);
-      else {
+      if (p) {
+        upserts.push(p.ruleset);
+        this.writtenRulesets.add(key);
+      } else if (this.writtenRulesets.delete(key)) {
         const slash = key.indexOf('/');
         deletes.push({ kind: RULESET_KIND, namespace: key.slice(0, slash), name: key.slice(slash + 1) });
       }
@@ -427,10 +430,10 @@ export class TranslationEngine {
       } else {
         this.clusterIndex.add(s);
         this.clusterSets.add(s);
-        s.nsMatch = new Set();
-        const nsNames = new Set([...this.namespaces.keys(), ...this.podsByNs.keys()]);
-        for (const ns of nsNames) if (matches(s.scope.nsSel, this.nsLabels(ns))) s.nsMatch.add(ns);
-        for (const ns of s.nsMatch) for (const key of this.podsByNs.get(ns) ?? []) this.refreshPodSet(s, this.pods.get(key)!);
+        for (const [ns, keys] of this.podsByNs) {
+          if (!matches(s.scope.nsSel, this.nsLabels(ns))) continue;
+          for (const key of keys) this.refreshPodSet(s, this.pods.get(key)!);
+        }
       }
     } else {
       const portKey = `${d.portName}/${d.protocol}`;
@@ -463,7 +466,7 @@ export class TranslationEngine {
   }
 
   private refreshPodSet(s: PodSetState, pod: PodState): void {
-    const inScope = 'ns' in s.scope ? s.scope.ns === pod.ns : s.nsMatch!.has(pod.ns);
+    const inScope = 'ns' in s.scope ? s.scope.ns === pod.ns : matches(s.scope.nsSel, this.nsLabels(pod.ns));
     const member = pod.ip !== undefined && inScope && matches(s.pods, pod.labels);
     const changed = member ? s.members.set(pod.key, [pod.ip!]) : s.members.delete(pod.key);
     if (changed) this.dirtySets.add(s.members.ref.name);
@@ -481,9 +484,8 @@ export class TranslationEngine {
     for (const p of [old, now]) {
       if (!p) continue;
       this.nsIndex.get(p.ns)?.collect(p.labels, candidates);
-      const local = new Set<PodSetState>();
-      this.clusterIndex.collect(p.labels, local);
-      for (const s of local) if (s.nsMatch!.has(p.ns)) candidates.add(s);
+      // Namespace-selector sets: refreshPodSet checks the namespace (a few labels, cheap).
+      this.clusterIndex.collect(p.labels, candidates);
     }
     const key = (now ?? old)!.key;
     for (const s of candidates) {
@@ -499,14 +501,11 @@ export class TranslationEngine {
     }
   }
 
-  private namespaceLabelsChanged(ns: string): void {
+  private namespaceLabelsChanged(ns: string, before: Record<string, string>): void {
     const labels = this.nsLabels(ns);
     for (const s of this.clusterSets) {
-      const was = s.nsMatch!.has(ns);
-      const is = matches((s.scope as { nsSel: Selector }).nsSel, labels);
-      if (was === is) continue;
-      if (is) s.nsMatch!.add(ns);
-      else s.nsMatch!.delete(ns);
+      const sel = (s.scope as { nsSel: Selector }).nsSel;
+      if (matches(sel, before) === matches(sel, labels)) continue;
       for (const key of this.podsByNs.get(ns) ?? []) this.refreshPodSet(s, this.pods.get(key)!);
     }
   }

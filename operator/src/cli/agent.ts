@@ -1,0 +1,46 @@
+/**
+ * `kube-npm agent --once | --cleanup`: flags only; the converge core is operator/src/agent.
+ */
+import { InputError } from './load.js';
+import type { CliIO } from './translate.js';
+
+export async function runAgent(args: string[], io: CliIO): Promise<number> {
+  let once = false;
+  let cleanup = false;
+  let dryRun = false;
+  let nodeName = '';
+  let file: string | undefined;
+  let backend: 'auto' | 'nft' | 'legacy' = 'auto';
+  try {
+    for (let i = 0; i < args.length; i++) {
+      const a = args[i]!;
+      const v = (): string => {
+        const x = args[++i];
+        if (x === undefined) throw new InputError(`${a} needs a value`);
+        return x;
+      };
+      if (a === '--once') once = true;
+      else if (a === '--cleanup') cleanup = true;
+      else if (a === '--dry-run') dryRun = true;
+      else if (a === '--node-name') nodeName = v();
+      else if (a === '-f' || a === '--filename') file = v();
+      else if (a === '--backend') {
+        const b = v();
+        if (b !== 'auto' && b !== 'nft' && b !== 'legacy') throw new InputError('--backend must be auto, nft or legacy');
+        backend = b;
+      } else throw new InputError(`unknown argument "${a}"`);
+    }
+    if (!once && !cleanup) throw new InputError('the agent daemon (watching the API server) is not in this build: use --once -f FILE or --cleanup');
+    if (once && (!file || !nodeName)) throw new InputError('--once needs --node-name NAME and -f FILE');
+  } catch (err) {
+    if (err instanceof InputError) {
+      io.stderr(`error: ${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+  const { runOnce } = await import('../agent/once.js');
+  const r = await runOnce({ ...(file ? { file } : {}), nodeName: nodeName || 'local', dryRun, cleanup, backend, log: (s) => io.stderr(`${s}\n`) });
+  (r.exitCode === 0 ? io.stdout : io.stderr)(`${r.summary}\n`);
+  return r.exitCode;
+}

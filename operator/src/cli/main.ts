@@ -1,0 +1,53 @@
+#!/usr/bin/env node
+/**
+ * kube-npm: flags and wiring only. Each subcommand lives in its own module.
+ */
+import { runDebug } from './debug.js';
+import { runTranslate, type CliIO } from './translate.js';
+
+const USAGE = `kube-npm: Kubernetes NetworkPolicy manager (ipset + iptables)
+
+Usage:
+  kube-npm translate -f FILE [-f FILE ...] [-o yaml|json]
+      Namespaces, Pods and NetworkPolicies -> the NpmRuleSet / NpmIPSet objects the operator writes.
+  kube-npm agent --once --node-name NAME -f FILE [--dry-run] [--backend auto|nft|legacy]
+      Converge this network namespace's ipsets and iptables to FILE (a List from translate).
+  kube-npm agent --cleanup [--backend auto|nft|legacy]
+      Remove every ipset, chain and hook rule kube-npm owns here.
+  kube-npm debug trace -f FILE... --from NS/POD|IP --to NS/POD|IP [--port N] [--protocol P]
+      Explain whether a connection is allowed, and by which policy and rule.
+`;
+
+export async function main(argv: string[], io: CliIO): Promise<number> {
+  const [cmd, ...rest] = argv;
+  switch (cmd) {
+    case 'translate':
+      return runTranslate(rest, io);
+    case 'debug':
+      return runDebug(rest, io);
+    case 'agent': {
+      const { runAgent } = await import('./agent.js');
+      return runAgent(rest, io);
+    }
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      io.stdout(USAGE);
+      return cmd === undefined ? 2 : 0;
+    default:
+      io.stderr(`unknown command "${cmd}"\n${USAGE}`);
+      return 2;
+  }
+}
+
+const io: CliIO = { stdout: (s) => void process.stdout.write(s), stderr: (s) => void process.stderr.write(s) };
+main(process.argv.slice(2), io).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`kube-npm: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exitCode = 1;
+  },
+);
