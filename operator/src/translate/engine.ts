@@ -33,7 +33,7 @@ import { compilePolicy, type CompiledPolicy, type Scope, type SetDemand } from '
 import { indexKeys, labelKeys, matches, type FieldError, type Selector } from './selector.js';
 
 /** Members per shard at which a set doubles its shard count (see shardCountFor). */
-export const SHARD_TARGET = 2048;
+export const SHARD_TARGET = 1024;
 
 export interface Problem {
   /** "NetworkPolicy prod/web". */
@@ -149,7 +149,11 @@ class MemberSet {
   }
 
   shardMembers(i: number): string[] {
-    return [...(this.shards[i]?.keys() ?? [])].sort(compareMembers);
+    // Decorate-sort: parse each address once, not once per comparison.
+    return [...(this.shards[i]?.keys() ?? [])]
+      .map((m) => [memberSortKey(m), m] as const)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .map(([, m]) => m);
   }
 }
 
@@ -174,12 +178,6 @@ function bucket(member: string, shards: number): number {
 }
 
 /** Orders addresses numerically so that lists read naturally ("10.0.0.9" before "10.0.0.10"). */
-export function compareMembers(a: string, b: string): number {
-  const ka = memberSortKey(a);
-  const kb = memberSortKey(b);
-  return ka < kb ? -1 : ka > kb ? 1 : 0;
-}
-
 function memberSortKey(m: string): string {
   const end = m.search(/[,/ ]/);
   const addr = end < 0 ? m : m.slice(0, end);

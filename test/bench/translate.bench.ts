@@ -1,0 +1,105 @@
+/**
+ * npm run bench:translate — figures, not pass/fail. Each variant runs in its own process so that
+ * peak RSS is its own. Prints: full translate time, peak RSS, incremental pod add / relabel /
+ * delete (median, p99), objects touched and bytes written per pod event, largest object, and the
+ * same per-event figures for the rejected "members inline in every NpmRuleSet" design.
+ */
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { TranslationEngine } from '../../operator/src/translate/engine.js';
+import type { NpmIPSet, NpmRuleSet } from '../../operator/src/api/types.js';
+import { syntheticCluster, syntheticPod } from './synthetic.js';
+
+const TARGETS = { fullMs: 2000, rssMiB: 300, podEventMs: 1 };
+
+function pct(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
+}
+
+function variant(pods: number): void {
+  const snap = syntheticCluster({ namespaces: 100, pods, policies: 1000, seed: 42 });
+  const t0 = performance.now();
+  const engine = new TranslationEngine();
+  for (const n of snap.namespaces) engine.upsertNamespace(n);
+  for (const p of snap.pods) engine.upsertPod(p);
+  for (const p of snap.policies) engine.upsertPolicy(p);
+  const all = engine.all();
+  engine.drain();
+  const fullMs = performance.now() - t0;
+
+  const sizeOf = (o: unknown) => Buffer.byteLength(JSON.stringify(o));
+  let largest = { bytes: 0, name: '' };
+  let totalBytes = 0;
+  const setMembers = new Map<string, number>();
+  const rulesetsBySet = new Map<string, NpmRuleSet[]>();
+  for (const o of all) {
+    const b = sizeOf(o);
+    totalBytes += b;
+    if (b > largest.bytes) largest = { bytes: b, name: `${o.kind} ${o.metadata.namespace ? `${o.metadata.namespace}/` : ''}${o.metadata.name}` };
+    if (o.kind === 'NpmIPSet') setMembers.set(o.spec.setName, (setMembers.get(o.spec.setName) ?? 0) + sizeOf(o.spec.members));
+    else for (const s of o.spec.ipsets) rulesetsBySet.set(s.name, [...(rulesetsBySet.get(s.name) ?? []), o]);
+  }
+  // The inline design: each ruleset carries the members of every set it references.
+  const inlineSize = (rs: NpmRuleSet) => sizeOf(rs) + rs.spec.ipsets.reduce((a, s) => a + (setMembers.get(s.name) ?? 0), 0);
+  let inlineLargest = 0;
+  for (const o of all) if (o.kind === 'NpmRuleSet') inlineLargest = Math.max(inlineLargest, inlineSize(o));
+
+  const measure = (label: string, events: number, fn: (i: number) => void) => {
+    const times: number[] = [];
+    const drains: number[] = [];
+    const objects: number[] = [];
+    const bytes: number[] = [];
+    const inlineObjects: number[] = [];
+    const inlineBytes: number[] = [];
+    for (let i = 0; i < events; i++) {
+      const t = performance.now();
+      fn(i);
+      const t1 = performance.now();
+      const ch = engine.drain();
+      times.push(t1 - t);
+      drains.push(performance.now() - t1);
+      objects.push(ch.upserts.length + ch.deletes.length);
+      bytes.push(ch.upserts.reduce((a, o) => a + sizeOf(o), 0));
+      const touched = new Set<NpmRuleSet>();
+      for (const o of ch.upserts) if (o.kind === 'NpmIPSet') for (const rs of rulesetsBySet.get((o as NpmIPSet).spec.setName) ?? []) touched.add(rs);
+      inlineObjects.push(touched.size);
+      inlineBytes.push([...touched].reduce((a, rs) => a + inlineSize(rs), 0));
+    }
+    const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+    console.log(
+      `  ${label.padEnd(12)} event median ${pct(times, 50).toFixed(3)} ms p99 ${pct(times, 99).toFixed(3)} ms; ` +
+        `render changed shards median ${pct(drains, 50).toFixed(3)} ms p99 ${pct(drains, 99).toFixed(3)} ms\n    ` +
+        `| writes/event: ${mean(objects).toFixed(1)} objects, ${(mean(bytes) / 1024).toFixed(1)} KiB` +
+        `  | inline design: ${mean(inlineObjects).toFixed(1)} rulesets, ${(mean(inlineBytes) / 1024).toFixed(1)} KiB`,
+    );
+    return pct(times, 50);
+  };
+
+  const base = pods;
+  console.log(`variant ${pods} pods, 100 namespaces, 1000 policies`);
+  console.log(`  full translate: ${fullMs.toFixed(0)} ms (target ≤ ${TARGETS.fullMs} ms at 20k pods; ratio ${(fullMs / TARGETS.fullMs).toFixed(2)})`);
+  console.log(`  objects: ${all.filter((o) => o.kind === 'NpmRuleSet').length} NpmRuleSets, ${all.filter((o) => o.kind === 'NpmIPSet').length} NpmIPSet shards, ${(totalBytes / 1048576).toFixed(1)} MiB in all`);
+  console.log(`  largest object: ${(largest.bytes / 1024).toFixed(1)} KiB (${largest.name}); limit 1024 KiB`);
+  console.log(`  inline design largest NpmRuleSet: ${(inlineLargest / 1024).toFixed(1)} KiB`);
+  const add = measure('pod add', 1000, (i) => engine.upsertPod(syntheticPod(base + i, 100)));
+  const relabel = measure('pod relabel', 1000, (i) => {
+    const p = syntheticPod(i * 7, 100);
+    p.metadata.labels = { ...p.metadata.labels, app: `app-${(i * 13) % 20}`, tier: ['web', 'api', 'db'][i % 3]! };
+    engine.upsertPod(p);
+  });
+  const del = measure('pod delete', 1000, (i) => engine.deletePod(`ns-${String((base + i) % 100).padStart(3, '0')}`, `pod-${base + i}`));
+  const rssMiB = process.resourceUsage().maxRSS / 1024;
+  console.log(`  peak RSS: ${rssMiB.toFixed(0)} MiB (target ≤ ${TARGETS.rssMiB} MiB at 20k pods; ratio ${(rssMiB / TARGETS.rssMiB).toFixed(2)})`);
+  console.log(`  pod event median vs target ${TARGETS.podEventMs} ms: add ${add.toFixed(3)}, relabel ${relabel.toFixed(3)}, delete ${del.toFixed(3)}`);
+}
+
+const arg = process.argv.indexOf('--variant');
+if (arg > 0) variant(Number(process.argv[arg + 1]));
+else {
+  const self = fileURLToPath(import.meta.url);
+  for (const pods of [20000, 100000]) {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', self, '--variant', String(pods)], { stdio: 'inherit' });
+    if (r.status !== 0) process.exit(r.status ?? 1);
+  }
+}
