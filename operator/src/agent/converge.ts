@@ -1,0 +1,260 @@
+/**
+ * The converge core of the node agent: makes the kernel (ipsets + the filter table's KNPM-* chains
+ * and FORWARD hook) equal to a DesiredState, writing only the difference.
+ *
+ * Model (after Calico's felix/iptables/table.go)
+ *  - `applied` is what we last wrote successfully: the kernel as we believe it is. An incremental
+ *    sync plans against it without reading the kernel (only FORWARD is re-read, to re-assert the
+ *    hook every sync). A full sync reads our chains (`iptables-save -t filter`) and our sets
+ *    (`ipset list -o save`), compares them with `applied` to log and count drift, and plans
+ *    against the kernel. A sync is full when: there is no `applied` (first sync after start, which
+ *    is how a restart adopts the kernel without writing), the resync interval has passed, the
+ *    caller forces it, or the previous attempt failed.
+ *  - Each sync runs phase 1 (ipset restore), 2 (one iptables-restore --noflush -w N), 3 (ipset
+ *    restore destroying unreferenced sets); see plan.ts. A phase that fails stops the sync: the
+ *    iptables commit is atomic and the ipset lines are ordered so that a partial restore never
+ *    removes protection (ipset/plan.ts). Nothing is ever flushed wholesale on failure.
+ *  - sync() retries failed attempts with exponential backoff (injected clock), every retry full.
+ * Effects: only through the injected Exec and Clock. Not re-entrant: one caller at a time.
+ */
+import { binaries, type Backend, type Binaries } from './backend.js';
+import { realClock, type Clock, type Exec } from './exec.js';
+import { parseIptablesSave } from './iptables/parse.js';
+import { hookOk } from './iptables/plan.js';
+import { parseIpsetSave } from './ipset/parse.js';
+import type { DesiredState } from './model.js';
+import { appliedState, detectDrift, planIsEmpty, planSync, type ActualState, type Drift, type DriftKind, type Plan } from './plan.js';
+
+export type Tool = 'ipset' | 'iptables';
+
+/** Hooks for metrics; every method optional. Durations in seconds. */
+export interface ConvergeObserver {
+  restore?(tool: Tool, phase: 1 | 2 | 3, seconds: number, ok: boolean): void;
+  drift?(kind: DriftKind, count: number): void;
+  sync?(result: SyncResult): void;
+  syncFailed?(error: Error, seconds: number): void;
+}
+
+export interface RetryOptions {
+  /** Attempts in total (default 5). */
+  attempts?: number;
+  initialDelayMs?: number;
+  maxDelayMs?: number;
+  factor?: number;
+}
+
+export interface ConvergerOptions {
+  exec: Exec;
+  backend: Backend;
+  clock?: Clock;
+  log?: (s: string) => void;
+  /** Bound on waiting for the xtables lock (`-w`), seconds; default 5. */
+  lockWaitSeconds?: number;
+  /** A sync after this long since the last full read is full; default 90 s. */
+  resyncIntervalMs?: number;
+  retry?: RetryOptions;
+  observer?: ConvergeObserver;
+}
+
+export interface SyncOptions {
+  forceFull?: boolean;
+  /** Plan (reading the kernel fully) but write nothing. */
+  dryRun?: boolean;
+}
+
+export interface SyncResult {
+  full: boolean;
+  dryRun: boolean;
+  plan: Plan;
+  /** Drift found (full syncs only, when there was a previous successful sync). */
+  drift: Drift[];
+  lines: { ipset: number; iptables: number; destroy: number };
+  durationMs: number;
+  attempts: number;
+}
+
+export interface Counters {
+  syncs: number;
+  fullSyncs: number;
+  failedAttempts: number;
+  /** Syncs that wrote at least one line. */
+  writes: number;
+  restoreFailures: Record<Tool, number>;
+  driftRepairs: Partial<Record<DriftKind, number>>;
+}
+
+/** A restore that failed, with the lines around the one the tool reported. */
+export class RestoreError extends Error {
+  constructor(
+    readonly tool: Tool,
+    readonly phase: 1 | 2 | 3,
+    readonly argv: string[],
+    readonly input: string,
+    readonly code: number,
+    readonly stderr: string,
+    readonly failedLine?: number,
+  ) {
+    super(`${argv.join(' ')} (phase ${phase}) failed with exit ${code}: ${stderr.trim() || '(no output)'}${contextLines(input, failedLine)}`);
+    this.name = 'RestoreError';
+  }
+}
+
+/** Lines N-2..N+2 of the input, numbered, the failing one marked. */
+export function contextLines(input: string, line: number | undefined): string {
+  if (line === undefined) return '';
+  const lines = input.split('\n');
+  const out: string[] = [];
+  for (let i = Math.max(1, line - 2); i <= Math.min(lines.length, line + 2); i++) out.push(`${i === line ? '>' : ' '}${String(i).padStart(5)}: ${lines[i - 1] ?? ''}`);
+  return `\n${out.join('\n')}`;
+}
+
+/**
+ * The input line a restore tool blamed: iptables-restore says "Error occurred at line: 7" for a
+ * line it could not parse or resolve and "line 7 failed" when the kernel refused the commit;
+ * ipset says "Error in line 7:".
+ */
+export function failedLineOf(stderr: string): number | undefined {
+  const m = /line (\d+) failed/.exec(stderr) ?? /Error occurred at line: (\d+)/.exec(stderr) ?? /Error in line (\d+)/.exec(stderr);
+  return m?.[1] !== undefined ? Number(m[1]) : undefined;
+}
+
+export class Converger {
+  readonly counters: Counters = { syncs: 0, fullSyncs: 0, failedAttempts: 0, writes: 0, restoreFailures: { ipset: 0, iptables: 0 }, driftRepairs: {} };
+  readonly bin: Binaries;
+  private readonly exec: Exec;
+  private readonly clock: Clock;
+  private readonly log: (s: string) => void;
+  private readonly lockWait: number;
+  private readonly resyncMs: number;
+  private readonly retry: Required<RetryOptions>;
+  private readonly observer: ConvergeObserver;
+  private applied: ActualState | undefined;
+  private lastFullAt = Number.NEGATIVE_INFINITY;
+
+  constructor(opts: ConvergerOptions) {
+    this.exec = opts.exec;
+    this.bin = binaries(opts.backend);
+    this.clock = opts.clock ?? realClock;
+    this.log = opts.log ?? (() => undefined);
+    this.lockWait = opts.lockWaitSeconds ?? 5;
+    this.resyncMs = opts.resyncIntervalMs ?? 90_000;
+    this.retry = { attempts: 5, initialDelayMs: 500, maxDelayMs: 30_000, factor: 2, ...opts.retry };
+    this.observer = opts.observer ?? {};
+  }
+
+  /** Forget what we last wrote: the next sync reads the kernel fully. */
+  invalidate(): void {
+    this.applied = undefined;
+  }
+
+  /** Reads the owned part of the kernel: our sets, our chains, the FORWARD hook. */
+  async readKernel(): Promise<ActualState> {
+    const save = await this.run([this.bin.save, '-t', 'filter']);
+    const sets = await this.run(['ipset', 'list', '-o', 'save']);
+    return { iptables: parseIptablesSave(save), sets: parseIpsetSave(sets) };
+  }
+
+  private async run(argv: string[]): Promise<string> {
+    const r = await this.exec(argv);
+    if (r.code !== 0) throw new Error(`${argv.join(' ')} failed with exit ${r.code}: ${r.stderr.trim()}`);
+    return r.stdout;
+  }
+
+  /** Converges to `desired`, retrying with exponential backoff; throws the last error when all attempts fail. */
+  async sync(desired: DesiredState, opts: SyncOptions = {}): Promise<SyncResult> {
+    const start = this.clock.now();
+    let delay = this.retry.initialDelayMs;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const r = await this.syncOnce(desired, { ...opts, forceFull: opts.forceFull || attempt > 1 });
+        r.attempts = attempt;
+        r.durationMs = this.clock.now() - start;
+        this.observer.sync?.(r);
+        return r;
+      } catch (e) {
+        const err = e instanceof Error ? e : new Error(String(e));
+        this.counters.failedAttempts++;
+        if (attempt >= this.retry.attempts) {
+          this.observer.syncFailed?.(err, (this.clock.now() - start) / 1000);
+          throw new Error(`sync failed after ${attempt} attempt(s)`, { cause: e });
+        }
+        this.log(`sync attempt ${attempt} failed, retrying in ${delay} ms with a full re-read: ${err.message}`);
+        await this.clock.sleep(delay);
+        delay = Math.min(this.retry.maxDelayMs, delay * this.retry.factor);
+      }
+    }
+  }
+
+  /** One attempt. On failure the next sync is full (the kernel may hold a partial phase 1). */
+  async syncOnce(desired: DesiredState, opts: SyncOptions = {}): Promise<SyncResult> {
+    const start = this.clock.now();
+    const full = !!opts.forceFull || !!opts.dryRun || this.applied === undefined || start - this.lastFullAt >= this.resyncMs;
+    let actual: ActualState;
+    let drift: Drift[] = [];
+    const expected = this.applied;
+    if (full) {
+      actual = await this.readKernel();
+      if (expected) drift = detectDrift(expected, actual);
+    } else {
+      // Incremental: trust what we wrote for chains and sets, but re-read FORWARD for the hook.
+      const fwd = parseIptablesSave(await this.run([this.bin.iptables, '-w', String(this.lockWait), '-t', 'filter', '-S', 'FORWARD']));
+      const exp = expected as ActualState;
+      actual = { sets: exp.sets, iptables: { chains: exp.iptables.chains, hook: fwd.hook } };
+      if (exp.iptables.hook.copies.length > 0 && !hookOk(fwd.hook)) {
+        drift = [{ kind: 'hook', name: 'FORWARD', detail: fwd.hook.copies.length === 0 ? 'hook missing' : 'hook not rule 1, duplicated or altered' }];
+      }
+    }
+    const plan = planSync(desired, actual);
+    const result: SyncResult = {
+      full,
+      dryRun: !!opts.dryRun,
+      plan,
+      drift,
+      lines: { ipset: plan.ipset.apply.length, iptables: plan.iptables.lines.length, destroy: plan.ipset.destroy.length },
+      durationMs: 0,
+      attempts: 1,
+    };
+    if (opts.dryRun) {
+      result.durationMs = this.clock.now() - start;
+      return result;
+    }
+    this.counters.syncs++;
+    if (full) {
+      this.counters.fullSyncs++;
+      this.lastFullAt = start;
+    }
+    // From here on a failure leaves the kernel in an unknown (but safe) state: re-read next time.
+    this.applied = undefined;
+    if (!planIsEmpty(plan)) this.counters.writes++;
+    if (plan.ipset.apply.length) await this.restore('ipset', 1, ['ipset', 'restore'], plan.ipset.apply);
+    if (plan.iptables.lines.length) await this.restore('iptables', 2, [this.bin.restore, '--noflush', '-w', String(this.lockWait)], plan.iptables.lines);
+    if (plan.ipset.destroy.length) await this.restore('ipset', 3, ['ipset', 'restore'], plan.ipset.destroy);
+    this.applied = appliedState(desired, actual);
+    for (const d of drift) {
+      this.counters.driftRepairs[d.kind] = (this.counters.driftRepairs[d.kind] ?? 0) + 1;
+      this.observer.drift?.(d.kind, 1);
+      this.log(`drift repaired: ${d.kind} ${d.name}: ${d.detail}`);
+    }
+    result.durationMs = this.clock.now() - start;
+    return result;
+  }
+
+  private async restore(tool: Tool, phase: 1 | 2 | 3, argv: string[], lines: string[]): Promise<void> {
+    const input = `${lines.join('\n')}\n`;
+    const t0 = this.clock.now();
+    let r;
+    try {
+      r = await this.exec(argv, input);
+    } catch (e) {
+      this.counters.restoreFailures[tool]++;
+      this.observer.restore?.(tool, phase, (this.clock.now() - t0) / 1000, false);
+      throw new Error(`running ${argv.join(' ')}`, { cause: e });
+    }
+    const ok = r.code === 0;
+    this.observer.restore?.(tool, phase, (this.clock.now() - t0) / 1000, ok);
+    if (!ok) {
+      this.counters.restoreFailures[tool]++;
+      throw new RestoreError(tool, phase, argv, input, r.code, r.stderr, failedLineOf(r.stderr));
+    }
+  }
+}

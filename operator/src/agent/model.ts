@@ -1,0 +1,173 @@
+/**
+ * Desired kernel state from NpmRuleSet / NpmIPSet objects. Pure.
+ *
+ *  - Sets: every set a ruleset references (spec.ipsets, plus any name its chains use without a
+ *    SetRef, typed by use: a problem is reported). Members: IPBlock refs carry them inline;
+ *    pod-derived sets are the union of their NpmIPSet shards' members (no shard: empty set).
+ *    NpmIPSet objects of sets no ruleset references are not programmed (nothing would match them).
+ *  - Chains: rendered by iptables/render.ts, rulesets ordered by namespace/name.
+ *  - Validation guards the one thing that must never happen: touching a kernel object we do not
+ *    own. A ruleset naming a chain or set outside KNPM-* (or a reserved name) is skipped whole and
+ *    reported. Members the kernel would reject are dropped and reported, so they cannot fail a
+ *    restore half-way. Problems never stop the rest of the state from converging.
+ */
+import { BASE_CHAINS, renderChains } from './iptables/render.js';
+import type { DesiredSet } from './ipset/plan.js';
+import { compareMembers, memberKey, normalizeMember } from './ipset/render.js';
+import { MAX_CHAIN_NAME, MAX_SET_NAME, OWNED_PREFIX, isOwned } from '../api/names.js';
+import { API_VERSION, IPSET_KIND, RULESET_KIND, type NpmIPSet, type NpmRuleSet, type SetType } from '../api/types.js';
+
+export interface DesiredState {
+  sets: Map<string, DesiredSet>;
+  /** Chain name -> rule specs (base chains first, then policy chains). */
+  chains: Map<string, string[]>;
+  hook: boolean;
+  /** Rulesets programmed. */
+  policies: number;
+  problems: string[];
+}
+
+const NAME = /^[A-Za-z0-9_-]+$/;
+const SET_TYPES: readonly string[] = ['hash:ip', 'hash:net', 'hash:ip,port'];
+
+function validName(name: unknown, max: number): name is string {
+  return typeof name === 'string' && isOwned(name) && name.length <= max && NAME.test(name) && !BASE_CHAINS.includes(name) && !name.startsWith(`${OWNED_PREFIX}T-`);
+}
+
+function isObj(x: unknown): x is Record<string, unknown> {
+  return typeof x === 'object' && x !== null && !Array.isArray(x);
+}
+
+/** The empty desired state with only the base layout: what `cleanup` is not. */
+export function emptyDesired(): DesiredState {
+  return buildDesired([]);
+}
+
+/** Everything removed: no hook, no chains, no sets. */
+export function cleanupDesired(): DesiredState {
+  return { sets: new Map(), chains: new Map(), hook: false, policies: 0, problems: [] };
+}
+
+function rulesetProblem(rs: Record<string, unknown>): string | undefined {
+  const spec = rs.spec;
+  if (!isObj(spec) || !isObj(spec.policy) || !Array.isArray(spec.chains) || !Array.isArray(spec.ipsets)) return 'spec.policy, spec.chains and spec.ipsets are required';
+  if (typeof spec.policy.namespace !== 'string' || typeof spec.policy.name !== 'string') return 'spec.policy needs namespace and name';
+  for (const s of spec.ipsets as unknown[]) {
+    if (!isObj(s) || !validName(s.name, MAX_SET_NAME)) return `set name ${JSON.stringify(isObj(s) ? s.name : s)} is not an owned kernel set name`;
+    if (typeof s.type !== 'string' || !SET_TYPES.includes(s.type)) return `set ${s.name}: unknown type ${JSON.stringify(s.type)}`;
+    if (s.family !== 'IPv4') return `set ${s.name}: family ${JSON.stringify(s.family)} is not programmed (IPv4 only)`;
+  }
+  for (const c of spec.chains as unknown[]) {
+    if (!isObj(c) || !validName(c.name, MAX_CHAIN_NAME)) return `chain name ${JSON.stringify(isObj(c) ? c.name : c)} is not an owned kernel chain name`;
+    if (c.direction !== 'Ingress' && c.direction !== 'Egress') return `chain ${c.name}: direction must be Ingress or Egress`;
+    if (!validName(c.targetSet, MAX_SET_NAME)) return `chain ${c.name}: targetSet ${JSON.stringify(c.targetSet)} is not an owned set name`;
+    if (!Array.isArray(c.rules)) return `chain ${c.name}: rules must be a list`;
+    for (const r of c.rules as unknown[]) {
+      if (!isObj(r) || !isObj(r.match)) return `chain ${c.name}: every rule needs a match`;
+      for (const k of ['peerSet', 'namedPortSet'] as const) {
+        if (r.match[k] !== undefined && !validName(r.match[k], MAX_SET_NAME)) return `chain ${c.name}: ${k} ${JSON.stringify(r.match[k])} is not an owned set name`;
+      }
+    }
+  }
+  return undefined;
+}
+
+/** Builds the desired state from decoded objects (NpmRuleSet and NpmIPSet; anything else is a problem). */
+export function buildDesired(objects: readonly unknown[]): DesiredState {
+  const problems: string[] = [];
+  const rulesets: NpmRuleSet[] = [];
+  const shards = new Map<string, NpmIPSet[]>();
+  for (const o of objects) {
+    if (!isObj(o) || o.apiVersion !== API_VERSION || (o.kind !== RULESET_KIND && o.kind !== IPSET_KIND)) {
+      problems.push(`ignored an object that is not ${API_VERSION} ${RULESET_KIND}/${IPSET_KIND}: ${JSON.stringify(isObj(o) ? { apiVersion: o.apiVersion, kind: o.kind } : o)}`);
+      continue;
+    }
+    const meta = isObj(o.metadata) ? o.metadata : {};
+    const id = `${String(o.kind)} ${meta.namespace ? `${String(meta.namespace)}/` : ''}${String(meta.name)}`;
+    if (o.kind === RULESET_KIND) {
+      const p = rulesetProblem(o);
+      if (p) problems.push(`${id}: ${p}; ruleset skipped`);
+      else rulesets.push(o as unknown as NpmRuleSet);
+    } else {
+      const spec = o.spec;
+      if (!isObj(spec) || !validName(spec.setName, MAX_SET_NAME) || !Array.isArray(spec.members)) {
+        problems.push(`${id}: spec.setName must be an owned set name and spec.members a list; skipped`);
+        continue;
+      }
+      const list = shards.get(spec.setName) ?? [];
+      list.push(o as unknown as NpmIPSet);
+      shards.set(spec.setName, list);
+    }
+  }
+  const key = (rs: NpmRuleSet): string => `${rs.spec.policy.namespace}/${rs.spec.policy.name}`;
+  rulesets.sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0));
+
+  // Chain names must be unique across rulesets: keep the first (by namespace/name).
+  const chainOwner = new Map<string, string>();
+  const accepted: NpmRuleSet[] = [];
+  for (const rs of rulesets) {
+    const clash = rs.spec.chains.find((c) => chainOwner.has(c.name) && chainOwner.get(c.name) !== key(rs));
+    if (clash) {
+      problems.push(`NpmRuleSet ${key(rs)}: chain ${clash.name} is also written by ${chainOwner.get(clash.name)}; ruleset skipped`);
+      continue;
+    }
+    for (const c of rs.spec.chains) chainOwner.set(c.name, key(rs));
+    accepted.push(rs);
+  }
+
+  // Sets: refs first, then names used by chains without a ref.
+  const sets = new Map<string, DesiredSet & { inline?: string[]; kind?: string }>();
+  for (const rs of accepted) {
+    for (const ref of rs.spec.ipsets) {
+      const have = sets.get(ref.name);
+      if (have && have.type !== ref.type) {
+        problems.push(`NpmRuleSet ${key(rs)}: set ${ref.name} is ${ref.type} here but ${have.type} elsewhere; keeping ${have.type}`);
+        continue;
+      }
+      if (!have) sets.set(ref.name, { name: ref.name, type: ref.type, meaning: ref.meaning, members: new Map(), inline: ref.kind === 'IPBlock' ? (ref.members ?? []) : undefined, kind: ref.kind });
+    }
+  }
+  const use = (name: string, type: SetType, where: string): void => {
+    if (sets.has(name)) return;
+    problems.push(`${where}: set ${name} has no entry in spec.ipsets; created empty as ${type}`);
+    sets.set(name, { name, type, meaning: name, members: new Map() });
+  };
+  for (const rs of accepted) {
+    for (const c of rs.spec.chains) {
+      use(c.targetSet, 'hash:ip', `NpmRuleSet ${key(rs)} chain ${c.name}`);
+      for (const r of c.rules) {
+        if (r.match.peerSet) use(r.match.peerSet, 'hash:ip', `NpmRuleSet ${key(rs)} chain ${c.name}`);
+        if (r.match.namedPortSet) use(r.match.namedPortSet, 'hash:ip,port', `NpmRuleSet ${key(rs)} chain ${c.name}`);
+      }
+    }
+  }
+  for (const s of sets.values()) {
+    const raw: { from: string; member: unknown }[] = [];
+    if (s.inline) for (const m of s.inline) raw.push({ from: `set ${s.name} (inline)`, member: m });
+    for (const sh of shards.get(s.name) ?? []) {
+      if (sh.spec.type !== s.type) {
+        problems.push(`NpmIPSet ${sh.metadata.name}: type ${sh.spec.type} differs from the ruleset's ${s.type}; shard skipped`);
+        continue;
+      }
+      for (const m of sh.spec.members) raw.push({ from: `NpmIPSet ${sh.metadata.name}`, member: m });
+    }
+    const norm: string[] = [];
+    for (const { from, member } of raw) {
+      const r = typeof member === 'string' ? normalizeMember(s.type, member) : { error: `${JSON.stringify(member)} is not a string` };
+      if ('error' in r) problems.push(`${from}: member ${r.error}; dropped`);
+      else norm.push(r.member);
+    }
+    norm.sort(compareMembers);
+    for (const m of norm) {
+      const k = memberKey(s.type, m);
+      const prev = s.members.get(k);
+      // Two entries for one CIDR, one of them "nomatch": the exception wins (fail closed).
+      if (prev === undefined || m.endsWith(' nomatch')) s.members.set(k, m);
+    }
+    delete s.inline;
+    delete s.kind;
+  }
+  const rendered = renderChains(accepted);
+  problems.push(...rendered.problems);
+  return { sets, chains: rendered.chains, hook: true, policies: accepted.length, problems };
+}

@@ -1,0 +1,138 @@
+/**
+ * The whole plan of one sync, pure: (desired, actual) -> the three restore inputs, in the order
+ * they must run, plus what drifted when the actual state is compared with what we last wrote.
+ *   phase 1 `ipset restore`:          creates, rebuilds (temp + swap), member additions, removals
+ *   phase 2 `iptables-restore --noflush`: changed chains rewritten whole, stale chains removed, hook
+ *   phase 3 `ipset restore`:          destroy sets nothing references any more
+ */
+import { HOOK_RULE } from './iptables/render.js';
+import { hookOk, planIptables, type IptablesPlan } from './iptables/plan.js';
+import type { ActualChains } from './iptables/parse.js';
+import type { ActualSet, ActualSets } from './ipset/parse.js';
+import { planIpsets, type IpsetPlan } from './ipset/plan.js';
+import { requiredMaxelem } from './ipset/render.js';
+import type { DesiredState } from './model.js';
+
+export interface ActualState {
+  sets: ActualSets;
+  iptables: ActualChains;
+}
+
+export interface Plan {
+  ipset: IpsetPlan;
+  iptables: IptablesPlan;
+}
+
+export function planSync(desired: DesiredState, actual: ActualState): Plan {
+  return {
+    ipset: planIpsets(desired.sets, actual.sets),
+    iptables: planIptables({ chains: desired.chains, hook: desired.hook }, actual.iptables),
+  };
+}
+
+export function planIsEmpty(p: Plan): boolean {
+  return p.ipset.apply.length === 0 && p.ipset.destroy.length === 0 && p.iptables.lines.length === 0;
+}
+
+/** The restore inputs as text (what a dry run shows). */
+export function planText(p: Plan): string {
+  const parts: string[] = [];
+  if (p.ipset.apply.length) parts.push(`# phase 1: ipset restore\n${p.ipset.apply.join('\n')}`);
+  if (p.iptables.lines.length) parts.push(`# phase 2: iptables-restore --noflush\n${p.iptables.lines.join('\n')}`);
+  if (p.ipset.destroy.length) parts.push(`# phase 3: ipset restore\n${p.ipset.destroy.join('\n')}`);
+  return parts.join('\n');
+}
+
+/** What the kernel holds after `plan` was applied successfully on top of `before`. */
+export function appliedState(desired: DesiredState, before: ActualState): ActualState {
+  const sets: ActualSets = new Map();
+  for (const d of desired.sets.values()) {
+    const a = before.sets.get(d.name);
+    const need = requiredMaxelem(d.members.size);
+    const kept = a && a.type === d.type && a.family === 'inet' && a.maxelem >= need;
+    const s: ActualSet = { name: d.name, type: d.type, family: 'inet', hashsize: a?.hashsize ?? 0, maxelem: kept ? a.maxelem : need, members: new Map(d.members) };
+    sets.set(d.name, s);
+  }
+  const chains = new Map<string, string[]>();
+  for (const [c, rules] of desired.chains) chains.set(c, [...rules]);
+  const hook = desired.hook ? { copies: [HOOK_RULE], first: HOOK_RULE } : { copies: [], first: before.iptables.hook.first === HOOK_RULE ? '' : before.iptables.hook.first };
+  return { sets, iptables: { chains, hook } };
+}
+
+export type DriftKind =
+  | 'chain_missing'
+  | 'chain_flushed'
+  | 'chain_reordered'
+  | 'chain_foreign_rule'
+  | 'chain_modified'
+  | 'chain_extra'
+  | 'hook'
+  | 'set_missing'
+  | 'set_header'
+  | 'set_members_missing'
+  | 'set_members_extra'
+  | 'set_extra';
+
+export interface Drift {
+  kind: DriftKind;
+  name: string;
+  detail: string;
+}
+
+function multiset(xs: readonly string[]): Map<string, number> {
+  const m = new Map<string, number>();
+  for (const x of xs) m.set(x, (m.get(x) ?? 0) + 1);
+  return m;
+}
+
+/** How the kernel differs from what we last wrote (`expected`): each item is one repair. */
+export function detectDrift(expected: ActualState, kernel: ActualState): Drift[] {
+  const out: Drift[] = [];
+  for (const [c, want] of expected.iptables.chains) {
+    const got = kernel.iptables.chains.get(c);
+    if (!got) out.push({ kind: 'chain_missing', name: c, detail: 'chain deleted' });
+    else if (got.length === 0 && want.length > 0) out.push({ kind: 'chain_flushed', name: c, detail: `chain flushed (${want.length} rules expected)` });
+    else if (got.join('\n') !== want.join('\n')) {
+      const w = multiset(want);
+      const foreign = got.filter((r) => {
+        const n = w.get(r) ?? 0;
+        if (n === 0) return true;
+        w.set(r, n - 1);
+        return false;
+      });
+      const missing = [...w.values()].reduce((a, b) => a + b, 0);
+      if (foreign.length === 0 && missing === 0) out.push({ kind: 'chain_reordered', name: c, detail: 'rules reordered' });
+      else if (foreign.length > 0 && missing === 0) out.push({ kind: 'chain_foreign_rule', name: c, detail: `foreign rule(s): ${foreign.slice(0, 3).join(' | ')}` });
+      else out.push({ kind: 'chain_modified', name: c, detail: `${missing} rule(s) missing, ${foreign.length} unexpected` });
+    }
+  }
+  for (const c of kernel.iptables.chains.keys()) {
+    if (!expected.iptables.chains.has(c)) out.push({ kind: 'chain_extra', name: c, detail: 'owned chain we did not write' });
+  }
+  const wantHook = expected.iptables.hook.copies.length > 0;
+  if (wantHook && !hookOk(kernel.iptables.hook)) {
+    const h = kernel.iptables.hook;
+    out.push({ kind: 'hook', name: 'FORWARD', detail: h.copies.length === 0 ? 'hook missing' : h.copies.length > 1 ? `${h.copies.length} hook copies` : 'hook not rule 1 or altered' });
+  }
+  for (const [name, want] of expected.sets) {
+    const got = kernel.sets.get(name);
+    if (!got) {
+      out.push({ kind: 'set_missing', name, detail: 'set destroyed' });
+      continue;
+    }
+    if (got.type !== want.type || got.family !== want.family || got.maxelem < want.maxelem) {
+      out.push({ kind: 'set_header', name, detail: `header ${got.type} ${got.family} maxelem ${got.maxelem}` });
+      continue;
+    }
+    let missing = 0;
+    let extra = 0;
+    for (const [k, m] of want.members) if (got.members.get(k) !== m) missing++;
+    for (const k of got.members.keys()) if (!want.members.has(k)) extra++;
+    if (missing) out.push({ kind: 'set_members_missing', name, detail: `${missing} member(s) missing or altered` });
+    if (extra) out.push({ kind: 'set_members_extra', name, detail: `${extra} unexpected member(s)` });
+  }
+  for (const name of kernel.sets.keys()) {
+    if (!expected.sets.has(name)) out.push({ kind: 'set_extra', name, detail: 'owned set we did not write' });
+  }
+  return out;
+}

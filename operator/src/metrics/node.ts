@@ -1,0 +1,135 @@
+/**
+ * Node agent metrics (prom-client), on a registry the caller owns (never the global default).
+ *
+ * Kernel-state gauges are read from the kernel at scrape time through the injected Exec
+ * (`iptables-save -t filter` and `ipset list -o save`, our objects only), cached for `cacheMs`
+ * (default 2 s) so that several scrapes in a row cost one read:
+ *   npm_num_policies        policies whose chains are in the kernel (counted from the "<ns>/<name>"
+ *                           comment of each direction-chain jump)
+ *   npm_num_iptables_rules  rules in our chains plus our FORWARD hook rule(s)
+ *   npm_num_ipsets          our sets; npm_num_ipset_entries: their members
+ *   npm_ipset_counts{set_name,set_hash}: members per set. As in Azure NPM set_hash is the kernel
+ *                           name (ours already is a hash); set_name is what the set means in words
+ *                           (clamped to 100 chars) when the agent knows it (`meanings`), else the
+ *                           kernel name again.
+ * Timings, all in SECONDS (Azure NPM's names, our units): npm_add_policy_exec_time (a sync that
+ * wrote policy chains), npm_add_iptables_rule_exec_time (one iptables-restore),
+ * npm_add_ipset_exec_time (one ipset restore); kubenpm_sync_duration_seconds (every sync).
+ * Counters: kubenpm_restore_failures_total{tool}, kubenpm_drift_repairs_total{kind}.
+ * `observer` plugs the timings/counters into a Converger.
+ */
+import { Counter, Gauge, Histogram, Registry, Summary } from 'prom-client';
+import { binaries, type Backend } from '../agent/backend.js';
+import type { ConvergeObserver } from '../agent/converge.js';
+import { realClock, type Clock, type Exec } from '../agent/exec.js';
+import { parseIptablesSave } from '../agent/iptables/parse.js';
+import { parseIpsetSave } from '../agent/ipset/parse.js';
+import { tokenize } from '../agent/iptables/parse.js';
+import { CHAIN_EGRESS, CHAIN_INGRESS } from '../api/names.js';
+
+export interface NodeMetricsOptions {
+  exec: Exec;
+  backend: Backend;
+  registry?: Registry;
+  clock?: Clock;
+  cacheMs?: number;
+  /** Kernel set name -> meaning (from the desired state), for the set_name label. */
+  meanings?: () => ReadonlyMap<string, string>;
+}
+
+export interface KernelCounts {
+  policies: number;
+  rules: number;
+  sets: { name: string; members: number }[];
+}
+
+export interface NodeMetrics {
+  registry: Registry;
+  observer: ConvergeObserver;
+  /** The (cached) kernel read behind the gauges. */
+  kernelCounts(): Promise<KernelCounts>;
+}
+
+const PERCENTILES = [0.5, 0.9, 0.99];
+
+export async function readKernelCounts(exec: Exec, backend: Backend): Promise<KernelCounts> {
+  const save = await exec([binaries(backend).save, '-t', 'filter']);
+  if (save.code !== 0) throw new Error(`iptables-save failed: ${save.stderr.trim()}`);
+  const list = await exec(['ipset', 'list', '-o', 'save']);
+  if (list.code !== 0) throw new Error(`ipset list failed: ${list.stderr.trim()}`);
+  const ipt = parseIptablesSave(save.stdout);
+  let rules = ipt.hook.copies.length;
+  const policies = new Set<string>();
+  for (const [chain, rs] of ipt.chains) {
+    rules += rs.length;
+    if (chain !== CHAIN_INGRESS && chain !== CHAIN_EGRESS) continue;
+    for (const r of rs) {
+      const t = tokenize(r);
+      const c = t.indexOf('--comment');
+      const policy = c >= 0 ? t[c + 1]?.split(' ')[0] : undefined;
+      if (policy?.includes('/')) policies.add(policy);
+    }
+  }
+  const sets = [...parseIpsetSave(list.stdout).values()].map((s) => ({ name: s.name, members: s.members.size }));
+  return { policies: policies.size, rules, sets };
+}
+
+export function createNodeMetrics(opts: NodeMetricsOptions): NodeMetrics {
+  const registry = opts.registry ?? new Registry();
+  const clock = opts.clock ?? realClock;
+  const cacheMs = opts.cacheMs ?? 2000;
+  let cached: { at: number; value: Promise<KernelCounts> } | undefined;
+  const kernelCounts = (): Promise<KernelCounts> => {
+    const now = clock.now();
+    if (!cached || now - cached.at > cacheMs) {
+      const value = readKernelCounts(opts.exec, opts.backend);
+      // A failed read is not cached: the next scrape tries again.
+      value.catch(() => {
+        if (cached?.value === value) cached = undefined;
+      });
+      cached = { at: now, value };
+    }
+    return cached.value;
+  };
+  const registers = [registry];
+  new Gauge({ name: 'npm_num_policies', help: 'Network policies programmed in the kernel (read at scrape time)', registers, async collect() { this.set((await kernelCounts()).policies); } });
+  new Gauge({ name: 'npm_num_iptables_rules', help: 'iptables rules kube-npm owns in the kernel (read at scrape time)', registers, async collect() { this.set((await kernelCounts()).rules); } });
+  new Gauge({ name: 'npm_num_ipsets', help: 'ipsets kube-npm owns in the kernel (read at scrape time)', registers, async collect() { this.set((await kernelCounts()).sets.length); } });
+  new Gauge({
+    name: 'npm_num_ipset_entries', help: 'Members of all ipsets kube-npm owns (read at scrape time)', registers,
+    async collect() { this.set((await kernelCounts()).sets.reduce((a, s) => a + s.members, 0)); },
+  });
+  new Gauge({
+    name: 'npm_ipset_counts', help: 'Members per ipset: set_hash is the kernel name, set_name what the set means (read at scrape time)', labelNames: ['set_name', 'set_hash'], registers,
+    async collect() {
+      const counts = await kernelCounts();
+      const meanings = opts.meanings?.() ?? new Map<string, string>();
+      this.reset();
+      for (const s of counts.sets) this.set({ set_name: (meanings.get(s.name) ?? s.name).slice(0, 100), set_hash: s.name }, s.members);
+    },
+  });
+  const policyTime = new Summary({ name: 'npm_add_policy_exec_time', help: 'Duration in seconds of a sync that wrote policy chains', percentiles: PERCENTILES, registers });
+  const ruleTime = new Summary({ name: 'npm_add_iptables_rule_exec_time', help: 'Duration in seconds of one iptables-restore', percentiles: PERCENTILES, registers });
+  const ipsetTime = new Summary({ name: 'npm_add_ipset_exec_time', help: 'Duration in seconds of one ipset restore', percentiles: PERCENTILES, registers });
+  const syncTime = new Histogram({ name: 'kubenpm_sync_duration_seconds', help: 'Duration in seconds of a sync (all attempts), by result', labelNames: ['result'], buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers });
+  const failures = new Counter({ name: 'kubenpm_restore_failures_total', help: 'Failed restore processes, by tool', labelNames: ['tool'], registers });
+  const repairs = new Counter({ name: 'kubenpm_drift_repairs_total', help: 'Kernel drift found and repaired, by kind', labelNames: ['kind'], registers });
+  for (const tool of ['ipset', 'iptables']) failures.inc({ tool }, 0);
+  const observer: ConvergeObserver = {
+    restore(tool, _phase, seconds, ok) {
+      (tool === 'iptables' ? ruleTime : ipsetTime).observe(seconds);
+      if (!ok) failures.inc({ tool });
+    },
+    drift(kind, count) {
+      repairs.inc({ kind }, count);
+    },
+    sync(r) {
+      syncTime.observe({ result: 'ok' }, r.durationMs / 1000);
+      if (r.plan.iptables.changed.some((c) => c.startsWith('KNPM-I-') || c.startsWith('KNPM-E-'))) policyTime.observe(r.durationMs / 1000);
+    },
+    syncFailed(_e, seconds) {
+      syncTime.observe({ result: 'error' }, seconds);
+    },
+  };
+  return { registry, observer, kernelCounts };
+}

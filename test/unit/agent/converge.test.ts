@@ -1,0 +1,209 @@
+/** The converge core against the fake kernel: adoption, no-op, incremental, drift, faults, retry. */
+import { expect } from 'chai';
+import { Converger, RestoreError, contextLines, failedLineOf } from '../../../operator/src/agent/converge.js';
+import { detectBackend } from '../../../operator/src/agent/backend.js';
+import { buildDesired, cleanupDesired } from '../../../operator/src/agent/model.js';
+import { HOOK_RULE } from '../../../operator/src/agent/iptables/render.js';
+import { FakeClock, FakeKernel } from './fakekernel.js';
+import { objects } from './fixtures.js';
+
+const small = buildDesired(objects({ namespaces: 2, podsPerNamespace: 4, policiesPerNamespace: 2 }));
+const moved = buildDesired(objects({ namespaces: 2, podsPerNamespace: 4, policiesPerNamespace: 2, ipOffset: 3 }));
+
+function setup(k = new FakeKernel()): { k: FakeKernel; clock: FakeClock; c: Converger; logs: string[] } {
+  const clock = new FakeClock();
+  const logs: string[] = [];
+  const c = new Converger({ exec: k.exec, backend: 'nft', clock, log: (s) => logs.push(s), resyncIntervalMs: 60_000, retry: { attempts: 3, initialDelayMs: 100 } });
+  return { k, clock, c, logs };
+}
+
+function foreign(k: FakeKernel): void {
+  k.chains.set('KUBE-FORWARD', ['-j ACCEPT']);
+  k.chains.get('FORWARD')?.push('-j KUBE-FORWARD');
+  k.sets.set('cali40-all', { type: 'hash:ip', hashsize: 1024, maxelem: 1024, members: new Map([['1.1.1.1', '1.1.1.1']]) });
+}
+
+describe('agent converge (fake kernel)', () => {
+  it('applies from scratch in 3 writes at most, then a no-op sync writes nothing', async () => {
+    const { k, c } = setup();
+    foreign(k);
+    const r = await c.sync(small);
+    expect(r.full).to.equal(true);
+    expect(k.writes().length).to.equal(2); // nothing to destroy
+    expect(k.chains.get('FORWARD')).to.deep.equal([HOOK_RULE, '-j KUBE-FORWARD']);
+    const n = k.writes().length;
+    const r2 = await c.sync(small);
+    expect(r2.full).to.equal(false);
+    expect(k.writes().length).to.equal(n);
+    const r3 = await c.sync(small, { forceFull: true });
+    expect(r3.full).to.equal(true);
+    expect(r3.lines).to.deep.equal({ ipset: 0, iptables: 0, destroy: 0 });
+    expect(k.writes().length).to.equal(n);
+  });
+
+  it('a restarted process adopts the kernel without writing', async () => {
+    const { k, c } = setup();
+    await c.sync(small);
+    const n = k.writes().length;
+    const fresh = setup(k).c;
+    const r = await fresh.sync(small);
+    expect(r.full).to.equal(true);
+    expect(r.drift).to.deep.equal([]);
+    expect(k.writes().length).to.equal(n);
+  });
+
+  it('incremental sync plans against the last-applied model without reading the whole kernel', async () => {
+    const { k, c } = setup();
+    await c.sync(small);
+    k.calls = [];
+    const r = await c.sync(moved);
+    expect(r.full).to.equal(false);
+    expect(k.calls.map((x) => x.argv[0])).to.not.include('iptables-nft-save');
+    expect(k.calls.some((x) => x.argv.includes('list'))).to.equal(false);
+    // Only membership changed: no iptables write at all.
+    expect(r.lines.iptables).to.equal(0);
+    expect(r.lines.ipset).to.be.greaterThan(0);
+    // And the kernel really equals the new desired state.
+    const verify = await setup(k).c.syncOnce(moved, { dryRun: true });
+    expect(verify.lines).to.deep.equal({ ipset: 0, iptables: 0, destroy: 0 });
+  });
+
+  it('the periodic resync reads fully after the interval', async () => {
+    const { c, clock } = setup();
+    await c.sync(small);
+    clock.t += 30_000;
+    expect((await c.sync(small)).full).to.equal(false);
+    clock.t += 30_000;
+    expect((await c.sync(small)).full).to.equal(true);
+  });
+
+  it('repairs and counts drift on a full resync', async () => {
+    const { k, c, logs } = setup();
+    foreign(k);
+    await c.sync(small);
+    const pol = [...k.chains.keys()].find((x) => x.startsWith('KNPM-I-')) as string;
+    const set = [...k.sets.keys()].find((x) => x.startsWith('KNPM-S-')) as string;
+    k.chains.set(pol, []); // flushed
+    k.chains.get('KNPM-ALLOW')?.unshift('-j ACCEPT'); // foreign rule inserted
+    k.chains.get('KNPM-INGRESS')?.reverse(); // reordered
+    k.chains.set('FORWARD', ['-j KUBE-FORWARD', HOOK_RULE]); // hook misplaced
+    for (const [name, s] of k.sets) if (name === set) s.members.clear(); // members gone
+    const victim = [...k.sets.keys()].find((x) => x.startsWith('KNPM-N-')) as string;
+    k.sets.delete(victim); // (a real kernel would refuse: in use; the fake lets us simulate it)
+    const r = await c.sync(small, { forceFull: true });
+    expect(r.drift.map((d) => d.kind).sort()).to.deep.equal(['chain_flushed', 'chain_foreign_rule', 'chain_reordered', 'hook', 'set_members_missing', 'set_missing']);
+    expect(c.counters.driftRepairs).to.deep.include({ chain_flushed: 1, hook: 1, set_missing: 1 });
+    expect(logs.filter((l) => l.startsWith('drift repaired')).length).to.equal(6);
+    expect(k.chains.get('FORWARD')).to.deep.equal([HOOK_RULE, '-j KUBE-FORWARD']);
+    expect(k.sets.has('cali40-all')).to.equal(true);
+    expect((await c.sync(small, { forceFull: true })).drift).to.deep.equal([]);
+  });
+
+  it('the hook is re-asserted on every (incremental) sync', async () => {
+    const { k, c } = setup();
+    await c.sync(small);
+    k.chains.set('FORWARD', []);
+    const r = await c.sync(small);
+    expect(r.full).to.equal(false);
+    expect(r.drift.map((d) => d.kind)).to.deep.equal(['hook']);
+    expect(k.chains.get('FORWARD')).to.deep.equal([HOOK_RULE]);
+  });
+
+  it('a failed iptables-restore keeps the previous state, reports the lines around the failure, retries fully with backoff', async () => {
+    const { k, c, clock, logs } = setup();
+    await c.sync(small);
+    const before = k.iptablesSave();
+    k.failNext((argv) => argv[0] === 'iptables-nft-restore', { line: 4 });
+    k.calls = [];
+    const r = await c.sync(buildDesired(objects({ namespaces: 2, podsPerNamespace: 4, policiesPerNamespace: 1 })));
+    expect(r.attempts).to.equal(2);
+    expect(clock.sleeps).to.deep.equal([100]);
+    expect(c.counters.restoreFailures.iptables).to.equal(1);
+    expect(logs.some((l) => /line 4 failed/.test(l) && />\s+4: /.test(l))).to.equal(true);
+    // The retry re-read the kernel.
+    expect(k.calls.filter((x) => x.argv[0] === 'iptables-nft-save').length).to.be.greaterThan(0);
+    expect(k.iptablesSave()).to.not.equal(before);
+  });
+
+  it('when every attempt fails, the kernel keeps the last good state and the error carries the cause', async () => {
+    const { k, c, clock } = setup();
+    await c.sync(small);
+    const before = k.iptablesSave();
+    for (let i = 0; i < 3; i++) k.failNext((argv) => argv[0] === 'iptables-nft-restore', { line: 2 });
+    const changed = buildDesired(objects({ namespaces: 2, podsPerNamespace: 4, policiesPerNamespace: 1 }));
+    let err: unknown;
+    try {
+      await c.sync(changed);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).to.be.instanceOf(Error);
+    expect((err as Error).cause).to.be.instanceOf(RestoreError);
+    expect(((err as Error).cause as RestoreError).failedLine).to.equal(2);
+    expect(clock.sleeps).to.deep.equal([100, 200]);
+    expect(k.iptablesSave()).to.equal(before);
+    // Next sync is full and converges.
+    const r = await c.sync(changed);
+    expect(r.full).to.equal(true);
+  });
+
+  it('an ipset restore failing half-way: iptables untouched, nothing removed before its replacement, then recovers', async () => {
+    const { k, c } = setup();
+    await c.sync(small);
+    const ipt = k.iptablesSave();
+    const snapshot = new Map([...k.sets].map(([n, s]) => [n, new Set(s.members.keys())]));
+    k.failNext((argv) => argv[0] === 'ipset' && argv[1] === 'restore', { applyLines: 3 });
+    const r = await c.syncOnce(moved).catch((e: unknown) => e);
+    expect(r).to.be.instanceOf(RestoreError);
+    expect(k.iptablesSave()).to.equal(ipt);
+    // Only additions ran: every old member is still present.
+    for (const [n, members] of snapshot) for (const m of members) expect(k.sets.get(n)?.members.has(m), `${n} ${m}`).to.equal(true);
+    const ok = await c.sync(moved);
+    expect(ok.full).to.equal(true);
+    expect((await setup(k).c.syncOnce(moved, { dryRun: true })).lines).to.deep.equal({ ipset: 0, iptables: 0, destroy: 0 });
+  });
+
+  it('cleanup removes only what we own', async () => {
+    const { k, c } = setup();
+    foreign(k);
+    await c.sync(small);
+    await c.sync(cleanupDesired());
+    expect([...k.chains.keys()]).to.deep.equal(['INPUT', 'FORWARD', 'OUTPUT', 'KUBE-FORWARD']);
+    expect(k.chains.get('FORWARD')).to.deep.equal(['-j KUBE-FORWARD']);
+    expect([...k.sets.keys()]).to.deep.equal(['cali40-all']);
+  });
+
+  it('stale sets are destroyed only after iptables stopped referencing them', async () => {
+    const { k, c } = setup();
+    await c.sync(small);
+    await c.sync(buildDesired(objects({ namespaces: 1, podsPerNamespace: 4, policiesPerNamespace: 1 })));
+    const w = k.writes();
+    const last = w[w.length - 1];
+    expect(last?.argv).to.deep.equal(['ipset', 'restore']);
+    expect(last?.stdin).to.match(/^destroy /);
+  });
+});
+
+describe('agent helpers', () => {
+  it('failing line and context', () => {
+    expect(failedLineOf('iptables-restore: line 12 failed')).to.equal(12);
+    expect(failedLineOf('ipset v7.17: Error in line 3: boom')).to.equal(3);
+    expect(failedLineOf("iptables-nft-restore v1.8.9 (nf_tables): Set X doesn't exist.\n\nError occurred at line: 30\n")).to.equal(30);
+    expect(contextLines('a\nb\nc\nd\ne\nf', 3)).to.equal('\n     1: a\n     2: b\n>    3: c\n     4: d\n     5: e');
+  });
+  it('backend detection: override, hint, rule count, fallback, error', async () => {
+    const k = new FakeKernel();
+    expect(await detectBackend(k.exec, 'legacy')).to.equal('legacy');
+    expect(await detectBackend(k.exec, 'auto')).to.equal('nft');
+    const hinted = async (argv: string[]) => (argv[0] === 'iptables-legacy-save' && argv.includes('mangle') ? { code: 0, stdout: ':KUBE-IPTABLES-HINT - [0:0]\n', stderr: '' } : k.exec(argv));
+    expect(await detectBackend(hinted, 'auto')).to.equal('legacy');
+    const counted = async (argv: string[]) => (argv[0] === 'iptables-legacy-save' && argv.length === 1 ? { code: 0, stdout: '-A FORWARD -j X\n', stderr: '' } : k.exec(argv));
+    expect(await detectBackend(counted, 'auto')).to.equal('legacy');
+    k.backends.delete('nft');
+    expect(await detectBackend(k.exec, 'auto')).to.equal('legacy');
+    k.backends.delete('legacy');
+    let msg = '';
+    await detectBackend(k.exec, 'auto').catch((e: Error) => (msg = e.message));
+    expect(msg).to.match(/no usable iptables backend/);
+  });
+});
