@@ -184,3 +184,48 @@ export interface KubeList<T> {
   kind: 'List';
   items: T[];
 }
+
+export const NODE_KIND = 'NpmNode';
+export const NODE_PLURAL = 'npmnodes';
+
+/** What one node's agent applied: the per-node report the operator aggregates into NpmRuleSet status. */
+export interface AppliedRuleSet {
+  namespace: string;
+  name: string;
+  /** metadata.generation of the NpmRuleSet the agent programmed. */
+  generation: number;
+}
+
+export interface KernelCounts {
+  ipsets: number;
+  ipsetEntries: number;
+  chains: number;
+  rules: number;
+}
+
+export interface NpmNodeStatus {
+  /** iptables backend in use: nft or legacy. */
+  backend?: string;
+  /** RFC 3339 time of the last sync attempt that finished (successfully or not). */
+  lastSyncTime?: string;
+  lastSyncDurationMs?: number;
+  /** Empty when the last sync succeeded. */
+  lastError?: string;
+  /** Syncs since the agent started, and how many failed. */
+  syncs?: number;
+  failures?: number;
+  driftRepairs?: number;
+  /** Pods on this node that kube-npm knows of. */
+  localPods?: number;
+  kernel?: KernelCounts;
+  /** Rulesets programmed on this node (only those selecting a local pod). */
+  applied?: AppliedRuleSet[];
+  conditions?: Condition[];
+}
+
+export interface NpmNode {
+  apiVersion: typeof API_VERSION;
+  kind: typeof NODE_KIND;
+  metadata: ObjectMeta;
+  status?: NpmNodeStatus;
+}

@@ -58,6 +58,8 @@ interface PodState {
   key: string;
   ns: string;
   labels: Record<string, string>;
+  /** spec.nodeName: which node's agent enforces this pod's policies. */
+  node?: string;
   /** IPv4 address, if the pod has one and counts (not hostNetwork, not terminated). */
   ip?: string;
   /** "name/PROTO" -> container port numbers. */
@@ -393,6 +395,49 @@ export class TranslationEngine {
     return { namespaces: this.namespaces.size, pods: this.pods.size, policies: this.policies.size, sets: this.sets.size, members };
   }
 
+  /**
+   * Nodes that must program a policy: those hosting a pod it selects (ingress is enforced at the
+   * destination's node, egress at the source's; both are the selected pod's node).
+   */
+  concernedNodes(namespace: string, name: string): string[] {
+    const p = this.policies.get(`${namespace}/${name}`);
+    if (!p) return [];
+    const nodes = new Set<string>();
+    for (const chain of p.ruleset.spec.chains) {
+      for (const key of this.sets.get(chain.targetSet)?.members.podKeys() ?? []) {
+        const node = this.pods.get(key)?.node;
+        if (node) nodes.add(node);
+      }
+    }
+    return [...nodes].sort();
+  }
+
+  /** Keys ("ns/name") of every policy. */
+  policyKeys(): string[] {
+    return [...this.policies.keys()].sort();
+  }
+
+  /** The current NpmIPSet object of that name (a shard of a set), if the set and shard exist. */
+  ipSetObject(objectName: string): NpmIPSet | undefined {
+    const dash = objectName.lastIndexOf('-');
+    const s = this.sets.get(objectName.slice(0, dash).toUpperCase());
+    const shard = Number(objectName.slice(dash + 1));
+    if (!s || !Number.isInteger(shard) || shard < 0 || shard >= s.members.shardCount()) return undefined;
+    return renderIPSet(s.members, shard);
+  }
+
+  /** Names of every NpmIPSet object the engine wants. */
+  ipSetObjectNames(): string[] {
+    const out: string[] = [];
+    for (const [name, s] of this.sets) for (let i = 0; i < s.members.shardCount(); i++) out.push(ipSetObjectName(name, i));
+    return out.sort();
+  }
+
+  /** Problems of one policy (empty when it translated cleanly). */
+  problems(namespace: string, name: string): string[] {
+    return this.policies.get(`${namespace}/${name}`)?.ruleset.spec.problems ?? [];
+  }
+
   /** The ruleset of one policy, if known. */
   ruleset(namespace: string, name: string): NpmRuleSet | undefined {
     return this.policies.get(`${namespace}/${name}`)?.ruleset;
@@ -544,7 +589,8 @@ function podState(pod: Pod): PodState {
   const counts = !pod.spec?.hostNetwork && phase !== 'Succeeded' && phase !== 'Failed';
   const candidates = [...(pod.status?.podIPs ?? []).map((p) => p.ip), pod.status?.podIP].filter((x): x is string => !!x);
   const ip = counts ? candidates.find((a) => parseIPv4(a) !== undefined && !isIPv6(a)) : undefined;
-  return { key, ns, labels: { ...(pod.metadata.labels ?? {}) }, ...(ip ? { ip } : {}), namedPorts };
+  const node = pod.spec?.nodeName;
+  return { key, ns, labels: { ...(pod.metadata.labels ?? {}) }, ...(node ? { node } : {}), ...(ip ? { ip } : {}), namedPorts };
 }
 
 function renderRuleSet(np: NetworkPolicy, c: CompiledPolicy): NpmRuleSet {

@@ -2,7 +2,7 @@
 // that the compiler demands every field of the interfaces (DeepRequired), must validate against the
 // CRD, and must use every property the CRD declares.
 import { expect } from 'chai';
-import type { NpmIPSetSpec, NpmRuleSetSpec, NpmRuleSetStatus } from '../../../operator/src/api/types.js';
+import type { NpmIPSetSpec, NpmNodeStatus, NpmRuleSetSpec, NpmRuleSetStatus } from '../../../operator/src/api/types.js';
 import { translate } from '../../../operator/src/translate/engine.js';
 import { Model, loadCases } from '../../support/conformance.js';
 import { crdSchema, schemaPaths, validate, valuePaths, type Schema } from '../../support/schema.js';
@@ -53,6 +53,20 @@ const fullIPSetSpec: DeepRequired<NpmIPSetSpec> = {
   members: ['10.244.1.10'],
 };
 
+const fullNodeStatus: DeepRequired<NpmNodeStatus> = {
+  backend: 'nft',
+  lastSyncTime: '2026-01-01T00:00:00Z',
+  lastSyncDurationMs: 12,
+  lastError: '',
+  syncs: 4,
+  failures: 1,
+  driftRepairs: 2,
+  localPods: 9,
+  kernel: { ipsets: 3, ipsetEntries: 10, chains: 2, rules: 5 },
+  applied: [{ namespace: 'prod', name: 'web', generation: 2 }],
+  conditions: [{ type: 'Ready', status: 'True', observedGeneration: 1, lastTransitionTime: '2026-01-01T00:00:00Z', reason: 'Synced', message: 'ok' }],
+};
+
 function sorted(a: string[]): string[] {
   return [...new Set(a)].sort();
 }
@@ -75,6 +89,12 @@ describe('API types agree with the CRD schemas', () => {
   it('NpmIPSet spec: the complete sample validates and covers every schema property', () => {
     expect(validate(fullIPSetSpec, prop(ips, 'spec'))).to.deep.equal([]);
     expect(sorted(valuePaths(fullIPSetSpec))).to.deep.equal(sorted(schemaPaths(prop(ips, 'spec'))));
+  });
+
+  it('NpmNode status: the complete sample validates and covers every schema property', () => {
+    const nodes = crdSchema('kubenpm.io_npmnodes.yaml');
+    expect(validate(fullNodeStatus, prop(nodes, 'status'))).to.deep.equal([]);
+    expect(sorted(valuePaths(fullNodeStatus))).to.deep.equal(sorted(schemaPaths(prop(nodes, 'status'))));
   });
 
   it('the validator rejects what the API server would prune or refuse', () => {

@@ -1,0 +1,146 @@
+/**
+ * Level-based reconcile of kube-npm's own objects: for one key, compare what the translation engine
+ * wants with what the API server has (the informer cache), and send the minimal write.
+ *
+ * Keys: "NpmRuleSet/<ns>/<name>", "NpmIPSet//<name>", "Status/<ns>/<name>".
+ *
+ * Writes are JSON patches computed with fast-json-patch over the fields we own (labels,
+ * ownerReferences, spec), guarded by a `test` of metadata.resourceVersion: minimal bytes on the wire
+ * (a one-member change is one op) and optimistic concurrency without a read (a stale cache gives 422
+ * on the test, the key is retried after the informer catches up). Server-side apply would resend
+ * whole objects (up to ~20 KiB shards) on every pod event (docs/adr/0004).
+ *
+ * Make-before-break across objects: a ruleset is written only after every pod-derived set it
+ * references exists (agents treat a missing set as empty, which for a target set would unguard
+ * pods), and a set is deleted only once no ruleset the API server holds references it.
+ */
+import jsonpatch, { type Operation } from 'fast-json-patch';
+import { ipSetObjectName } from '../api/names.js';
+import type { NpmIPSet, NpmNode, NpmRuleSet } from '../api/types.js';
+import type { TranslationEngine } from '../translate/engine.js';
+import { httpCode, type NpmApi, type OurKind } from './api.js';
+import { computeStatus, sameStatus } from './status.js';
+
+export interface Caches {
+  ruleset(namespace: string, name: string): NpmRuleSet | undefined;
+  ipset(name: string): NpmIPSet | undefined;
+  rulesets(): NpmRuleSet[];
+  nodes(): ReadonlyMap<string, NpmNode>;
+}
+
+export class RetryLater extends Error {}
+
+export interface ReconcileResult {
+  /** What was sent: 'create' | 'patch' | 'delete' | 'status' | 'none'. */
+  action: string;
+  bytes: number;
+}
+
+export function rulesetKey(namespace: string, name: string): string {
+  return `NpmRuleSet/${namespace}/${name}`;
+}
+export function ipsetKey(name: string): string {
+  return `NpmIPSet//${name}`;
+}
+export function statusKey(namespace: string, name: string): string {
+  return `Status/${namespace}/${name}`;
+}
+
+function owned(o: { metadata: { labels?: object; ownerReferences?: object[] }; spec: object }) {
+  return { labels: o.metadata.labels ?? {}, ownerReferences: o.metadata.ownerReferences ?? [], spec: o.spec };
+}
+
+/** Patch operations turning `actual` into `desired` on the fields we own, paths rooted at the object. */
+export function ownedPatch(actual: NpmRuleSet | NpmIPSet, desired: NpmRuleSet | NpmIPSet): Operation[] {
+  const ops = jsonpatch.compare(owned(actual), owned(desired));
+  return ops.map((op) => {
+    const path = op.path.startsWith('/spec') ? op.path : `/metadata${op.path}`;
+    return { ...op, path } as Operation;
+  });
+}
+
+export class Reconciler {
+  constructor(
+    private readonly engine: TranslationEngine,
+    private readonly api: NpmApi,
+    private readonly caches: Caches,
+    private readonly now: () => Date = () => new Date(),
+  ) {}
+
+  async reconcile(key: string): Promise<ReconcileResult> {
+    const [kind, ns, ...rest] = key.split('/');
+    const name = rest.join('/');
+    if (kind === 'NpmRuleSet') return this.reconcileRuleSet(ns!, name);
+    if (kind === 'NpmIPSet') return this.reconcileIPSet(name);
+    if (kind === 'Status') return this.reconcileStatus(ns!, name);
+    throw new Error(`unknown key ${key}`);
+  }
+
+  private async write(kind: OurKind, desired: NpmRuleSet | NpmIPSet, actual: NpmRuleSet | NpmIPSet | undefined): Promise<ReconcileResult> {
+    if (!actual) {
+      try {
+        await this.api.create(kind, desired);
+      } catch (err) {
+        // Created meanwhile (our cache is behind): retry as a patch once the informer has it.
+        if (httpCode(err) === 409) throw new RetryLater(`${kind} ${desired.metadata.name} exists but is not in the cache yet`);
+        throw err;
+      }
+      return { action: 'create', bytes: JSON.stringify(desired).length };
+    }
+    const ops = ownedPatch(actual, desired);
+    if (!ops.length) return { action: 'none', bytes: 0 };
+    const body: Operation[] = [{ op: 'test', path: '/metadata/resourceVersion', value: actual.metadata.resourceVersion }, ...ops];
+    try {
+      await this.api.patch(kind, desired.metadata.namespace, desired.metadata.name, body);
+    } catch (err) {
+      const code = httpCode(err);
+      if (code === 422 || code === 409) throw new RetryLater(`${kind} ${desired.metadata.name} changed since it was read (resourceVersion ${actual.metadata.resourceVersion})`);
+      throw err;
+    }
+    return { action: 'patch', bytes: JSON.stringify(body).length };
+  }
+
+  private async reconcileRuleSet(ns: string, name: string): Promise<ReconcileResult> {
+    const desired = this.engine.ruleset(ns, name);
+    const actual = this.caches.ruleset(ns, name);
+    if (!desired) {
+      if (!actual) return { action: 'none', bytes: 0 };
+      await this.api.delete('NpmRuleSet', ns, name);
+      return { action: 'delete', bytes: 0 };
+    }
+    // Every pod-derived set it references must exist first (see the header).
+    for (const ref of desired.spec.ipsets) {
+      if (ref.kind === 'IPBlock') continue;
+      const shard0 = ipSetObjectName(ref.name, 0);
+      if (!this.caches.ipset(shard0)) {
+        const want = this.engine.ipSetObject(shard0);
+        if (want) await this.write('NpmIPSet', want, undefined).catch((err: unknown) => {
+          if (!(err instanceof RetryLater)) throw err;
+        });
+        throw new RetryLater(`NpmRuleSet ${ns}/${name} waits for NpmIPSet ${shard0}`);
+      }
+    }
+    return this.write('NpmRuleSet', desired, actual);
+  }
+
+  private async reconcileIPSet(name: string): Promise<ReconcileResult> {
+    const desired = this.engine.ipSetObject(name);
+    const actual = this.caches.ipset(name);
+    if (desired) return this.write('NpmIPSet', desired, actual);
+    if (!actual) return { action: 'none', bytes: 0 };
+    const set = actual.spec.setName;
+    const user = this.caches.rulesets().find((rs) => rs.spec.ipsets.some((s) => s.name === set));
+    if (user) throw new RetryLater(`NpmIPSet ${name} is still referenced by NpmRuleSet ${user.metadata.namespace}/${user.metadata.name}`);
+    await this.api.delete('NpmIPSet', undefined, name);
+    return { action: 'delete', bytes: 0 };
+  }
+
+  private async reconcileStatus(ns: string, name: string): Promise<ReconcileResult> {
+    const rs = this.caches.ruleset(ns, name);
+    if (!rs) return { action: 'none', bytes: 0 };
+    const status = computeStatus(rs, this.engine.concernedNodes(ns, name), this.caches.nodes(), this.now().toISOString().replace(/\.\d+Z$/, 'Z'));
+    if (sameStatus(rs.status, status)) return { action: 'none', bytes: 0 };
+    await this.api.patchRuleSetStatus(ns, name, status);
+    return { action: 'status', bytes: JSON.stringify(status).length };
+  }
+}

@@ -1,0 +1,90 @@
+/**
+ * NpmRuleSet status from what the operator knows: the translation (counts, problems) and the
+ * per-node reports (NpmNode). Pure: `now` is passed in.
+ *
+ * Accepted:   True (Translated) or False (InvalidPolicy: the parts listed in spec.problems are
+ *             enforced fail-closed).
+ * Programmed: True when every node hosting a pod the policy selects reports the ruleset's current
+ *             generation; False names the nodes lagging or failing. n/N in status.nodesProgrammed.
+ */
+import type { Condition, NpmNode, NpmRuleSet, NpmRuleSetStatus } from '../api/types.js';
+
+export const REASON = {
+  Translated: 'Translated',
+  InvalidPolicy: 'InvalidPolicy',
+  Programmed: 'Programmed',
+  NoSelectedPods: 'NoSelectedPods',
+  Pending: 'Pending',
+  NodeError: 'NodeError',
+} as const;
+
+export function setCondition(conds: readonly Condition[] | undefined, c: Omit<Condition, 'lastTransitionTime'>, now: string): Condition[] {
+  const old = conds?.find((x) => x.type === c.type);
+  const next: Condition = { ...c, lastTransitionTime: old && old.status === c.status ? old.lastTransitionTime : now };
+  return [...(conds ?? []).filter((x) => x.type !== c.type), next].sort((a, b) => (a.type < b.type ? -1 : a.type > b.type ? 1 : 0));
+}
+
+export function computeStatus(
+  rs: NpmRuleSet,
+  concernedNodes: readonly string[],
+  nodes: ReadonlyMap<string, NpmNode>,
+  now: string,
+): NpmRuleSetStatus {
+  const generation = rs.metadata.generation ?? 1;
+  const ns = rs.metadata.namespace ?? '';
+  const name = rs.metadata.name;
+  const problems = rs.spec.problems ?? [];
+  let conds = setCondition(
+    rs.status?.conditions,
+    problems.length
+      ? { type: 'Accepted', status: 'False', observedGeneration: generation, reason: REASON.InvalidPolicy, message: `enforced fail-closed (invalid parts allow nothing): ${problems.join('; ')}` }
+      : { type: 'Accepted', status: 'True', observedGeneration: generation, reason: REASON.Translated, message: rs.spec.summary },
+    now,
+  );
+  const done: string[] = [];
+  const lagging: string[] = [];
+  const failing: string[] = [];
+  const perNode: { node: string; generation?: number; error?: string }[] = [];
+  for (const node of concernedNodes) {
+    const st = nodes.get(node)?.status;
+    const applied = st?.applied?.find((a) => a.namespace === ns && a.name === name);
+    const entry: { node: string; generation?: number; error?: string } = { node };
+    if (applied) entry.generation = applied.generation;
+    if (st?.lastError) entry.error = st.lastError;
+    perNode.push(entry);
+    if (applied && applied.generation >= generation) done.push(node);
+    else if (st?.lastError) failing.push(node);
+    else lagging.push(node);
+  }
+  let programmed: Omit<Condition, 'lastTransitionTime'>;
+  if (!concernedNodes.length) {
+    programmed = { type: 'Programmed', status: 'True', observedGeneration: generation, reason: REASON.NoSelectedPods, message: 'no running pod is selected: nothing to program yet' };
+  } else if (done.length === concernedNodes.length) {
+    programmed = { type: 'Programmed', status: 'True', observedGeneration: generation, reason: REASON.Programmed, message: `programmed on ${done.length}/${concernedNodes.length} nodes` };
+  } else {
+    const parts = [];
+    if (failing.length) parts.push(`failing on ${failing.join(', ')} (${failing.map((n) => nodes.get(n)?.status?.lastError).join('; ')})`);
+    if (lagging.length) parts.push(`waiting for ${lagging.join(', ')}`);
+    programmed = {
+      type: 'Programmed',
+      status: 'False',
+      observedGeneration: generation,
+      reason: failing.length ? REASON.NodeError : REASON.Pending,
+      message: `${done.length}/${concernedNodes.length} nodes at generation ${generation}: ${parts.join('; ')}`,
+    };
+  }
+  conds = setCondition(conds, programmed, now);
+  return {
+    observedGeneration: generation,
+    conditions: conds,
+    setCount: rs.spec.ipsets.length,
+    ruleCount: rs.spec.chains.reduce((a, c) => a + c.rules.length, 0),
+    nodesProgrammed: `${done.length}/${concernedNodes.length}`,
+    nodes: perNode,
+  };
+}
+
+/** Status equality ignoring lastTransitionTime churn (it only changes on flips anyway). */
+export function sameStatus(a: NpmRuleSetStatus | undefined, b: NpmRuleSetStatus): boolean {
+  return JSON.stringify(a ?? {}) === JSON.stringify(b);
+}

@@ -1,0 +1,210 @@
+import { expect } from 'chai';
+import type { Operation } from 'fast-json-patch';
+import type { NpmIPSet, NpmNode, NpmRuleSet, NpmRuleSetStatus } from '../../../operator/src/api/types.js';
+import type { NpmApi, OurKind } from '../../../operator/src/controller/api.js';
+import { Reconciler, RetryLater, ipsetKey, rulesetKey, statusKey } from '../../../operator/src/controller/reconciler.js';
+import { TranslationEngine } from '../../../operator/src/translate/engine.js';
+import { selectLocal } from '../../../operator/src/agent/select.js';
+
+/** A fake API server: stores objects, bumps resourceVersion and generation, applies JSON patches. */
+class FakeApi implements NpmApi {
+  readonly objects = new Map<string, NpmRuleSet | NpmIPSet>();
+  readonly calls: string[] = [];
+  private rv = 1;
+  fail?: { code: number };
+
+  private k(kind: string, ns: string | undefined, name: string) {
+    return `${kind}/${ns ?? ''}/${name}`;
+  }
+  private check(): void {
+    if (this.fail) throw Object.assign(new Error('injected'), { code: this.fail.code });
+  }
+  async create(kind: OurKind, obj: { metadata: { namespace?: string; name: string } }) {
+    this.check();
+    const key = this.k(kind, obj.metadata.namespace, obj.metadata.name);
+    if (this.objects.has(key)) throw Object.assign(new Error('exists'), { code: 409 });
+    const stored = structuredClone(obj) as NpmRuleSet;
+    stored.metadata.resourceVersion = String(++this.rv);
+    stored.metadata.generation = 1;
+    this.objects.set(key, stored);
+    this.calls.push(`create ${key}`);
+  }
+  async patch(kind: OurKind, ns: string | undefined, name: string, ops: Operation[]) {
+    this.check();
+    const key = this.k(kind, ns, name);
+    const o = this.objects.get(key);
+    if (!o) throw Object.assign(new Error('nf'), { code: 404 });
+    const [test, ...rest] = ops;
+    if (test?.op !== 'test' || (test as { value: unknown }).value !== o.metadata.resourceVersion) throw Object.assign(new Error('test failed'), { code: 422 });
+    const jp = (await import('fast-json-patch')).default;
+    const next = jp.applyPatch(structuredClone(o), rest).newDocument;
+    next.metadata.resourceVersion = String(++this.rv);
+    if (rest.some((op) => op.path.startsWith('/spec'))) next.metadata.generation = (o.metadata.generation ?? 1) + 1;
+    this.objects.set(key, next);
+    this.calls.push(`patch ${key} ${rest.length} ops`);
+  }
+  async delete(kind: OurKind, ns: string | undefined, name: string) {
+    this.check();
+    this.objects.delete(this.k(kind, ns, name));
+    this.calls.push(`delete ${this.k(kind, ns, name)}`);
+  }
+  async patchRuleSetStatus(ns: string, name: string, status: NpmRuleSetStatus) {
+    const o = this.objects.get(this.k('NpmRuleSet', ns, name)) as NpmRuleSet;
+    o.status = status;
+    this.calls.push(`status ${ns}/${name}`);
+  }
+}
+
+function setup() {
+  const engine = new TranslationEngine();
+  const api = new FakeApi();
+  const nodes = new Map<string, NpmNode>();
+  const reconciler = new Reconciler(
+    engine,
+    api,
+    {
+      ruleset: (ns, name) => api.objects.get(`NpmRuleSet/${ns}/${name}`) as NpmRuleSet | undefined,
+      ipset: (name) => api.objects.get(`NpmIPSet//${name}`) as NpmIPSet | undefined,
+      rulesets: () => [...api.objects.values()].filter((o): o is NpmRuleSet => o.kind === 'NpmRuleSet'),
+      nodes: () => nodes,
+    },
+    () => new Date('2026-11-26T00:00:00Z'),
+  );
+  /** Runs the keys until nothing is RetryLater, like the work queue would. */
+  const converge = async () => {
+    const ch = engine.drain();
+    let keys = [
+      ...ch.upserts.map((o) => (o.kind === 'NpmRuleSet' ? rulesetKey(o.metadata.namespace!, o.metadata.name) : ipsetKey(o.metadata.name))),
+      ...ch.deletes.map((d) => (d.kind === 'NpmRuleSet' ? rulesetKey(d.namespace!, d.name) : ipsetKey(d.name))),
+    ];
+    for (let round = 0; keys.length && round < 5; round++) {
+      const retry: string[] = [];
+      for (const k of keys) {
+        try {
+          await reconciler.reconcile(k);
+        } catch (e) {
+          if (e instanceof RetryLater) retry.push(k);
+          else throw e;
+        }
+      }
+      keys = retry;
+    }
+    expect(keys, 'keys still waiting').to.deep.equal([]);
+  };
+  return { engine, api, nodes, reconciler, converge };
+}
+
+const pod = (name: string, ip: string, labels: Record<string, string>, node = 'n1') => ({
+  metadata: { name, namespace: 'prod', labels },
+  spec: { nodeName: node },
+  status: { phase: 'Running', podIP: ip },
+});
+
+describe('operator reconciler (fake API server)', () => {
+  it('creates sets before the ruleset that references them, then patches minimally with a resourceVersion test', async () => {
+    const t = setup();
+    t.engine.upsertPod(pod('web', '10.244.1.2', { app: 'web' }));
+    t.engine.upsertPolicy({ metadata: { name: 'p', namespace: 'prod', uid: 'u1' }, spec: { podSelector: { matchLabels: { app: 'web' } }, ingress: [{}] } });
+    // Reconcile the ruleset first on purpose: it must create its set itself and wait.
+    let err: unknown;
+    await t.reconciler.reconcile(rulesetKey('prod', 'p')).catch((e: unknown) => (err = e));
+    expect(err).to.be.instanceOf(RetryLater);
+    expect(t.api.calls[0]).to.match(/^create NpmIPSet\/\/knpm-s-/);
+    await t.converge();
+    expect(t.api.calls.some((c) => c === 'create NpmRuleSet/prod/p')).to.equal(true);
+    t.api.calls.length = 0;
+    t.engine.upsertPod(pod('web2', '10.244.1.3', { app: 'web' }));
+    await t.converge();
+    expect(t.api.calls).to.have.length(1);
+    expect(t.api.calls[0]).to.match(/^patch NpmIPSet\/\/knpm-s-.* 1 ops$/);
+  });
+
+  it('a stale cache (resourceVersion moved) is a RetryLater, not a lost write', async () => {
+    const t = setup();
+    t.engine.upsertPolicy({ metadata: { name: 'p', namespace: 'prod' }, spec: { podSelector: {} } });
+    await t.converge();
+    const setObj = [...t.api.objects.values()].find((o) => o.kind === 'NpmIPSet')!;
+    setObj.metadata.resourceVersion = '999'; // someone else wrote it
+    t.engine.upsertPod(pod('a', '10.244.1.9', {}));
+    const stale = { ...setObj, metadata: { ...setObj.metadata, resourceVersion: '998' } };
+    const r = new Reconciler(t.engine, t.api, { ruleset: () => undefined, ipset: () => stale as NpmIPSet, rulesets: () => [], nodes: () => new Map() });
+    let err: unknown;
+    await r.reconcile(ipsetKey(setObj.metadata.name)).catch((e: unknown) => (err = e));
+    expect(err).to.be.instanceOf(RetryLater);
+  });
+
+  it('deletes a set only after no ruleset references it', async () => {
+    const t = setup();
+    t.engine.upsertPolicy({ metadata: { name: 'p', namespace: 'prod' }, spec: { podSelector: { matchLabels: { a: 'b' } } } });
+    await t.converge();
+    const setName = [...t.api.objects.values()].find((o) => o.kind === 'NpmIPSet')!.metadata.name;
+    t.engine.deletePolicy('prod', 'p');
+    let err: unknown;
+    await t.reconciler.reconcile(ipsetKey(setName)).catch((e: unknown) => (err = e));
+    expect(err).to.be.instanceOf(RetryLater);
+    await t.reconciler.reconcile(rulesetKey('prod', 'p'));
+    await t.reconciler.reconcile(ipsetKey(setName));
+    expect([...t.api.objects.keys()]).to.deep.equal([]);
+  });
+
+  it('status: Accepted, Programmed n/N from NpmNodes, lastTransitionTime only on flips', async () => {
+    const t = setup();
+    t.engine.upsertPod(pod('a', '10.244.1.2', { app: 'web' }, 'n1'));
+    t.engine.upsertPod(pod('b', '10.244.2.2', { app: 'web' }, 'n2'));
+    t.engine.upsertPod(pod('c', '10.244.3.2', { app: 'db' }, 'n3'));
+    t.engine.upsertPolicy({ metadata: { name: 'p', namespace: 'prod' }, spec: { podSelector: { matchLabels: { app: 'web' } }, ingress: [{ ports: [{ port: 0 }] }] } });
+    await t.converge();
+    await t.reconciler.reconcile(statusKey('prod', 'p'));
+    const rs = () => t.api.objects.get('NpmRuleSet/prod/p') as NpmRuleSet;
+    const cond = (type: string) => rs().status!.conditions!.find((c) => c.type === type)!;
+    expect(cond('Accepted')).to.include({ status: 'False', reason: 'InvalidPolicy' });
+    expect(cond('Accepted').message).to.contain('spec.ingress[0].ports[0].port');
+    expect(rs().status!.nodesProgrammed).to.equal('0/2');
+    expect(cond('Programmed')).to.include({ status: 'False', reason: 'Pending' });
+    expect(cond('Programmed').message).to.contain('waiting for n1, n2');
+    t.nodes.set('n1', { apiVersion: 'kubenpm.io/v1alpha1', kind: 'NpmNode', metadata: { name: 'n1' }, status: { applied: [{ namespace: 'prod', name: 'p', generation: 1 }] } });
+    t.nodes.set('n2', { apiVersion: 'kubenpm.io/v1alpha1', kind: 'NpmNode', metadata: { name: 'n2' }, status: { lastError: 'iptables-restore: line 3 failed' } });
+    await t.reconciler.reconcile(statusKey('prod', 'p'));
+    expect(rs().status!.nodesProgrammed).to.equal('1/2');
+    expect(cond('Programmed')).to.include({ status: 'False', reason: 'NodeError' });
+    expect(cond('Programmed').message).to.contain('failing on n2 (iptables-restore: line 3 failed)');
+    t.nodes.set('n2', { apiVersion: 'kubenpm.io/v1alpha1', kind: 'NpmNode', metadata: { name: 'n2' }, status: { applied: [{ namespace: 'prod', name: 'p', generation: 1 }] } });
+    const r = await t.reconciler.reconcile(statusKey('prod', 'p'));
+    expect(r.action).to.equal('status');
+    expect(cond('Programmed')).to.include({ status: 'True', reason: 'Programmed' });
+    expect((await t.reconciler.reconcile(statusKey('prod', 'p'))).action).to.equal('none');
+  });
+});
+
+describe('agent: node-local selection', () => {
+  const engine = new TranslationEngine();
+  engine.upsertPod(pod('a', '10.244.1.2', { app: 'web' }, 'n1'));
+  engine.upsertPod(pod('b', '10.244.2.2', { app: 'db' }, 'n2'));
+  engine.upsertPolicy({ metadata: { name: 'web', namespace: 'prod' }, spec: { podSelector: { matchLabels: { app: 'web' } }, ingress: [{ from: [{ podSelector: { matchLabels: { app: 'db' } } }] }] } });
+  engine.upsertPolicy({ metadata: { name: 'db', namespace: 'prod' }, spec: { podSelector: { matchLabels: { app: 'db' } }, ingress: [] } });
+  const all = engine.all();
+  const rulesets = all.filter((o): o is NpmRuleSet => o.kind === 'NpmRuleSet').map((r) => ({ ...r, metadata: { ...r.metadata, generation: 1 } }));
+  const ipsets = all.filter((o): o is NpmIPSet => o.kind === 'NpmIPSet');
+
+  it('programs only rulesets guarding a local pod, and only the sets they use', () => {
+    const s = selectLocal(rulesets, ipsets, new Set(['10.244.1.2']), new Map());
+    expect(s.applied.map((a) => a.name)).to.deep.equal(['web']);
+    const used = new Set(rulesets.find((r) => r.metadata.name === 'web')!.spec.ipsets.map((r) => r.name));
+    expect(s.objects.filter((o) => o.kind === 'NpmIPSet').every((o) => used.has((o as NpmIPSet).spec.setName))).to.equal(true);
+    expect(selectLocal(rulesets, ipsets, new Set(['10.244.9.9']), new Map()).applied).to.deep.equal([]);
+  });
+
+  it('holds a ruleset at its last applied version while a set it now needs has not arrived', () => {
+    const web = rulesets.find((r) => r.metadata.name === 'web')!;
+    const peerSet = web.spec.chains[0]!.rules[0]!.match.peerSet!;
+    const withoutPeer = ipsets.filter((s) => s.spec.setName !== peerSet);
+    const newer = { ...web, metadata: { ...web.metadata, generation: 2 } };
+    const s = selectLocal([newer], withoutPeer, new Set(['10.244.1.2']), new Map());
+    expect(s.applied).to.deep.equal([]);
+    expect(s.heldBack[0]).to.contain('not programmed yet');
+    const older = { ...web, spec: { ...web.spec, ipsets: web.spec.ipsets.filter((r) => r.name !== peerSet), chains: web.spec.chains.map((c) => ({ ...c, rules: [] })) } };
+    const held = selectLocal([newer], withoutPeer, new Set(['10.244.1.2']), new Map([['prod/web', older]]));
+    expect(held.applied).to.deep.equal([{ namespace: 'prod', name: 'web', generation: 1 }]);
+    expect(held.heldBack[0]).to.contain('kept at generation 1');
+  });
+});
