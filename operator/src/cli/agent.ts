@@ -11,6 +11,7 @@ export async function runAgent(args: string[], io: CliIO): Promise<number> {
   let nodeName = '';
   let file: string | undefined;
   let backend: 'auto' | 'nft' | 'legacy' = 'auto';
+  const daemon: Record<string, string> = {};
   try {
     for (let i = 0; i < args.length; i++) {
       const a = args[i]!;
@@ -28,16 +29,24 @@ export async function runAgent(args: string[], io: CliIO): Promise<number> {
         const b = v();
         if (b !== 'auto' && b !== 'nft' && b !== 'legacy') throw new InputError('--backend must be auto, nft or legacy');
         backend = b;
-      } else throw new InputError(`unknown argument "${a}"`);
+      } else if (['--kubeconfig', '--metrics-bind-address', '--resync-seconds', '--min-sync-interval-ms', '--netns'].includes(a)) daemon[a.slice(2)] = v();
+      else throw new InputError(`unknown argument "${a}"`);
     }
-    if (!once && !cleanup) throw new InputError('the agent daemon (watching the API server) is not in this build: use --once -f FILE or --cleanup');
     if (once && (!file || !nodeName)) throw new InputError('--once needs --node-name NAME and -f FILE');
+    if (!once && !cleanup) {
+      nodeName ||= process.env.NODE_NAME ?? '';
+      if (!nodeName) throw new InputError('the agent needs --node-name NAME (or NODE_NAME)');
+    }
   } catch (err) {
     if (err instanceof InputError) {
       io.stderr(`error: ${err.message}\n`);
       return 2;
     }
     throw err;
+  }
+  if (!once && !cleanup) {
+    const { runDaemon } = await import('./agent-daemon.js');
+    return runDaemon({ nodeName, backend, ...daemon }, io);
   }
   const { runOnce } = await import('../agent/once.js');
   const r = await runOnce({ ...(file ? { file } : {}), nodeName: nodeName || 'local', dryRun, cleanup, backend, log: (s) => io.stderr(`${s}\n`) });

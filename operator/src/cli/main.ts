@@ -10,6 +10,10 @@ const USAGE = `kube-npm: Kubernetes NetworkPolicy manager (ipset + iptables)
 Usage:
   kube-npm translate -f FILE [-f FILE ...] [-o yaml|json]
       Namespaces, Pods and NetworkPolicies -> the NpmRuleSet / NpmIPSet objects the operator writes.
+  kube-npm operator [--kubeconfig F] [--metrics-bind-address :10091] [--leader-elect=false] [--leader-election-namespace NS]
+      Watch NetworkPolicies, Pods and Namespaces; write NpmRuleSets / NpmIPSets and their status.
+  kube-npm agent --node-name NAME [--kubeconfig F] [--metrics-bind-address :10091] [--backend B] [--resync-seconds 60] [--netns NS]
+      Node agent daemon: converge this node's kernel to the NpmRuleSets; report in NpmNode NAME.
   kube-npm agent --once --node-name NAME -f FILE [--dry-run] [--backend auto|nft|legacy]
       Converge this network namespace's ipsets and iptables to FILE (a List from translate).
   kube-npm agent --cleanup [--backend auto|nft|legacy]
@@ -25,6 +29,10 @@ export async function main(argv: string[], io: CliIO): Promise<number> {
       return runTranslate(rest, io);
     case 'debug':
       return runDebug(rest, io);
+    case 'operator': {
+      const { runOperator } = await import('./operator.js');
+      return runOperator(rest, io);
+    }
     case 'agent': {
       const { runAgent } = await import('./agent.js');
       return runAgent(rest, io);

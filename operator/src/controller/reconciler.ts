@@ -16,7 +16,7 @@
  */
 import jsonpatch, { type Operation } from 'fast-json-patch';
 import { ipSetObjectName } from '../api/names.js';
-import type { NpmIPSet, NpmNode, NpmRuleSet } from '../api/types.js';
+import type { Condition, NpmIPSet, NpmNode, NpmRuleSet } from '../api/types.js';
 import type { TranslationEngine } from '../translate/engine.js';
 import { httpCode, type NpmApi, type OurKind } from './api.js';
 import { computeStatus, sameStatus } from './status.js';
@@ -65,6 +65,8 @@ export class Reconciler {
     private readonly api: NpmApi,
     private readonly caches: Caches,
     private readonly now: () => Date = () => new Date(),
+    /** Called for every condition whose status changed (for Events). */
+    private readonly onTransition?: (rs: NpmRuleSet, before: Condition | undefined, after: Condition) => void,
   ) {}
 
   async reconcile(key: string): Promise<ReconcileResult> {
@@ -111,13 +113,15 @@ export class Reconciler {
     // Every pod-derived set it references must exist first (see the header).
     for (const ref of desired.spec.ipsets) {
       if (ref.kind === 'IPBlock') continue;
-      const shard0 = ipSetObjectName(ref.name, 0);
-      if (!this.caches.ipset(shard0)) {
-        const want = this.engine.ipSetObject(shard0);
+      const shards = this.engine.ipSetObject(ipSetObjectName(ref.name, 0))?.spec.shardCount ?? 1;
+      for (let i = 0; i < shards; i++) {
+        const shard = ipSetObjectName(ref.name, i);
+        if (this.caches.ipset(shard)) continue;
+        const want = this.engine.ipSetObject(shard);
         if (want) await this.write('NpmIPSet', want, undefined).catch((err: unknown) => {
           if (!(err instanceof RetryLater)) throw err;
         });
-        throw new RetryLater(`NpmRuleSet ${ns}/${name} waits for NpmIPSet ${shard0}`);
+        throw new RetryLater(`NpmRuleSet ${ns}/${name} waits for NpmIPSet ${shard}`);
       }
     }
     return this.write('NpmRuleSet', desired, actual);
@@ -141,6 +145,10 @@ export class Reconciler {
     const status = computeStatus(rs, this.engine.concernedNodes(ns, name), this.caches.nodes(), this.now().toISOString().replace(/\.\d+Z$/, 'Z'));
     if (sameStatus(rs.status, status)) return { action: 'none', bytes: 0 };
     await this.api.patchRuleSetStatus(ns, name, status);
+    for (const c of status.conditions ?? []) {
+      const before = rs.status?.conditions?.find((x) => x.type === c.type);
+      if (before?.status !== c.status) this.onTransition?.(rs, before, c);
+    }
     return { action: 'status', bytes: JSON.stringify(status).length };
   }
 }

@@ -7,13 +7,21 @@ export interface ServeMetricsOptions {
   port: number;
   path?: string;
   registry: Registry;
+  /** Probe endpoints (e.g. /healthz, /readyz): 200 "ok" when the check returns true, else 503. */
+  probes?: Record<string, () => boolean>;
 }
 
 /** Resolves once listening; `port: 0` picks a free port (read it from server.address()). */
 export function serveMetrics(opts: ServeMetricsOptions): Promise<Server> {
   const path = opts.path ?? '/metrics';
   const server = createServer((req, res) => {
-    const url = (req.url ?? '').split('?')[0];
+    const url = (req.url ?? '').split('?')[0] ?? '';
+    const probe = opts.probes?.[url];
+    if (req.method === 'GET' && probe) {
+      const ok = probe();
+      res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end(ok ? 'ok\n' : 'not ready\n');
+      return;
+    }
     if (req.method !== 'GET' || url !== path) {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
       return;

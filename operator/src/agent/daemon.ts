@@ -1,0 +1,188 @@
+/**
+ * `kube-npm agent --node-name NODE`: the node agent as a daemon. Watches NpmRuleSets, NpmIPSets and
+ * the pods of its own node; one converge loop (coalesced, at most one sync at a time, a minimum
+ * interval between syncs, a periodic full resync that heals drift); one NpmNode status write per
+ * sync. It never writes NpmRuleSets: N nodes x M rulesets writes would not scale; the operator
+ * aggregates NpmNodes instead.
+ */
+import { CustomObjectsApi, PatchStrategy, setHeaderOptions, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
+import { GROUP, IPSET_KIND, IPSET_PLURAL, NODE_KIND, NODE_PLURAL, RULESET_KIND, RULESET_PLURAL, VERSION, API_VERSION, type NpmIPSet, type NpmNodeStatus, type NpmRuleSet, type Condition } from '../api/types.js';
+import { Informer } from '../framework/informer.js';
+import { CORE, type ResourceRef } from '../framework/kube.js';
+import { readKernelCounts, type NodeMetrics } from '../metrics/node.js';
+import type { Backend } from './backend.js';
+import type { Converger, SyncResult } from './converge.js';
+import type { Clock, Exec } from './exec.js';
+import { buildDesired } from './model.js';
+import { selectLocal } from './select.js';
+import type { Pod } from '../translate/k8s.js';
+import { parseIPv4 } from '../translate/cidr.js';
+
+export interface AgentDaemonOptions {
+  kc: KubeConfig;
+  nodeName: string;
+  exec: Exec;
+  backend: Backend;
+  converger: Converger;
+  clock: Clock;
+  log: (s: string) => void;
+  /** Minimum time between two syncs: bursts of events become one sync. Default 50 ms. */
+  minIntervalMs?: number;
+  /** Full kernel re-read and repair at least this often. Default 60 s. */
+  resyncMs?: number;
+  /** Retry delay after a failed sync (the converger already retried with backoff). Default 2 s. */
+  retryMs?: number;
+  metrics?: NodeMetrics;
+}
+
+const RULESETS: ResourceRef = { group: GROUP, version: VERSION, plural: RULESET_PLURAL, namespaced: true, kind: RULESET_KIND };
+const IPSETS: ResourceRef = { group: GROUP, version: VERSION, plural: IPSET_PLURAL, namespaced: false, kind: IPSET_KIND };
+
+export class AgentDaemon {
+  private readonly rulesets: Informer<NpmRuleSet & KubernetesObject>;
+  private readonly ipsets: Informer<NpmIPSet & KubernetesObject>;
+  private readonly pods: Informer<Pod & KubernetesObject>;
+  private readonly api: CustomObjectsApi;
+  private readonly lastApplied = new Map<string, NpmRuleSet>();
+  private dirty = false;
+  private forceFull = true;
+  private running: Promise<void> | undefined;
+  private stopped = false;
+  private lastSyncAt = -Infinity;
+  private timer: NodeJS.Timeout | undefined;
+  private syncs = 0;
+  private failures = 0;
+  private repairs = 0;
+  private readyCondition: Condition[] = [];
+  /** Resolves after the first successful sync: /readyz. */
+  ready = false;
+
+  constructor(private readonly o: AgentDaemonOptions) {
+    const log = (s: string) => o.log(s);
+    this.rulesets = new Informer({ kc: o.kc, resource: RULESETS, log, resyncMs: 0 });
+    this.ipsets = new Informer({ kc: o.kc, resource: IPSETS, log, resyncMs: 0 });
+    this.pods = new Informer({ kc: o.kc, resource: CORE.pods, fieldSelector: `spec.nodeName=${o.nodeName}`, log, resyncMs: 0 });
+    for (const inf of [this.rulesets, this.ipsets, this.pods] as Informer<KubernetesObject>[]) {
+      inf.onAdd(() => this.request());
+      inf.onUpdate(() => this.request());
+      inf.onDelete(() => this.request());
+    }
+    this.api = o.kc.makeApiClient(CustomObjectsApi);
+  }
+
+  async start(): Promise<void> {
+    await Promise.all([this.rulesets.start(), this.ipsets.start(), this.pods.start()]);
+    const resync = this.o.resyncMs ?? 60_000;
+    this.timer = setInterval(() => {
+      this.forceFull = true;
+      this.request();
+    }, resync);
+    this.request();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    await Promise.all([this.rulesets.stop(), this.ipsets.stop(), this.pods.stop()]);
+    await this.running;
+  }
+
+  /** Ask for a sync; bursts coalesce into one. */
+  request(): void {
+    this.dirty = true;
+    if (!this.running && !this.stopped) this.running = this.loop().finally(() => (this.running = undefined));
+  }
+
+  private async loop(): Promise<void> {
+    const min = this.o.minIntervalMs ?? 50;
+    while (this.dirty && !this.stopped) {
+      const wait = this.lastSyncAt + min - this.o.clock.now();
+      if (wait > 0) await this.o.clock.sleep(wait);
+      this.dirty = false;
+      await this.syncNow();
+    }
+  }
+
+  private localIPs(): Set<string> {
+    const ips = new Set<string>();
+    for (const p of this.pods.list()) {
+      if (p.spec?.hostNetwork) continue;
+      for (const ip of [p.status?.podIP, ...(p.status?.podIPs ?? []).map((x) => x.ip)]) if (ip && parseIPv4(ip) !== undefined) ips.add(ip);
+    }
+    return ips;
+  }
+
+  private async syncNow(): Promise<void> {
+    const t0 = this.o.clock.now();
+    const full = this.forceFull;
+    this.forceFull = false;
+    const sel = selectLocal(this.rulesets.list(), this.ipsets.list(), this.localIPs(), this.lastApplied);
+    for (const h of sel.heldBack) this.o.log(`held back: ${h}`);
+    const desired = buildDesired(sel.objects);
+    for (const p of desired.problems) this.o.log(`problem: ${p}`);
+    let result: SyncResult | undefined;
+    let error: string | undefined;
+    try {
+      result = await this.o.converger.sync(desired, { forceFull: full });
+      this.lastApplied.clear();
+      for (const o of sel.objects) if (o.kind === RULESET_KIND) this.lastApplied.set(`${o.metadata.namespace}/${o.metadata.name}`, o);
+      this.ready = true;
+      for (const d of result.drift) this.o.log(`repaired drift: ${d.kind} ${JSON.stringify(d).slice(0, 200)}`);
+      this.repairs += result.drift.length;
+      const wrote = result.lines.ipset + result.lines.iptables + result.lines.destroy;
+      if (wrote) this.o.log(`synced (${full ? 'full' : 'incremental'}): ${sel.applied.length} rulesets, wrote ${wrote} lines in ${result.durationMs.toFixed(0)} ms`);
+    } catch (err) {
+      error = err instanceof Error ? err.message : String(err);
+      this.failures++;
+      this.forceFull = true;
+      this.o.log(`sync failed, kernel keeps its last good state, retrying in ${this.o.retryMs ?? 2000} ms: ${error}`);
+      setTimeout(() => this.request(), this.o.retryMs ?? 2000).unref();
+    }
+    this.syncs++;
+    this.lastSyncAt = this.o.clock.now();
+    await this.report(sel.applied, this.lastSyncAt - t0, error).catch((err: unknown) => this.o.log(`reporting NpmNode ${this.o.nodeName} failed: ${String(err)}`));
+  }
+
+  private async report(applied: { namespace: string; name: string; generation: number }[], durationMs: number, error: string | undefined): Promise<void> {
+    let kernel: NpmNodeStatus['kernel'];
+    try {
+      const k = await readKernelCounts(this.o.exec, this.o.backend);
+      kernel = { ipsets: k.sets.length, ipsetEntries: k.sets.reduce((a, s) => a + s.members, 0), chains: k.policies, rules: k.rules };
+    } catch {
+      kernel = undefined; // counts are best effort; the error itself is reported by the sync
+    }
+    const now = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+    const ready = !error;
+    const prev = this.readyCondition[0];
+    this.readyCondition = [
+      {
+        type: 'Ready',
+        status: ready ? 'True' : 'False',
+        reason: ready ? 'Synced' : 'SyncFailed',
+        message: ready ? `programmed ${applied.length} rulesets` : error!.slice(0, 1000),
+        lastTransitionTime: prev && prev.status === (ready ? 'True' : 'False') ? prev.lastTransitionTime : now,
+      },
+    ];
+    const status: NpmNodeStatus = {
+      backend: this.o.backend,
+      lastSyncTime: now,
+      lastSyncDurationMs: Math.round(durationMs),
+      lastError: error ? error.slice(0, 2000) : '',
+      syncs: this.syncs,
+      failures: this.failures,
+      driftRepairs: this.repairs,
+      localPods: this.pods.list().length,
+      ...(kernel ? { kernel } : {}),
+      applied,
+      conditions: this.readyCondition,
+    };
+    const opt = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
+    try {
+      await this.api.patchClusterCustomObjectStatus({ group: GROUP, version: VERSION, plural: NODE_PLURAL, name: this.o.nodeName, body: { status } }, opt);
+    } catch (err) {
+      if ((err as { code?: number }).code !== 404) throw err;
+      await this.api.createClusterCustomObject({ group: GROUP, version: VERSION, plural: NODE_PLURAL, body: { apiVersion: API_VERSION, kind: NODE_KIND, metadata: { name: this.o.nodeName } } });
+      await this.api.patchClusterCustomObjectStatus({ group: GROUP, version: VERSION, plural: NODE_PLURAL, name: this.o.nodeName, body: { status } }, opt);
+    }
+  }
+}

@@ -1,0 +1,54 @@
+/**
+ * `kube-npm agent --node-name NODE`: wiring of the agent daemon (agent/daemon.ts), its node metrics
+ * on /node-metrics and its probes, and graceful shutdown. Stopping never flushes the kernel: the
+ * rules stay enforced while the agent restarts, and the next agent adopts them.
+ */
+import { AgentDaemon } from '../agent/daemon.js';
+import { detectBackend, type BackendChoice } from '../agent/backend.js';
+import { Converger } from '../agent/converge.js';
+import { realClock, realExec } from '../agent/exec.js';
+import { createNodeMetrics } from '../metrics/node.js';
+import { serveMetrics } from '../metrics/serve.js';
+import { loadKubeConfig, parseAddress } from './flags.js';
+import type { CliIO } from './translate.js';
+
+export interface DaemonFlags {
+  nodeName: string;
+  backend: BackendChoice;
+  kubeconfig?: string;
+  'metrics-bind-address'?: string;
+  'resync-seconds'?: string;
+  'min-sync-interval-ms'?: string;
+  /** Program the kernel of this network namespace instead of our own (sandbox and e2e tests: the
+   *  process stays where the API server is reachable, its ipset/iptables commands run in NETNS). */
+  netns?: string;
+}
+
+export async function runDaemon(f: DaemonFlags, io: CliIO): Promise<number> {
+  const log = (s: string) => io.stderr(`${new Date().toISOString()} agent ${f.nodeName}: ${s}\n`);
+  const kc = loadKubeConfig(f.kubeconfig);
+  const exec = realExec(f.netns ? { netns: f.netns } : {});
+  const backend = await detectBackend(exec, f.backend, log);
+  const metrics = createNodeMetrics({ exec, backend });
+  const converger = new Converger({ exec, backend, log, observer: metrics.observer, resyncIntervalMs: Number(f['resync-seconds'] ?? 60) * 1000 });
+  const daemon = new AgentDaemon({
+    kc, nodeName: f.nodeName, exec, backend, converger, clock: realClock, log, metrics,
+    resyncMs: Number(f['resync-seconds'] ?? 60) * 1000,
+    minIntervalMs: Number(f['min-sync-interval-ms'] ?? 50),
+  });
+  const addr = parseAddress(f['metrics-bind-address'] ?? '0.0.0.0:10091', '--metrics-bind-address');
+  const server = await serveMetrics({ ...addr, path: '/node-metrics', registry: metrics.registry, probes: { '/healthz': () => true, '/readyz': () => daemon.ready } });
+  log(`backend ${backend}; serving /node-metrics on ${addr.host}:${(server.address() as { port: number }).port}`);
+  await daemon.start();
+  return new Promise<number>((resolve) => {
+    const stop = () => {
+      log('stopping (kernel state is kept)');
+      void daemon.stop().finally(() => {
+        server.close();
+        resolve(0);
+      });
+    };
+    process.once('SIGTERM', stop);
+    process.once('SIGINT', stop);
+  });
+}

@@ -1,0 +1,108 @@
+/**
+ * `kube-npm operator`: flags and wiring only (controller/operator.ts does the work).
+ * Exits when it loses the leader Lease (the Deployment restarts it as a candidate), and shuts down
+ * gracefully on SIGTERM/SIGINT, releasing the Lease so the other replica takes over at once.
+ */
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { NpmOperator } from '../controller/operator.js';
+import { LeaderElector } from '../framework/leader.js';
+import { createClusterMetrics } from '../metrics/cluster.js';
+import { serveMetrics } from '../metrics/serve.js';
+import { InputError } from './load.js';
+import { loadKubeConfig, parseAddress, parseFlags } from './flags.js';
+import type { CliIO } from './translate.js';
+
+const FLAGS = {
+  kubeconfig: 'string',
+  'metrics-bind-address': 'string',
+  'leader-elect': 'bool',
+  'leader-election-namespace': 'string',
+  'lease-name': 'string',
+  identity: 'string',
+  'lease-duration-seconds': 'string',
+  'renew-deadline-seconds': 'string',
+  'retry-period-seconds': 'string',
+  workers: 'string',
+} as const;
+
+export async function runOperator(args: string[], io: CliIO): Promise<number> {
+  let f: Record<string, string | boolean>;
+  try {
+    f = parseFlags(args, FLAGS);
+  } catch (err) {
+    if (err instanceof InputError) {
+      io.stderr(`error: ${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+  const log = (s: string) => io.stderr(`${new Date().toISOString()} operator: ${s}\n`);
+  const kc = loadKubeConfig(f.kubeconfig as string | undefined);
+  const addr = parseAddress((f['metrics-bind-address'] as string | undefined) ?? '0.0.0.0:10091', '--metrics-bind-address');
+  const identity = (f.identity as string | undefined) ?? `${process.env.POD_NAME ?? hostname()}-${randomBytes(3).toString('hex')}`;
+  let elector: LeaderElector | undefined;
+  let op: NpmOperator | undefined;
+  const metrics = createClusterMetrics({
+    policies: () => op?.counts().policies ?? 0,
+    rules: () => op?.counts().rules ?? 0,
+    ipsets: () => op?.counts().ipsets ?? 0,
+    ipsetEntries: () => op?.counts().ipsetEntries ?? 0,
+    queueDepth: () => op?.queue.length ?? 0,
+    notProgrammed: () => op?.counts().notProgrammed ?? 0,
+    invalid: () => op?.counts().invalid ?? 0,
+    isLeader: () => (elector ? elector.isLeader() : op !== undefined),
+  });
+  const server = await serveMetrics({
+    ...addr,
+    path: '/cluster-metrics',
+    registry: metrics.registry,
+    // Live while the process runs; ready as a leader with synced caches, or as a standby candidate.
+    probes: { '/healthz': () => true, '/readyz': () => (op ? op.isSynced() : elector !== undefined) },
+  });
+  log(`serving /cluster-metrics, /healthz, /readyz on ${addr.host}:${(server.address() as { port: number }).port}`);
+
+  const workers = f.workers ? Number(f.workers) : 4;
+  const lead = async () => {
+    op = new NpmOperator({ kc, log, metrics, workers });
+    await op.start();
+    log('caches synced; reconciling');
+  };
+  let done: (code: number) => void = () => undefined;
+  const finished = new Promise<number>((resolve) => (done = resolve));
+  const shutdown = async (code: number) => {
+    log(`shutting down (${code === 0 ? 'signal' : 'lost leadership'})`);
+    await op?.stop().catch((e: unknown) => log(`stop: ${String(e)}`));
+    op = undefined;
+    if (code === 0) await elector?.stop();
+    server.close();
+    done(code);
+  };
+  process.once('SIGTERM', () => void shutdown(0));
+  process.once('SIGINT', () => void shutdown(0));
+
+  if (f['leader-elect'] === false) await lead();
+  else {
+    const seconds = (k: string, d: number) => (f[k] ? Number(f[k]) : d);
+    elector = new LeaderElector({
+      kc,
+      namespace: (f['leader-election-namespace'] as string | undefined) ?? process.env.POD_NAMESPACE ?? 'kube-system',
+      name: (f['lease-name'] as string | undefined) ?? 'kube-npm-operator',
+      identity,
+      leaseDurationSeconds: seconds('lease-duration-seconds', 15),
+      renewDeadlineSeconds: seconds('renew-deadline-seconds', 10),
+      retryPeriodSeconds: seconds('retry-period-seconds', 2),
+      log,
+    });
+    void elector.run({
+      onStartedLeading: async () => {
+        log(`became leader as ${identity}`);
+        await lead();
+      },
+      onStoppedLeading: () => {
+        if (op) void shutdown(1);
+      },
+    });
+  }
+  return finished;
+}

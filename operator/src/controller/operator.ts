@@ -1,0 +1,243 @@
+/**
+ * `kube-npm operator`: watches NetworkPolicies, Pods and Namespaces (and its own objects), feeds
+ * the incremental translation engine, and reconciles NpmRuleSets / NpmIPSets and their status
+ * through a keyed work queue. Runs its writers only while it holds the leader Lease.
+ *
+ * Flow: informer event -> engine update (microseconds) -> a coalescing tick drains the engine's
+ * changes into queue keys -> workers reconcile keys level-based (reconciler.ts). Bursts of pod churn
+ * collapse into one drain per tick and one write per changed shard; the queue dedupes keys, so a hot
+ * key cannot grow the backlog and other keys are not starved (FIFO).
+ */
+import { EventsV1Api, V1MicroTime, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
+import {
+  GROUP, IPSET_KIND, IPSET_PLURAL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, NODE_KIND, NODE_PLURAL, RULESET_KIND, RULESET_PLURAL, VERSION,
+  type Condition, type NpmIPSet, type NpmNode, type NpmRuleSet,
+} from '../api/types.js';
+import { Informer } from '../framework/informer.js';
+import { CORE, type ResourceRef } from '../framework/kube.js';
+import { WorkQueue } from '../framework/queue.js';
+import type { ClusterMetrics } from '../metrics/cluster.js';
+import { TranslationEngine } from '../translate/engine.js';
+import type { Namespace, NetworkPolicy, Pod } from '../translate/k8s.js';
+import { realNpmApi, type NpmApi } from './api.js';
+import { Reconciler, RetryLater, ipsetKey, rulesetKey, statusKey } from './reconciler.js';
+
+const RULESETS: ResourceRef = { group: GROUP, version: VERSION, plural: RULESET_PLURAL, namespaced: true, kind: RULESET_KIND };
+const IPSETS: ResourceRef = { group: GROUP, version: VERSION, plural: IPSET_PLURAL, namespaced: false, kind: IPSET_KIND };
+const NODES: ResourceRef = { group: GROUP, version: VERSION, plural: NODE_PLURAL, namespaced: false, kind: NODE_KIND };
+
+type Obj<T> = T & KubernetesObject;
+
+export interface OperatorOptions {
+  kc: KubeConfig;
+  log: (s: string) => void;
+  /** Delay that coalesces bursts of events into one drain. Default 20 ms. */
+  coalesceMs?: number;
+  /** Periodic relist of every informer (heals missed events). Default 5 min. */
+  resyncMs?: number;
+  workers?: number;
+  metrics?: ClusterMetrics;
+  api?: NpmApi;
+}
+
+export class NpmOperator {
+  readonly engine = new TranslationEngine();
+  private readonly policies: Informer<Obj<NetworkPolicy>>;
+  private readonly pods: Informer<Obj<Pod>>;
+  private readonly namespaces: Informer<Obj<Namespace>>;
+  private readonly rulesets: Informer<Obj<NpmRuleSet>>;
+  private readonly ipsets: Informer<Obj<NpmIPSet>>;
+  private readonly nodes: Informer<Obj<NpmNode>>;
+  readonly queue: WorkQueue;
+  private readonly reconciler: Reconciler;
+  private readonly events: EventsV1Api;
+  private drainTimer: NodeJS.Timeout | undefined;
+  private statusAllTimer: NodeJS.Timeout | undefined;
+  private synced = false;
+
+  constructor(private readonly o: OperatorOptions) {
+    const log = o.log;
+    const resyncMs = o.resyncMs ?? 300_000;
+    const ours = `${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`;
+    this.policies = new Informer({ kc: o.kc, resource: CORE.networkPolicies, log, resyncMs });
+    this.pods = new Informer({ kc: o.kc, resource: CORE.pods, log, resyncMs });
+    this.namespaces = new Informer({ kc: o.kc, resource: CORE.namespaces, log, resyncMs });
+    this.rulesets = new Informer({ kc: o.kc, resource: RULESETS, labelSelector: ours, log, resyncMs });
+    this.ipsets = new Informer({ kc: o.kc, resource: IPSETS, labelSelector: ours, log, resyncMs });
+    this.nodes = new Informer({ kc: o.kc, resource: NODES, log, resyncMs });
+    this.events = o.kc.makeApiClient(EventsV1Api);
+    const api = o.api ?? realNpmApi(o.kc);
+    const nodeMap = (): ReadonlyMap<string, NpmNode> => new Map(this.nodes.list().map((n) => [n.metadata.name, n]));
+    this.reconciler = new Reconciler(this.engine, countingApi(api, o.metrics), {
+      ruleset: (ns, name) => this.rulesets.get(`${ns}/${name}`),
+      ipset: (name) => this.ipsets.get(name),
+      rulesets: () => this.rulesets.list(),
+      nodes: nodeMap,
+    }, undefined, (rs, before, after) => this.transition(rs, before, after));
+    this.queue = new WorkQueue({
+      name: 'kube-npm',
+      concurrency: o.workers ?? 4,
+      log,
+      worker: async (key) => {
+        try {
+          await this.reconciler.reconcile(key);
+          o.metrics?.reconciles.inc({ result: 'ok' });
+        } catch (err) {
+          o.metrics?.reconciles.inc({ result: err instanceof RetryLater ? 'retry' : 'error' });
+          throw err;
+        }
+      },
+    });
+
+    // Cluster state -> engine. Problems are reported through the ruleset's Accepted condition.
+    this.policies.onAdd((np) => this.touch(() => this.engine.upsertPolicy(np)));
+    this.policies.onUpdate((np) => this.touch(() => this.engine.upsertPolicy(np)));
+    this.policies.onDelete((np) => this.touch(() => this.engine.deletePolicy(np.metadata.namespace ?? 'default', np.metadata.name ?? '')));
+    this.namespaces.onAdd((ns) => this.touch(() => this.engine.upsertNamespace(ns)));
+    this.namespaces.onUpdate((ns) => this.touch(() => this.engine.upsertNamespace(ns)));
+    this.namespaces.onDelete((ns) => this.touch(() => this.engine.deleteNamespace(ns.metadata.name ?? '')));
+    this.pods.onAdd((p) => this.touch(() => this.engine.upsertPod(p), true));
+    this.pods.onUpdate((p) => this.touch(() => this.engine.upsertPod(p), true));
+    this.pods.onDelete((p) => this.touch(() => this.engine.deletePod(p.metadata.namespace ?? 'default', p.metadata.name ?? ''), true));
+    // Our own objects: drift (someone edited or deleted them) and status inputs.
+    const ownRuleSet = (rs: NpmRuleSet) => {
+      if (!this.synced) return;
+      this.queue.add(rulesetKey(rs.metadata.namespace ?? '', rs.metadata.name));
+      this.queue.add(statusKey(rs.metadata.namespace ?? '', rs.metadata.name));
+    };
+    this.rulesets.onAdd(ownRuleSet);
+    this.rulesets.onUpdate(ownRuleSet);
+    this.rulesets.onDelete(ownRuleSet);
+    const ownSet = (s: NpmIPSet): void => {
+      if (this.synced) this.queue.add(ipsetKey(s.metadata.name));
+    };
+    this.ipsets.onAdd(ownSet);
+    this.ipsets.onUpdate(ownSet);
+    this.ipsets.onDelete(ownSet);
+    const nodeChanged = () => this.statusAll(0);
+    this.nodes.onAdd(nodeChanged);
+    this.nodes.onUpdate(nodeChanged);
+    this.nodes.onDelete(nodeChanged);
+  }
+
+  /** Apply an event to the engine, then drain soon (bursts coalesce into one drain). */
+  private touch(fn: () => unknown, podEvent = false): void {
+    fn();
+    if (podEvent) this.statusAll(500); // which nodes must program a policy follows pods
+    if (!this.synced || this.drainTimer) return;
+    this.drainTimer = setTimeout(() => {
+      this.drainTimer = undefined;
+      this.drain();
+    }, this.o.coalesceMs ?? 20);
+  }
+
+  private drain(): void {
+    const ch = this.engine.drain();
+    for (const u of ch.upserts) {
+      if (u.kind === RULESET_KIND) {
+        this.queue.add(rulesetKey(u.metadata.namespace ?? '', u.metadata.name));
+        this.queue.add(statusKey(u.metadata.namespace ?? '', u.metadata.name));
+      } else this.queue.add(ipsetKey(u.metadata.name));
+    }
+    for (const d of ch.deletes) this.queue.add(d.kind === RULESET_KIND ? rulesetKey(d.namespace ?? '', d.name) : ipsetKey(d.name));
+  }
+
+  /** Recompute every ruleset's status, after `delayMs` (debounced). */
+  private statusAll(delayMs: number): void {
+    if (!this.synced || this.statusAllTimer) return;
+    this.statusAllTimer = setTimeout(() => {
+      this.statusAllTimer = undefined;
+      for (const k of this.engine.policyKeys()) {
+        const [ns, name] = k.split('/') as [string, string];
+        this.queue.add(statusKey(ns, name));
+      }
+    }, delayMs);
+  }
+
+  /** Events on the NetworkPolicy when a condition flips. */
+  private transition(rs: NpmRuleSet, before: Condition | undefined, after: Condition): void {
+    if (before?.status === after.status) return;
+    const ns = rs.metadata.namespace ?? 'default';
+    const warning = after.status === 'False' && after.reason !== 'Pending';
+    void this.events
+      .createNamespacedEvent({
+        namespace: ns,
+        body: {
+          // Named like kubectl's events: <object>.<unique hex> (a generateName may not end in '.').
+          metadata: { name: `${rs.metadata.name}.${Date.now().toString(16)}${Math.floor(Math.random() * 0xffff).toString(16)}`, namespace: ns },
+          eventTime: new V1MicroTime(),
+          reportingController: 'kubenpm.io/operator',
+          reportingInstance: process.env.POD_NAME ?? 'kube-npm-operator',
+          action: after.type,
+          reason: after.reason,
+          note: `${after.type}=${after.status}: ${after.message}`.slice(0, 1024),
+          type: warning ? 'Warning' : 'Normal',
+          regarding: { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', namespace: ns, name: rs.metadata.name, ...(rs.spec.policy.uid ? { uid: rs.spec.policy.uid } : {}) },
+          related: { apiVersion: `${GROUP}/${VERSION}`, kind: RULESET_KIND, namespace: ns, name: rs.metadata.name },
+        },
+      })
+      .catch((err: unknown) => this.o.log(`event for ${ns}/${rs.metadata.name} failed: ${String(err)}`));
+  }
+
+  /** Start watching and reconciling; resolves once the caches are synced and everything is queued. */
+  async start(): Promise<void> {
+    // Namespaces and pods first, so that policies translate against a full view on the first drain.
+    await Promise.all([this.namespaces.start(), this.pods.start(), this.rulesets.start(), this.ipsets.start(), this.nodes.start()]);
+    await this.policies.start();
+    this.synced = true;
+    this.engine.drain(); // level-based start: enqueue every key, desired and actual alike
+    const keys = new Set<string>();
+    for (const k of this.engine.policyKeys()) {
+      const [ns, name] = k.split('/') as [string, string];
+      keys.add(rulesetKey(ns, name));
+      keys.add(statusKey(ns, name));
+    }
+    for (const n of this.engine.ipSetObjectNames()) keys.add(ipsetKey(n));
+    for (const rs of this.rulesets.list()) keys.add(rulesetKey(rs.metadata.namespace ?? '', rs.metadata.name));
+    for (const s of this.ipsets.list()) keys.add(ipsetKey(s.metadata.name));
+    // Sets first: rulesets wait for their sets anyway, this just saves retries.
+    for (const k of [...keys].sort((a, b) => (a.startsWith('NpmIPSet') ? -1 : 0) - (b.startsWith('NpmIPSet') ? -1 : 0))) this.queue.add(k);
+    this.queue.start();
+  }
+
+  isSynced(): boolean {
+    return this.synced;
+  }
+
+  counts() {
+    const rs = this.rulesets.list();
+    const st = this.engine.stats();
+    return {
+      policies: st.policies,
+      rules: this.engine.policyKeys().reduce((a, k) => {
+        const [ns, name] = k.split('/') as [string, string];
+        return a + (this.engine.ruleset(ns, name)?.spec.chains.reduce((b, c) => b + c.rules.length, 0) ?? 0);
+      }, 0),
+      ipsets: st.sets,
+      ipsetEntries: st.members,
+      notProgrammed: rs.filter((r) => r.status?.conditions?.find((c) => c.type === 'Programmed')?.status !== 'True').length,
+      invalid: rs.filter((r) => r.status?.conditions?.find((c) => c.type === 'Accepted')?.status === 'False').length,
+    };
+  }
+
+  async stop(): Promise<void> {
+    if (this.drainTimer) clearTimeout(this.drainTimer);
+    if (this.statusAllTimer) clearTimeout(this.statusAllTimer);
+    await Promise.all([this.policies, this.pods, this.namespaces, this.rulesets, this.ipsets, this.nodes].map((i) => (i as Informer<KubernetesObject>).stop()));
+    await this.queue.stop();
+  }
+}
+
+function countingApi(api: NpmApi, m: ClusterMetrics | undefined): NpmApi {
+  if (!m) return api;
+  const count = (kind: string, verb: string, body: unknown) => {
+    m.apiWrites.inc({ kind, verb });
+    m.apiWriteBytes.inc({ kind }, body === undefined ? 0 : JSON.stringify(body).length);
+  };
+  return {
+    create: async (kind, obj) => (await api.create(kind, obj), count(kind, 'create', obj)),
+    patch: async (kind, ns, name, ops) => (await api.patch(kind, ns, name, ops), count(kind, 'patch', ops)),
+    delete: async (kind, ns, name) => (await api.delete(kind, ns, name), count(kind, 'delete', undefined)),
+    patchRuleSetStatus: async (ns, name, st) => (await api.patchRuleSetStatus(ns, name, st), count('NpmRuleSet', 'status', st)),
+  };
+}

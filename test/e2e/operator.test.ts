@@ -1,0 +1,222 @@
+// End to end: real kube-apiserver + etcd, the operator (two replicas, leader election) and one agent
+// per node as processes of the built CLI, nodes and pods as network namespaces with real TCP/UDP.
+// Policies are applied with kubectl; verdicts are asserted with packets; kubectl output is asserted
+// as a user would read it.
+import { expect } from 'chai';
+import { startControlPlane, type ControlPlane } from '../support/controlplane.js';
+import { kubectlOk, podManifest, setPodRunning, startCli, waitFor, type Proc } from '../support/e2e.js';
+import { createCluster, type Cluster } from '../kernel/harness/cluster.js';
+
+const isRoot = process.getuid?.() === 0;
+const PODS: Record<string, { node: number; ip: string }> = {
+  'x/a': { node: 1, ip: '10.244.1.10' },
+  'x/b': { node: 1, ip: '10.244.1.11' },
+  'y/a': { node: 1, ip: '10.244.1.13' },
+  'y/b': { node: 2, ip: '10.244.2.17' },
+  'z/a': { node: 2, ip: '10.244.2.5' },
+  'x/c': { node: 2, ip: '10.244.2.12' },
+};
+const NAMES = Object.keys(PODS);
+
+interface Nrs {
+  metadata: { name: string; generation: number };
+  status?: { nodesProgrammed?: string; conditions?: { type: string; status: string; observedGeneration?: number }[] };
+}
+
+describe('operator + agents against a real API server (e2e)', function () {
+  this.timeout(0);
+  let cp: ControlPlane | undefined;
+  let cluster: Cluster | undefined;
+  const procs: Proc[] = [];
+  let operators: Proc[] = [];
+  const agents = new Map<number, Proc>();
+
+  const startAgent = (k: number) => {
+    const p = startCli(cp!, `agent-n${k}`, ['agent', '--node-name', `n${k}`, '--netns', cluster!.nodeNs(k), '--metrics-bind-address', '127.0.0.1:0', '--resync-seconds', '30', '--min-sync-interval-ms', '20']);
+    agents.set(k, p);
+    procs.push(p);
+    return p;
+  };
+  const startOperator = (i: number) => {
+    const p = startCli(cp!, `operator-${i}`, ['operator', '--metrics-bind-address', '127.0.0.1:0', '--leader-election-namespace', 'kube-system', '--identity', `op-${i}`, '--lease-duration-seconds', '4', '--renew-deadline-seconds', '3', '--retry-period-seconds', '1']);
+    procs.push(p);
+    return p;
+  };
+
+  /** Waits until the policy's NpmRuleSet is Programmed at its current generation on every node that must. */
+  const programmed = (ns: string, name: string) =>
+    waitFor(`${ns}/${name} Programmed`, async () => {
+      const r = await cp!.kubectl(['-n', ns, 'get', 'nrs', name, '-o', 'json']);
+      if (r.code !== 0) return false;
+      const o = JSON.parse(r.stdout) as Nrs;
+      const c = o.status?.conditions?.find((x) => x.type === 'Programmed');
+      return c?.status === 'True' && c.observedGeneration === o.metadata.generation ? o : false;
+    });
+
+  const matrix = async (port = 80, protocol: 'TCP' | 'UDP' = 'TCP') => {
+    const m = await cluster!.probeMatrix(port, protocol, { timeoutMs: 700 });
+    return new Set([...m].filter(([, ok]) => !ok).map(([k]) => k));
+  };
+  const denied = (pairs: [string, string][]) => new Set(pairs.map(([a, b]) => `${a}->${b}`));
+  const into = (targets: string[], except: string[] = []) =>
+    denied(NAMES.flatMap((from) => targets.filter((t) => t !== from && !except.includes(from)).map((t) => [from, t] as [string, string])));
+
+  before(async function () {
+    if (!isRoot) {
+      console.warn('      !!! SKIPPED: e2e needs root (network namespaces, iptables)');
+      this.skip();
+    }
+    cp = await startControlPlane({ log: () => undefined });
+    cluster = await createCluster({ nodes: 2, pods: NAMES.map((n) => ({ name: n, node: PODS[n]!.node, ip: PODS[n]!.ip })), defaultTimeoutMs: 700 });
+    for (const ns of ['x', 'y', 'z']) {
+      await kubectlOk(cp, ['create', 'namespace', ns]);
+      await kubectlOk(cp, ['label', 'namespace', ns, `ns=${ns}`]);
+    }
+    const manifests = NAMES.map((n) => {
+      const [ns, name] = n.split('/') as [string, string];
+      return podManifest(ns, name, `n${PODS[n]!.node}`, { pod: name });
+    });
+    await kubectlOk(cp, ['apply', '-f', '-'], JSON.stringify({ apiVersion: 'v1', kind: 'List', items: manifests }));
+    for (const n of NAMES) {
+      const [ns, name] = n.split('/') as [string, string];
+      await setPodRunning(cp, ns, name, PODS[n]!.ip);
+    }
+    operators = [startOperator(1), startOperator(2)];
+    startAgent(1);
+    startAgent(2);
+    await waitFor('both NpmNodes Ready', async () => {
+      const out = await kubectlOk(cp!, ['get', 'npmnodes', '-o', 'json']);
+      const items = (JSON.parse(out) as { items: { status?: { conditions?: { type: string; status: string }[] } }[] }).items;
+      return items.length === 2 && items.every((i) => i.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'));
+    });
+  });
+
+  after(async () => {
+    for (const p of procs) await p.stop().catch(() => undefined);
+    if (cluster) {
+      // The agents keep kernel state on exit by design; the test removes it with the namespaces.
+      await cluster.destroy();
+    }
+    await cp?.stop();
+  });
+
+  it('no policy: every pair connects', async () => {
+    expect(await matrix()).to.deep.equal(new Set());
+  });
+
+  it('kubectl apply of a default-deny in x: programmed on every node, packets into x dropped', async () => {
+    await kubectlOk(cp!, ['apply', '-f', '-'], JSON.stringify({ apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { name: 'deny', namespace: 'x' }, spec: { podSelector: {} } }));
+    const rs = await programmed('x', 'deny');
+    expect(rs.status!.nodesProgrammed).to.equal('2/2');
+    expect(await matrix()).to.deep.equal(into(['x/a', 'x/b', 'x/c']));
+    expect(await matrix(81, 'UDP')).to.deep.equal(into(['x/a', 'x/b', 'x/c']));
+  });
+
+  it('kubectl get nrs / describe nrs / get npmnodes explain it', async () => {
+    const get = await kubectlOk(cp!, ['get', 'nrs', '-A']);
+    expect(get).to.match(/NAMESPACE\s+NAME\s+TYPES\s+SETS\s+RULES\s+NODES\s+ACCEPTED\s+PROGRAMMED\s+AGE/);
+    expect(get).to.match(/x\s+deny\s+\["Ingress"\]\s+1\s+0\s+2\/2\s+True\s+True/);
+    const describe = await kubectlOk(cp!, ['-n', 'x', 'describe', 'nrs', 'deny']);
+    expect(describe).to.contain('Isolates all pods in namespace x for ingress (allows nothing)');
+    expect(describe).to.contain('Meaning:  all pods in namespace x');
+    console.log(describe);
+    expect(describe).to.contain('Nodes Programmed:  2/2');
+    expect(describe).to.match(/Type:\s+Programmed/);
+    const nodes = await kubectlOk(cp!, ['get', 'npmnodes']);
+    expect(nodes).to.match(/n1\s+True\s+(nft|legacy)\s+1\s/);
+    expect(nodes).to.match(/n2\s+True\s+(nft|legacy)\s+1\s/);
+  });
+
+  it('update: allow TCP/80 from namespace y', async () => {
+    await kubectlOk(cp!, ['apply', '-f', '-'], JSON.stringify({
+      apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { name: 'deny', namespace: 'x' },
+      spec: { podSelector: {}, ingress: [{ from: [{ namespaceSelector: { matchLabels: { ns: 'y' } } }], ports: [{ port: 80 }] }] },
+    }));
+    await programmed('x', 'deny');
+    expect(await matrix()).to.deep.equal(into(['x/a', 'x/b', 'x/c'], ['y/a', 'y/b']));
+    expect(await matrix(81)).to.deep.equal(into(['x/a', 'x/b', 'x/c']));
+  });
+
+  it('namespace relabel: z joins the allowed namespaces', async () => {
+    await kubectlOk(cp!, ['label', 'namespace', 'z', 'ns=y', '--overwrite']);
+    await waitFor('z allowed into x', async () => (await cluster!.probe('z/a', 'x/a', 80, 'TCP', 700)) || undefined);
+    expect(await matrix()).to.deep.equal(into(['x/a', 'x/b', 'x/c'], ['y/a', 'y/b', 'z/a']));
+    await kubectlOk(cp!, ['label', 'namespace', 'z', 'ns=z', '--overwrite']);
+    await waitFor('z denied into x again', async () => !(await cluster!.probe('z/a', 'x/a', 80, 'TCP', 700)) || undefined);
+  });
+
+  it('pod relabel, create and delete: a second policy follows pod labels', async () => {
+    await kubectlOk(cp!, ['apply', '-f', '-'], JSON.stringify({
+      apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { name: 'from-role-client', namespace: 'x' },
+      spec: { podSelector: { matchLabels: { pod: 'a' } }, ingress: [{ from: [{ namespaceSelector: {}, podSelector: { matchLabels: { role: 'client' } } }] }] },
+    }));
+    await programmed('x', 'from-role-client');
+    expect(await cluster!.probe('z/a', 'x/a', 81, 'TCP', 700)).to.equal(false);
+    await kubectlOk(cp!, ['-n', 'z', 'label', 'pod', 'a', 'role=client']);
+    await waitFor('z/a allowed by label', async () => (await cluster!.probe('z/a', 'x/a', 81, 'TCP', 700)) || undefined);
+    expect(await cluster!.probe('z/a', 'x/b', 81, 'TCP', 700)).to.equal(false);
+    // A new pod with the label, on the other node.
+    await cluster!.addPod({ name: 'z/new', node: 1, ip: '10.244.1.50' });
+    await kubectlOk(cp!, ['apply', '-f', '-'], JSON.stringify(podManifest('z', 'new', 'n1', { pod: 'new', role: 'client' })));
+    await setPodRunning(cp!, 'z', 'new', '10.244.1.50');
+    await waitFor('z/new allowed', async () => (await cluster!.probe('z/new', 'x/a', 81, 'TCP', 700)) || undefined);
+    await kubectlOk(cp!, ['-n', 'z', 'delete', 'pod', 'new', '--wait=false']);
+    await waitFor('z/new removed from the set', async () => !(await cluster!.probe('z/new', 'x/a', 81, 'TCP', 700)) || undefined);
+    await cluster!.removePod('z/new');
+    await kubectlOk(cp!, ['-n', 'x', 'delete', 'networkpolicy', 'from-role-client']);
+  });
+
+  it('agent restart: no unprotected window, state adopted', async () => {
+    const stopAt = Date.now();
+    let leaks = 0;
+    let probes = 0;
+    let running = true;
+    const prober = (async () => {
+      while (running) {
+        probes++;
+        if (await cluster!.probe('y/a', 'x/a', 81, 'TCP', 300)) leaks++;
+      }
+    })();
+    await agents.get(1)!.stop();
+    await new Promise((r) => setTimeout(r, 500));
+    startAgent(1);
+    await waitFor('agent n1 reports again', async () => {
+      const o = JSON.parse(await kubectlOk(cp!, ['get', 'npmnode', 'n1', '-o', 'json'])) as { status?: { lastSyncTime?: string } };
+      return o.status?.lastSyncTime && Date.parse(o.status.lastSyncTime) >= stopAt - 1000 ? true : undefined;
+    });
+    await new Promise((r) => setTimeout(r, 500));
+    running = false;
+    await prober;
+    expect(probes).to.be.greaterThan(3);
+    expect(leaks, `${leaks} of ${probes} denied probes got through`).to.equal(0);
+    expect(await cluster!.probe('y/a', 'x/a', 80, 'TCP', 700)).to.equal(true);
+  });
+
+  it('leader failover: the standby takes over and keeps reconciling', async () => {
+    const lease = async () => JSON.parse(await kubectlOk(cp!, ['-n', 'kube-system', 'get', 'lease', 'kube-npm-operator', '-o', 'json'])) as { spec: { holderIdentity?: string } };
+    const holder = (await lease()).spec.holderIdentity!;
+    const leader = operators.find((p) => holder.startsWith(p.name.replace('operator-', 'op-')))!;
+    expect(leader, `holder ${holder}`).to.not.equal(undefined);
+    const t0 = Date.now();
+    await leader.child.kill('SIGKILL');
+    const other = await waitFor('a new leader', async () => {
+      const h = (await lease()).spec.holderIdentity;
+      return h && h !== holder ? h : undefined;
+    }, 30_000, 200);
+    const failoverMs = Date.now() - t0;
+    console.log(`      leader failover after SIGKILL: ${failoverMs} ms (lease 4 s) -> ${other}`);
+    await kubectlOk(cp!, ['apply', '-f', '-'], JSON.stringify({ apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { name: 'deny-y', namespace: 'y' }, spec: { podSelector: {} } }));
+    await programmed('y', 'deny-y');
+    expect(await cluster!.probe('z/a', 'y/b', 80, 'TCP', 700)).to.equal(false);
+  });
+
+  it('delete: the policies and their objects go, traffic flows again', async () => {
+    await kubectlOk(cp!, ['-n', 'x', 'delete', 'networkpolicy', 'deny']);
+    await kubectlOk(cp!, ['-n', 'y', 'delete', 'networkpolicy', 'deny-y']);
+    await waitFor('no NpmRuleSets and no NpmIPSets left', async () => {
+      const out = await kubectlOk(cp!, ['get', 'nrs,nips', '-A', '-o', 'name']);
+      return out.trim() === '' || undefined;
+    });
+    await waitFor('all connected', async () => (await matrix()).size === 0 || undefined, 10_000, 500);
+  });
+});
