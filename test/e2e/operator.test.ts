@@ -43,20 +43,31 @@ describe('operator + agents against a real API server (e2e)', function () {
     return p;
   };
 
-  /** Waits until the policy's NpmRuleSet is Programmed at its current generation on every node that must. */
-  const programmed = (ns: string, name: string) =>
-    waitFor(`${ns}/${name} Programmed`, async () => {
+  /**
+   * Waits until the policy's NpmRuleSet reflects the policy's current generation and is Programmed
+   * at its own current generation on every node that must.
+   */
+  const programmed = async (ns: string, name: string) => {
+    const np = JSON.parse(await kubectlOk(cp!, ['-n', ns, 'get', 'networkpolicy', name, '-o', 'json'])) as { metadata: { generation: number } };
+    return waitFor(`${ns}/${name} Programmed`, async () => {
       const r = await cp!.kubectl(['-n', ns, 'get', 'nrs', name, '-o', 'json']);
       if (r.code !== 0) return false;
-      const o = JSON.parse(r.stdout) as Nrs;
+      const o = JSON.parse(r.stdout) as Nrs & { spec: { policy: { generation?: number } } };
+      if (o.spec.policy.generation !== np.metadata.generation) return false;
       const c = o.status?.conditions?.find((x) => x.type === 'Programmed');
       return c?.status === 'True' && c.observedGeneration === o.metadata.generation ? o : false;
     });
+  };
 
   const matrix = async (port = 80, protocol: 'TCP' | 'UDP' = 'TCP') => {
     const m = await cluster!.probeMatrix(port, protocol, { timeoutMs: 700 });
     return new Set([...m].filter(([, ok]) => !ok).map(([k]) => k));
   };
+  /** Denied pairs that differ from the expectation, readable in a failure message. */
+  const diff = (got: Set<string>, want: Set<string>) => [
+    ...[...got].filter((k) => !want.has(k)).map((k) => `unexpectedly denied ${k}`),
+    ...[...want].filter((k) => !got.has(k)).map((k) => `unexpectedly allowed ${k}`),
+  ];
   const denied = (pairs: [string, string][]) => new Set(pairs.map(([a, b]) => `${a}->${b}`));
   const into = (targets: string[], except: string[] = []) =>
     denied(NAMES.flatMap((from) => targets.filter((t) => t !== from && !except.includes(from)).map((t) => [from, t] as [string, string])));
@@ -91,6 +102,17 @@ describe('operator + agents against a real API server (e2e)', function () {
     });
   });
 
+  // On failure, print what a person debugging would look at: each node's kernel state and reports.
+  afterEach(async function () {
+    if (this.currentTest?.state !== 'failed' || !cluster || !cp) return;
+    for (const k of [1, 2]) {
+      const ipt = await cluster.exec(cluster.nodeNs(k), ['iptables-save', '-t', 'filter'], { allowFail: true });
+      const sets = await cluster.exec(cluster.nodeNs(k), ['ipset', 'list', '-o', 'save'], { allowFail: true });
+      console.log(`----- node n${k} iptables\n${ipt.stdout}\n----- node n${k} ipsets\n${sets.stdout}`);
+    }
+    console.log((await cp.kubectl(['get', 'nrs,nips,npmnodes', '-A', '-o', 'wide'])).stdout);
+  });
+
   after(async () => {
     for (const p of procs) await p.stop().catch(() => undefined);
     if (cluster) {
@@ -119,9 +141,9 @@ describe('operator + agents against a real API server (e2e)', function () {
     const describe = await kubectlOk(cp!, ['-n', 'x', 'describe', 'nrs', 'deny']);
     expect(describe).to.contain('Isolates all pods in namespace x for ingress (allows nothing)');
     expect(describe).to.contain('Meaning:  all pods in namespace x');
-    console.log(describe);
-    expect(describe).to.contain('Nodes Programmed:  2/2');
+    expect(describe).to.match(/Nodes Programmed:\s+2\/2/);
     expect(describe).to.match(/Type:\s+Programmed/);
+    expect(describe).to.match(/Events:[\s\S]*Normal\s+Programmed/);
     const nodes = await kubectlOk(cp!, ['get', 'npmnodes']);
     expect(nodes).to.match(/n1\s+True\s+(nft|legacy)\s+1\s/);
     expect(nodes).to.match(/n2\s+True\s+(nft|legacy)\s+1\s/);
@@ -133,7 +155,7 @@ describe('operator + agents against a real API server (e2e)', function () {
       spec: { podSelector: {}, ingress: [{ from: [{ namespaceSelector: { matchLabels: { ns: 'y' } } }], ports: [{ port: 80 }] }] },
     }));
     await programmed('x', 'deny');
-    expect(await matrix()).to.deep.equal(into(['x/a', 'x/b', 'x/c'], ['y/a', 'y/b']));
+    expect(diff(await matrix(), into(['x/a', 'x/b', 'x/c'], ['y/a', 'y/b']))).to.deep.equal([]);
     expect(await matrix(81)).to.deep.equal(into(['x/a', 'x/b', 'x/c']));
   });
 

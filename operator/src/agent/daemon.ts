@@ -48,6 +48,7 @@ export class AgentDaemon {
   private forceFull = true;
   private running: Promise<void> | undefined;
   private stopped = false;
+  private started = false;
   private lastSyncAt = -Infinity;
   private timer: NodeJS.Timeout | undefined;
   private syncs = 0;
@@ -71,7 +72,10 @@ export class AgentDaemon {
   }
 
   async start(): Promise<void> {
+    // Events during the initial lists must not trigger a sync: a sync that sees rulesets but not yet
+    // the pods or sets would remove rules the kernel holds (an unprotected window after a restart).
     await Promise.all([this.rulesets.start(), this.ipsets.start(), this.pods.start()]);
+    this.started = true;
     const resync = this.o.resyncMs ?? 60_000;
     this.timer = setInterval(() => {
       this.forceFull = true;
@@ -89,6 +93,7 @@ export class AgentDaemon {
 
   /** Ask for a sync; bursts coalesce into one. */
   request(): void {
+    if (!this.started) return;
     this.dirty = true;
     if (!this.running && !this.stopped) this.running = this.loop().finally(() => (this.running = undefined));
   }

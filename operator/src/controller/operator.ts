@@ -172,8 +172,9 @@ export class NpmOperator {
           reason: after.reason,
           note: `${after.type}=${after.status}: ${after.message}`.slice(0, 1024),
           type: warning ? 'Warning' : 'Normal',
-          regarding: { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', namespace: ns, name: rs.metadata.name, ...(rs.spec.policy.uid ? { uid: rs.spec.policy.uid } : {}) },
-          related: { apiVersion: `${GROUP}/${VERSION}`, kind: RULESET_KIND, namespace: ns, name: rs.metadata.name },
+          // Regarding the NpmRuleSet, so `kubectl describe nrs` lists it; related to the policy.
+          regarding: { apiVersion: `${GROUP}/${VERSION}`, kind: RULESET_KIND, namespace: ns, name: rs.metadata.name, ...(rs.metadata.uid ? { uid: rs.metadata.uid } : {}) },
+          related: { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', namespace: ns, name: rs.metadata.name, ...(rs.spec.policy.uid ? { uid: rs.spec.policy.uid } : {}) },
         },
       })
       .catch((err: unknown) => this.o.log(`event for ${ns}/${rs.metadata.name} failed: ${String(err)}`));
