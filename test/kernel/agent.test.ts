@@ -107,6 +107,35 @@ describe('agent (real kernel, in network namespaces)', function () {
         expect(sets).to.deep.equal([...changed.sets.keys()].sort());
       });
 
+      it('one policy removed / added: the direction chains are patched in place (-D / -I by spec, O(1) lines), any pair order reads back in sync', async () => {
+        const items = objects({ namespaces: 3, podsPerNamespace: 6, policiesPerNamespace: 2 });
+        const isPol = (o: unknown): boolean => {
+          const m = o as { kind: string; metadata: { namespace?: string; name: string } };
+          return m.kind === 'NpmRuleSet' && m.metadata.namespace === 'ns1' && m.metadata.name.includes('pol0');
+        };
+        const less = buildDesired(items.filter((o) => !isPol(o)));
+        expect(less.policies).to.equal(small.policies - 1);
+        const c = conv(base);
+        await c.sync(small);
+        const gone = await c.sync(less);
+        expect(gone.plan.iptables.changed).to.deep.equal([]);
+        expect(gone.plan.iptables.patched.sort()).to.deep.equal(['KNPM-EGRESS', 'KNPM-INGRESS']);
+        expect(gone.plan.iptables.lines.filter((l) => l.startsWith('-D ')).length).to.equal(4);
+        await verifyEmpty(less);
+        const back = await c.sync(small);
+        expect(back.plan.iptables.changed.every((x) => x !== 'KNPM-EGRESS' && x !== 'KNPM-INGRESS')).to.equal(true);
+        expect(back.plan.iptables.patched.sort()).to.deep.equal(['KNPM-EGRESS', 'KNPM-INGRESS']);
+        expect(back.plan.iptables.lines.filter((l) => l.startsWith('-I KNPM-')).length).to.equal(4);
+        // The re-added pair is first in the kernel, not where a full render puts it: still in sync.
+        const ingress = (await save()).split('\n').filter((l) => l.startsWith('-A KNPM-INGRESS ')).map((l) => l.slice('-A KNPM-INGRESS '.length));
+        expect(ingress).to.not.deep.equal(small.chains.get('KNPM-INGRESS'));
+        expect([...ingress].sort()).to.deep.equal([...(small.chains.get('KNPM-INGRESS') ?? [])].sort());
+        await verifyEmpty(small);
+        const r = await c.sync(small, { forceFull: true });
+        expect(r.drift).to.deep.equal([]);
+        expect(r.lines).to.deep.equal({ ipset: 0, iptables: 0, destroy: 0 });
+      });
+
       it('a restarted agent adopts the kernel state without writing', async () => {
         await conv(base).sync(small);
         const rec = recording(base);
@@ -115,7 +144,7 @@ describe('agent (real kernel, in network namespaces)', function () {
         expect(rec.writes()).to.deep.equal([]);
       });
 
-      it('repairs and counts drift: flushed chain, destroyed set, foreign rule, reordered chain, extra member, deleted hook', async () => {
+      it('repairs and counts drift: flushed chain, destroyed set, foreign rule, reordered chain, extra member, deleted hook (also deleted between resyncs: repaired by the next full one)', async () => {
         const logs: string[] = [];
         const c = conv(base, (s) => logs.push(s));
         await c.sync(small);
@@ -139,13 +168,24 @@ describe('agent (real kernel, in network namespaces)', function () {
         for (const k of ['chain_foreign_rule', 'chain_reordered', 'hook', 'set_members_extra', 'set_missing'] as const) expect(c.counters.driftRepairs[k], k).to.equal(1);
         expect(logs.filter((l) => l.startsWith('drift repaired')).length).to.equal(5 + users.length);
         await verifyEmpty(small);
-        // A hook deleted between full resyncs is re-asserted by the next incremental sync.
+        // A hook deleted between full resyncs: incremental syncs read nothing (not even FORWARD) and
+        // leave it to the next full resync, which puts it back at rule 1 and counts the repair.
+        const rec = recording(base);
+        const c2 = new Converger({ exec: rec.exec, backend, retry: { attempts: 1 } });
+        expect((await c2.sync(small)).full).to.equal(true); // adopts
         await sh(base, [ipt, '-D', 'FORWARD', '1']);
         await sh(base, [ipt, '-A', 'FORWARD', '-j', 'ACCEPT']);
-        const r2 = await c.sync(small);
+        rec.calls.length = 0;
+        const r2 = await c2.sync(small);
         expect(r2.full).to.equal(false);
-        expect(r2.drift.map((d) => d.kind)).to.deep.equal(['hook']);
+        expect(r2.drift).to.deep.equal([]);
+        expect(rec.calls).to.deep.equal([]);
+        expect((await sh(base, [ipt, '-S', 'FORWARD'])).split('\n').slice(1)).to.deep.equal(['-A FORWARD -j ACCEPT', '']);
+        const r3 = await c2.sync(small, { forceFull: true });
+        expect(r3.drift.map((d) => d.kind)).to.deep.equal(['hook']);
+        expect(r3.plan.iptables.lines).to.deep.equal(['*filter', `-I FORWARD 1 ${HOOK_RULE}`, 'COMMIT']);
         expect((await sh(base, [ipt, '-S', 'FORWARD'])).split('\n').slice(1, 3)).to.deep.equal([`-A FORWARD ${HOOK_RULE}`, '-A FORWARD -j ACCEPT']);
+        expect(c2.counters.driftRepairs.hook).to.equal(1);
       });
 
       it('an iptables-restore the kernel rejects half-way leaves the previous state intact, then recovers', async () => {

@@ -4,12 +4,18 @@
  *
  * Model (after Calico's felix/iptables/table.go)
  *  - `applied` is what we last wrote successfully: the kernel as we believe it is. An incremental
- *    sync plans against it without reading the kernel (only FORWARD is re-read, to re-assert the
- *    hook every sync). A full sync reads our chains (`iptables-save -t filter`) and our sets
- *    (`ipset list -o save`), compares them with `applied` to log and count drift, and plans
- *    against the kernel. A sync is full when: there is no `applied` (first sync after start, which
+ *    sync plans against it without reading the kernel at all, so its cost follows the change, not
+ *    the cluster: unchanged sets are recognised by identity (the member Map of the previous
+ *    desired state) or one lookup per member, and `applied` is built by reference (plan.ts
+ *    appliedState), never by copying members. A full sync reads our chains and the FORWARD hook
+ *    (`iptables-save -t filter`) and our sets (`ipset list -o save`), compares them with `applied`
+ *    to log and count drift, and plans against the kernel. Every drift, the hook's included (gone,
+ *    moved from rule 1, duplicated), is therefore repaired by the next full sync, not the next
+ *    incremental one. A sync is full when: there is no `applied` (first sync after start, which
  *    is how a restart adopts the kernel without writing), the resync interval has passed, the
  *    caller forces it, or the previous attempt failed.
+ *  - Ownership: the DesiredState passed to sync() is kept by reference as part of `applied`
+ *    (model.ts): the caller must not mutate it afterwards, only build new ones.
  *  - Each sync runs phase 1 (ipset restore), 2 (one iptables-restore --noflush -w N), 3 (ipset
  *    restore destroying unreferenced sets); see plan.ts. A phase that fails stops the sync: the
  *    iptables commit is atomic and the ipset lines are ordered so that a partial restore never
@@ -20,7 +26,6 @@
 import { binaries, type Backend, type Binaries } from './backend.js';
 import { realClock, type Clock, type Exec } from './exec.js';
 import { parseIptablesSave } from './iptables/parse.js';
-import { hookOk } from './iptables/plan.js';
 import { parseIpsetSave } from './ipset/parse.js';
 import type { DesiredState } from './model.js';
 import { appliedState, detectDrift, planIsEmpty, planSync, type ActualState, type Drift, type DriftKind, type Plan } from './plan.js';
@@ -196,13 +201,8 @@ export class Converger {
       actual = await this.readKernel();
       if (expected) drift = detectDrift(expected, actual);
     } else {
-      // Incremental: trust what we wrote for chains and sets, but re-read FORWARD for the hook.
-      const fwd = parseIptablesSave(await this.run([this.bin.iptables, '-w', String(this.lockWait), '-t', 'filter', '-S', 'FORWARD']));
-      const exp = expected as ActualState;
-      actual = { sets: exp.sets, iptables: { chains: exp.iptables.chains, hook: fwd.hook } };
-      if (exp.iptables.hook.copies.length > 0 && !hookOk(fwd.hook)) {
-        drift = [{ kind: 'hook', name: 'FORWARD', detail: fwd.hook.copies.length === 0 ? 'hook missing' : 'hook not rule 1, duplicated or altered' }];
-      }
+      // Incremental: trust what we wrote (drift, the hook's included, waits for the next full sync).
+      actual = expected as ActualState;
     }
     const plan = planSync(desired, actual);
     const result: SyncResult = {

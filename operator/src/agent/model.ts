@@ -6,6 +6,10 @@
  *    pod-derived sets are the union of their NpmIPSet shards' members (no shard: empty set).
  *    NpmIPSet objects of sets no ruleset references are not programmed (nothing would match them).
  *  - Chains: rendered by iptables/render.ts, rulesets ordered by namespace/name.
+ *  - Ownership: a DesiredState is immutable once built. The converger keeps references to its
+ *    member Maps and rule arrays as its model of the kernel (plan.ts appliedState) and plans later
+ *    syncs against them, comparing by identity first; so nothing may change them afterwards (the
+ *    types say ReadonlyMap / readonly string[]). Build a new state for every change.
  *  - Validation guards the one thing that must never happen: touching a kernel object we do not
  *    own. A ruleset naming a chain or set outside KNPM-* (or a reserved name) is skipped whole and
  *    reported. Members the kernel would reject are dropped and reported, so they cannot fail a
@@ -13,14 +17,14 @@
  */
 import { BASE_CHAINS, renderChains } from './iptables/render.js';
 import type { DesiredSet } from './ipset/plan.js';
-import { compareMembers, memberKey, normalizeMember } from './ipset/render.js';
+import { compareMembers, markSorted, memberKey, normalizeMember } from './ipset/render.js';
 import { MAX_CHAIN_NAME, MAX_SET_NAME, OWNED_PREFIX, isOwned } from '../api/names.js';
 import { API_VERSION, IPSET_KIND, RULESET_KIND, type NpmIPSet, type NpmRuleSet, type SetType } from '../api/types.js';
 
 export interface DesiredState {
   sets: Map<string, DesiredSet>;
   /** Chain name -> rule specs (base chains first, then policy chains). */
-  chains: Map<string, string[]>;
+  chains: Map<string, readonly string[]>;
   hook: boolean;
   /** Rulesets programmed. */
   policies: number;
@@ -116,7 +120,7 @@ export function buildDesired(objects: readonly unknown[]): DesiredState {
   }
 
   // Sets: refs first, then names used by chains without a ref.
-  const sets = new Map<string, DesiredSet & { inline?: string[]; kind?: string }>();
+  const sets = new Map<string, DesiredSet & { members: Map<string, string>; inline?: string[]; kind?: string }>();
   for (const rs of accepted) {
     for (const ref of rs.spec.ipsets) {
       const have = sets.get(ref.name);
@@ -164,6 +168,7 @@ export function buildDesired(objects: readonly unknown[]): DesiredState {
       // Two entries for one CIDR, one of them "nomatch": the exception wins (fail closed).
       if (prev === undefined || m.endsWith(' nomatch')) s.members.set(k, m);
     }
+    markSorted(s.members);
     delete s.inline;
     delete s.kind;
   }

@@ -2,11 +2,12 @@
  * The whole plan of one sync, pure: (desired, actual) -> the three restore inputs, in the order
  * they must run, plus what drifted when the actual state is compared with what we last wrote.
  *   phase 1 `ipset restore`:          creates, rebuilds (temp + swap), member additions, removals
- *   phase 2 `iptables-restore --noflush`: changed chains rewritten whole, stale chains removed, hook
+ *   phase 2 `iptables-restore --noflush`: changed chains rewritten whole (direction chains patched
+ *                                      pair by pair), stale chains removed, hook
  *   phase 3 `ipset restore`:          destroy sets nothing references any more
  */
 import { HOOK_RULE } from './iptables/render.js';
-import { hookOk, planIptables, type IptablesPlan } from './iptables/plan.js';
+import { hookOk, planIptables, sameChain, type IptablesPlan } from './iptables/plan.js';
 import type { ActualChains } from './iptables/parse.js';
 import type { ActualSet, ActualSets } from './ipset/parse.js';
 import { planIpsets, type IpsetPlan } from './ipset/plan.js';
@@ -43,18 +44,29 @@ export function planText(p: Plan): string {
   return parts.join('\n');
 }
 
-/** What the kernel holds after `plan` was applied successfully on top of `before`. */
+/**
+ * What the kernel holds after `plan` was applied successfully on top of `before`.
+ *
+ * Ownership: the result SHARES the desired state's member Maps and rule arrays (and reuses
+ * `before`'s set entries that did not change) instead of copying them: O(sets + chains), not
+ * O(members). Its outer Maps are fresh (a caller may add or remove entries), but no member Map or
+ * rule array reachable from it may ever be mutated: they belong to the DesiredState (model.ts),
+ * which is immutable once built. The next plan then finds an unchanged set by identity.
+ */
 export function appliedState(desired: DesiredState, before: ActualState): ActualState {
   const sets: ActualSets = new Map();
   for (const d of desired.sets.values()) {
     const a = before.sets.get(d.name);
     const need = requiredMaxelem(d.members.size);
-    const kept = a && a.type === d.type && a.family === 'inet' && a.maxelem >= need;
-    const s: ActualSet = { name: d.name, type: d.type, family: 'inet', hashsize: a?.hashsize ?? 0, maxelem: kept ? a.maxelem : need, members: new Map(d.members) };
+    const kept = a !== undefined && a.type === d.type && a.family === 'inet' && a.maxelem >= need;
+    if (kept && a.members === d.members) {
+      sets.set(d.name, a);
+      continue;
+    }
+    const s: ActualSet = { name: d.name, type: d.type, family: 'inet', hashsize: a?.hashsize ?? 0, maxelem: kept ? a.maxelem : need, members: d.members };
     sets.set(d.name, s);
   }
-  const chains = new Map<string, string[]>();
-  for (const [c, rules] of desired.chains) chains.set(c, [...rules]);
+  const chains = new Map(desired.chains);
   const hook = desired.hook ? { copies: [HOOK_RULE], first: HOOK_RULE } : { copies: [], first: before.iptables.hook.first === HOOK_RULE ? '' : before.iptables.hook.first };
   return { sets, iptables: { chains, hook } };
 }
@@ -85,14 +97,18 @@ function multiset(xs: readonly string[]): Map<string, number> {
   return m;
 }
 
-/** How the kernel differs from what we last wrote (`expected`): each item is one repair. */
+/**
+ * How the kernel differs from what we last wrote (`expected`): each item is one repair. Chains
+ * compare as the planner compares them (iptables/plan.ts sameChain): direction-chain pairs in
+ * another order are not drift.
+ */
 export function detectDrift(expected: ActualState, kernel: ActualState): Drift[] {
   const out: Drift[] = [];
   for (const [c, want] of expected.iptables.chains) {
     const got = kernel.iptables.chains.get(c);
     if (!got) out.push({ kind: 'chain_missing', name: c, detail: 'chain deleted' });
     else if (got.length === 0 && want.length > 0) out.push({ kind: 'chain_flushed', name: c, detail: `chain flushed (${want.length} rules expected)` });
-    else if (got.join('\n') !== want.join('\n')) {
+    else if (!sameChain(c, want, got)) {
       const w = multiset(want);
       const foreign = got.filter((r) => {
         const n = w.get(r) ?? 0;

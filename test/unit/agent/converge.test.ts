@@ -99,14 +99,73 @@ describe('agent converge (fake kernel)', () => {
     expect((await c.sync(small, { forceFull: true })).drift).to.deep.equal([]);
   });
 
-  it('the hook is re-asserted on every (incremental) sync', async () => {
-    const { k, c } = setup();
+  it('an incremental sync reads nothing from the kernel; a lost hook is repaired at the next full resync', async () => {
+    const { k, c, clock, logs } = setup();
     await c.sync(small);
-    k.chains.set('FORWARD', []);
+    k.chains.set('FORWARD', ['-j KUBE-FORWARD']); // hook deleted behind our back
+    k.calls = [];
     const r = await c.sync(small);
     expect(r.full).to.equal(false);
-    expect(r.drift.map((d) => d.kind)).to.deep.equal(['hook']);
-    expect(k.chains.get('FORWARD')).to.deep.equal([HOOK_RULE]);
+    expect(k.calls).to.deep.equal([]); // no read (not even FORWARD), no write
+    expect(r.drift).to.deep.equal([]);
+    // A real change between resyncs is written without touching the hook.
+    const r2 = await c.sync(moved);
+    expect(r2.full).to.equal(false);
+    expect(r2.lines.iptables).to.equal(0);
+    expect(k.calls.map((x) => x.argv.join(' '))).to.deep.equal(['ipset restore']);
+    expect(k.chains.get('FORWARD')).to.deep.equal(['-j KUBE-FORWARD']);
+    // The periodic resync finds the hook gone, puts it back at rule 1 and counts the repair.
+    clock.t += 60_000;
+    const r3 = await c.sync(moved);
+    expect(r3.full).to.equal(true);
+    expect(r3.drift.map((d) => d.kind)).to.deep.equal(['hook']);
+    expect(r3.plan.iptables.lines).to.deep.equal(['*filter', `-I FORWARD 1 ${HOOK_RULE}`, 'COMMIT']);
+    expect(r3.lines).to.deep.equal({ ipset: 0, iptables: 3, destroy: 0 });
+    expect(k.chains.get('FORWARD')).to.deep.equal([HOOK_RULE, '-j KUBE-FORWARD']);
+    expect(c.counters.driftRepairs.hook).to.equal(1);
+    expect(logs.some((l) => l.startsWith('drift repaired: hook'))).to.equal(true);
+  });
+
+  it('adding or removing one policy patches the direction chains with O(1) lines in one transaction; any pair order reads back in sync', async () => {
+    const two = objects({ namespaces: 3, podsPerNamespace: 4, policiesPerNamespace: 2 });
+    const all = buildDesired(two);
+    const isPol1 = (o: unknown): boolean => {
+      const m = (o as { kind: string; metadata: { namespace?: string; name: string } });
+      return m.kind === 'NpmRuleSet' && m.metadata.namespace === 'ns1' && m.metadata.name.includes('pol1');
+    };
+    expect(two.some(isPol1)).to.equal(true);
+    const less = buildDesired(two.filter((o) => !isPol1(o)));
+    expect(less.policies).to.equal(all.policies - 1);
+    const { k, c } = setup();
+    await c.sync(all);
+    k.calls = [];
+    const r = await c.sync(less);
+    expect(r.full).to.equal(false);
+    const ipt = k.writes().filter((w) => w.argv[0] === 'iptables-nft-restore');
+    expect(ipt.length).to.equal(1);
+    const lines = ipt[0]!.stdin.trim().split('\n');
+    expect(r.plan.iptables.changed).to.deep.equal([]);
+    expect(r.plan.iptables.patched.sort()).to.deep.equal(['KNPM-EGRESS', 'KNPM-INGRESS']);
+    // 2 chains of the policy flushed + deleted, 2 pairs deleted: *filter, 2 declarations, 4 -D, 2 -X, COMMIT.
+    expect(lines.filter((l) => l.startsWith('-D KNPM-')).length).to.equal(4);
+    expect(lines.length).to.equal(10);
+    expect((await setup(k).c.syncOnce(less, { dryRun: true })).lines).to.deep.equal({ ipset: 0, iptables: 0, destroy: 0 });
+    // Added back: new chains filled, one pair inserted at the top of each direction chain.
+    const back = await c.sync(all);
+    expect(back.plan.iptables.changed.filter((x) => x.startsWith('KNPM-I-') || x.startsWith('KNPM-E-')).length).to.equal(2);
+    expect(back.plan.iptables.patched.sort()).to.deep.equal(['KNPM-EGRESS', 'KNPM-INGRESS']);
+    const ins = back.plan.iptables.lines.filter((l) => l.startsWith('-I KNPM-'));
+    expect(ins.map((l) => l.split(' ').slice(0, 3).join(' ')).sort()).to.deep.equal(['-I KNPM-EGRESS 1', '-I KNPM-EGRESS 2', '-I KNPM-INGRESS 1', '-I KNPM-INGRESS 2']);
+    // The kernel now holds the pair first, not where a full render puts it: still in sync, no drift, no write.
+    expect(k.chains.get('KNPM-INGRESS')).to.not.deep.equal(all.chains.get('KNPM-INGRESS'));
+    expect(k.chains.get('KNPM-INGRESS')?.at(-1)).to.equal(all.chains.get('KNPM-INGRESS')?.at(-1));
+    const n = k.writes().length;
+    const full = await c.sync(all, { forceFull: true });
+    expect(full.drift).to.deep.equal([]);
+    expect(k.writes().length).to.equal(n);
+    const adopt = await setup(k).c.sync(all);
+    expect(adopt.drift).to.deep.equal([]);
+    expect(k.writes().length).to.equal(n);
   });
 
   it('a failed iptables-restore keeps the previous state, reports the lines around the failure, retries fully with backoff', async () => {

@@ -6,8 +6,8 @@ import { fileURLToPath } from 'node:url';
 import { HOOK_COMMENT, tempSetName } from '../../../operator/src/api/names.js';
 import type { Rule } from '../../../operator/src/api/types.js';
 import { parseIptablesSave, tokenize } from '../../../operator/src/agent/iptables/parse.js';
-import { planIptables } from '../../../operator/src/agent/iptables/plan.js';
-import { HOOK_RULE, formatArgs, quoteArg, renderRule } from '../../../operator/src/agent/iptables/render.js';
+import { planIptables, sameChain } from '../../../operator/src/agent/iptables/plan.js';
+import { HOOK_RULE, allowReturnFor, formatArgs, quoteArg, renderRule } from '../../../operator/src/agent/iptables/render.js';
 import { parseIpsetSave } from '../../../operator/src/agent/ipset/parse.js';
 import { planIpsets, type DesiredSet } from '../../../operator/src/agent/ipset/plan.js';
 import { normalizeMember, requiredMaxelem } from '../../../operator/src/agent/ipset/render.js';
@@ -127,6 +127,32 @@ describe('agent ipset plan', () => {
     expect(p2.apply[0]).to.equal(`destroy ${tmp}`);
     expect(p2.destroy).to.deep.equal([]);
   });
+  it('an unchanged set costs nothing: the same member Map is skipped, an equal one compared without writing', () => {
+    const d = dset('KNPM-S-A', 'hash:ip', ['10.0.0.1', '10.0.0.2']);
+    const shared = new Map([['KNPM-S-A', { name: 'KNPM-S-A', type: 'hash:ip', family: 'inet', hashsize: 1024, maxelem: 65536, members: d.members }]]);
+    expect(planIpsets(new Map([['KNPM-S-A', d]]), shared).apply).to.deep.equal([]);
+    const equal = save('create KNPM-S-A hash:ip family inet hashsize 1024 maxelem 65536\nadd KNPM-S-A 10.0.0.2\nadd KNPM-S-A 10.0.0.1\n');
+    expect(planIpsets(new Map([['KNPM-S-A', d]]), equal).apply).to.deep.equal([]);
+    // Same size, one swapped: one add, one del (only the removed keys are sorted).
+    const swapped = save('create KNPM-S-A hash:ip family inet hashsize 1024 maxelem 65536\nadd KNPM-S-A 10.0.0.1\nadd KNPM-S-A 10.0.0.9\nadd KNPM-S-A 10.0.0.3\n');
+    const p = planIpsets(new Map([['KNPM-S-A', dset('KNPM-S-A', 'hash:ip', ['10.0.0.1', '10.0.0.2'])]]), swapped);
+    expect(p.apply).to.deep.equal(['add -exist KNPM-S-A 10.0.0.2', 'del -exist KNPM-S-A 10.0.0.3', 'del -exist KNPM-S-A 10.0.0.9']);
+    expect([p.added, p.removed]).to.deep.equal([1, 2]);
+  });
+  it('the merge diff (both Maps known sorted) writes exactly what the keyed diff writes', () => {
+    for (const [from, to] of [[0, 1], [1, 0], [0, 3], [2, 0]] as const) {
+      const before = buildDesired(objects({ namespaces: 3, podsPerNamespace: 5, policiesPerNamespace: 2, ipOffset: from }));
+      const after = buildDesired(objects({ namespaces: 3, podsPerNamespace: 4, policiesPerNamespace: 2, ipOffset: to }));
+      const sorted = appliedState(before, empty()).sets;
+      // The same content as the kernel would print it: not known sorted, diffed by key.
+      const text = [...before.sets.values()].flatMap((x) => [`create ${x.name} ${x.type} family inet hashsize 1024 maxelem ${requiredMaxelem(x.members.size)}`, ...[...x.members.values()].reverse().map((m) => `add ${x.name} ${m}`)]).join('\n');
+      const merged = planIpsets(after.sets, sorted);
+      const keyed = planIpsets(after.sets, save(text));
+      expect(merged.apply.length).to.be.greaterThan(0);
+      expect(merged.apply).to.deep.equal(keyed.apply);
+      expect([merged.added, merged.removed]).to.deep.equal([keyed.added, keyed.removed]);
+    }
+  });
   it('destroys owned sets no longer wanted, ignores foreign ones', () => {
     const actual = save('create KNPM-S-OLD hash:ip family inet hashsize 1024 maxelem 65536\ncreate cali40-foo hash:ip family inet hashsize 1024 maxelem 65536\n');
     expect(actual.has('cali40-foo')).to.equal(false);
@@ -167,6 +193,44 @@ describe('agent iptables plan', () => {
     },
   ];
   for (const c of cases) it(c.name, () => expect(planIptables(desired, c.actual).lines).to.deep.equal(c.want));
+
+  // Direction chains: (jump, its check) pairs in any order, DROP last.
+  const J = (x: string): string => `-m set --match-set KNPM-S-${x} dst -j KNPM-I-${x}`;
+  const R = (x: string): string => allowReturnFor(`KNPM-I-${x}`);
+  const DROP = '-m mark --mark 0x20000/0x30000 -j DROP';
+  const dir = (...xs: string[]): string[] => [...xs.flatMap((x) => [J(x), R(x)]), DROP];
+  const pairCases: { name: string; desired: string[]; actual: string[]; want: string[] }[] = [
+    { name: 'pairs in another order: in sync', desired: dir('A', 'B', 'C'), actual: dir('C', 'A', 'B'), want: [] },
+    { name: 'one pair removed: two -D by spec', desired: dir('A', 'C'), actual: dir('C', 'B', 'A'), want: ['*filter', `-D KNPM-INGRESS ${J('B')}`, `-D KNPM-INGRESS ${R('B')}`, 'COMMIT'] },
+    { name: 'one pair added: two -I at the top', desired: dir('A', 'B', 'C'), actual: dir('C', 'A'), want: ['*filter', `-I KNPM-INGRESS 1 ${J('B')}`, `-I KNPM-INGRESS 2 ${R('B')}`, 'COMMIT'] },
+    {
+      name: 'two pairs added: they end up in desired order, before the kept ones',
+      desired: dir('A', 'B', 'C'),
+      actual: dir('B'),
+      want: ['*filter', `-I KNPM-INGRESS 1 ${J('C')}`, `-I KNPM-INGRESS 2 ${R('C')}`, `-I KNPM-INGRESS 1 ${J('A')}`, `-I KNPM-INGRESS 2 ${R('A')}`, 'COMMIT'],
+    },
+    { name: 'a jump not followed by its own check: rewritten', desired: dir('A', 'B'), actual: [J('A'), R('B'), J('B'), R('A'), DROP], want: ['*filter', ':KNPM-INGRESS - [0:0]', ...dir('A', 'B').map((r) => `-A KNPM-INGRESS ${r}`), 'COMMIT'] },
+    { name: 'DROP not last: rewritten', desired: dir('A'), actual: [DROP, J('A'), R('A')], want: ['*filter', ':KNPM-INGRESS - [0:0]', ...dir('A').map((r) => `-A KNPM-INGRESS ${r}`), 'COMMIT'] },
+    { name: 'a foreign rule: rewritten', desired: dir('A'), actual: ['-j ACCEPT', ...dir('A')], want: ['*filter', ':KNPM-INGRESS - [0:0]', ...dir('A').map((r) => `-A KNPM-INGRESS ${r}`), 'COMMIT'] },
+    { name: 'a duplicated pair: rewritten', desired: dir('A', 'B'), actual: dir('A', 'A'), want: ['*filter', ':KNPM-INGRESS - [0:0]', ...dir('A', 'B').map((r) => `-A KNPM-INGRESS ${r}`), 'COMMIT'] },
+  ];
+  for (const c of pairCases) {
+    it(`direction chain: ${c.name}`, () => {
+      const p = planIptables({ chains: new Map([['KNPM-INGRESS', c.desired]]), hook: false }, { chains: new Map([['KNPM-INGRESS', c.actual]]), hook: { copies: [], first: '' } });
+      expect(p.lines).to.deep.equal(c.want);
+      expect(sameChain('KNPM-INGRESS', c.desired, c.actual)).to.equal(c.want.length === 0);
+    });
+  }
+  it('a pair swapped in a policy chain (not a direction chain) is a difference', () => {
+    expect(sameChain('KNPM-I-X', dir('A', 'B'), dir('B', 'A'))).to.equal(false);
+  });
+  it('a removed policy: its pairs deleted before its chain is deleted, in one transaction', () => {
+    const d = new Map([['KNPM-INGRESS', dir('A')], ['KNPM-I-A', ['-j MARK --set-xmark 0x20000/0x20000']]]);
+    const a = new Map([['KNPM-INGRESS', dir('B', 'A')], ['KNPM-I-A', ['-j MARK --set-xmark 0x20000/0x20000']], ['KNPM-I-B', ['-j MARK --set-xmark 0x20000/0x20000']]]);
+    const p = planIptables({ chains: d, hook: false }, { chains: a, hook: { copies: [], first: '' } });
+    expect(p.lines).to.deep.equal(['*filter', ':KNPM-I-B - [0:0]', `-D KNPM-INGRESS ${J('B')}`, `-D KNPM-INGRESS ${R('B')}`, '-X KNPM-I-B', 'COMMIT']);
+    expect([p.changed, p.patched, p.deleted]).to.deep.equal([[], ['KNPM-INGRESS'], ['KNPM-I-B']]);
+  });
   it('never touches a foreign chain', () => {
     const p = planIptables({ chains: new Map(), hook: false }, save([HOOK_RULE, '-j KUBE-FORWARD'], { 'KNPM-FORWARD': [] }));
     expect(p.lines.join('\n')).not.to.contain('KUBE-');
@@ -202,5 +266,29 @@ describe('agent plan (whole sync) golden', () => {
     k.iptables.hook = { copies: [], first: '' };
     k.sets.delete(set as string);
     expect(detectDrift(exp, k).map((x) => x.kind).sort()).to.deep.equal(['chain_flushed', 'chain_foreign_rule', 'chain_missing', 'chain_reordered', 'hook', 'set_missing']);
+  });
+  it('direction-chain pairs in another order are no drift; a jump separated from its check is', () => {
+    const d = buildDesired(objects({ namespaces: 2, podsPerNamespace: 3, policiesPerNamespace: 2 }));
+    const exp = appliedState(d, empty());
+    const k = appliedState(d, empty());
+    const rules = [...(exp.iptables.chains.get('KNPM-INGRESS') ?? [])];
+    expect(rules.length).to.be.greaterThan(3);
+    const pairs: string[][] = [];
+    for (let i = 0; i + 1 < rules.length; i += 2) pairs.push(rules.slice(i, i + 2));
+    k.iptables.chains.set('KNPM-INGRESS', [...pairs.reverse().flat(), rules.at(-1) as string]);
+    expect(detectDrift(exp, k)).to.deep.equal([]);
+    expect(planIsEmpty(planSync(d, k))).to.equal(true);
+    k.iptables.chains.set('KNPM-INGRESS', [rules[1] as string, rules[0] as string, ...rules.slice(2)]);
+    expect(detectDrift(exp, k).map((x) => x.kind)).to.deep.equal(['chain_reordered']);
+  });
+  it('appliedState shares the desired members and rules (no copies) and reuses unchanged set entries', () => {
+    const d = buildDesired(objects({ namespaces: 1, podsPerNamespace: 3, policiesPerNamespace: 1 }));
+    const a1 = appliedState(d, empty());
+    for (const [name, s] of d.sets) expect(a1.sets.get(name)?.members).to.equal(s.members);
+    for (const [name, r] of d.chains) expect(a1.iptables.chains.get(name)).to.equal(r);
+    expect(a1.iptables.chains).to.not.equal(d.chains);
+    const a2 = appliedState(d, a1);
+    for (const [name, s] of a1.sets) expect(a2.sets.get(name)).to.equal(s);
+    expect(planIsEmpty(planSync(d, a2))).to.equal(true);
   });
 });

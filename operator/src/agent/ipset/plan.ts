@@ -18,15 +18,18 @@
 import { tempSetName } from '../../api/names.js';
 import type { SetType } from '../../api/types.js';
 import type { ActualSets } from './parse.js';
-import { createLine, requiredMaxelem } from './render.js';
+import { compareMembers, createLine, isSorted, requiredMaxelem } from './render.js';
 
 export interface DesiredSet {
   name: string;
   type: SetType;
   /** What the set holds, in words (metrics label, logs). */
   meaning: string;
-  /** Member in kernel print form by memberKey, in a stable (sorted) order. */
-  members: Map<string, string>;
+  /**
+   * Member in kernel print form by memberKey, in a stable (sorted) order. Read-only once built: the
+   * converger keeps this very Map as its model of the kernel (plan.ts, appliedState).
+   */
+  members: ReadonlyMap<string, string>;
 }
 
 export interface IpsetPlan {
@@ -44,14 +47,74 @@ function byName(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
+/**
+ * Whether two member Maps hold the same entries in the same order, walked in lockstep: no hashing,
+ * which is what makes an unchanged set cheap when the desired state was rebuilt from scratch (its
+ * Maps are new, but in the same sorted order as the ones last applied). False on the first
+ * difference (order included): the caller then diffs by key.
+ */
+function sameInOrder(d: ReadonlyMap<string, string>, a: ReadonlyMap<string, string>): boolean {
+  if (d.size !== a.size) return false;
+  const ak = a.keys();
+  const av = a.values();
+  for (const [k, m] of d) {
+    if (ak.next().value !== k || av.next().value !== m) return false;
+  }
+  return true;
+}
+
+/**
+ * Diff of two Maps both keyed in compareMembers order (markSorted): a merge walk, `===` while the
+ * two agree, compareMembers only where they differ. Lines as the keyed diff writes them: additions
+ * (and flag changes) in desired order, removals in ascending key order.
+ */
+function mergeDiff(name: string, d: ReadonlyMap<string, string>, a: ReadonlyMap<string, string>, adds: string[], dels: string[]): { added: number; removed: number } {
+  const di = d.entries();
+  const ai = a.entries();
+  let dn = di.next();
+  let an = ai.next();
+  const gone: string[] = [];
+  let added = 0;
+  while (!dn.done || !an.done) {
+    const c = dn.done ? 1 : an.done ? -1 : dn.value[0] === an.value[0] ? 0 : compareMembers(dn.value[0], an.value[0]);
+    if (c === 0) {
+      const [, m] = dn.value as [string, string];
+      if (m !== (an.value as [string, string])[1]) {
+        adds.push(`add -exist ${name} ${m}`);
+        added++;
+      }
+      dn = di.next();
+      an = ai.next();
+    } else if (c < 0) {
+      adds.push(`add -exist ${name} ${(dn.value as [string, string])[1]}`);
+      added++;
+      dn = di.next();
+    } else {
+      gone.push((an.value as [string, string])[0]);
+      an = ai.next();
+    }
+  }
+  gone.sort(byName);
+  for (const k of gone) dels.push(`del -exist ${name} ${k}`);
+  return { added, removed: gone.length };
+}
+
+/**
+ * Cost: O(sets) when nothing changed and the desired member Maps are the ones last applied (same
+ * object: skipped without looking inside); an equal set rebuilt in the same order costs one string
+ * comparison per member (sameInOrder); a set that differs is diffed by a merge walk when both
+ * Maps are known sorted (compareMembers only at the differences), else by key (one Map lookup per
+ * desired member); nothing is sorted except the removed keys. tempSetName (a hash)
+ * is computed only for sets that are rebuilt.
+ */
 export function planIpsets(desired: ReadonlyMap<string, DesiredSet>, actual: ActualSets): IpsetPlan {
   const builds: string[] = [];
   const adds: string[] = [];
   const dels: string[] = [];
   const plan: IpsetPlan = { apply: [], destroy: [], created: [], rebuilt: [], added: 0, removed: 0 };
-  const desiredNames = [...desired.keys()].sort(byName);
-  const temps = new Set(desiredNames.map((n) => tempSetName(n) as string));
-  for (const name of desiredNames) {
+  /** Temp sets destroyed in phase 1 already (a leftover of a set rebuilt now). */
+  const tempsDestroyed = new Set<string>();
+  for (const name of [...desired.keys()].sort(byName)) {
     const d = desired.get(name) as DesiredSet;
     const a = actual.get(name);
     const need = requiredMaxelem(d.members.size);
@@ -63,30 +126,44 @@ export function planIpsets(desired: ReadonlyMap<string, DesiredSet>, actual: Act
     } else if (a.type !== d.type || a.family !== 'inet' || a.maxelem < need) {
       const tmp = tempSetName(name);
       plan.rebuilt.push(name);
-      if (actual.has(tmp)) builds.push(`destroy ${tmp}`);
+      if (actual.has(tmp)) {
+        builds.push(`destroy ${tmp}`);
+        tempsDestroyed.add(tmp);
+      }
       builds.push(createLine(tmp, d.type, d.members.size));
       for (const m of d.members.values()) builds.push(`add ${tmp} ${m}`);
       builds.push(`swap ${tmp} ${name}`, `destroy ${tmp}`);
       plan.added += d.members.size;
-    } else {
+    } else if (a.members !== d.members && !sameInOrder(d.members, a.members)) {
+      if (isSorted(d.members) && isSorted(a.members)) {
+        const r = mergeDiff(name, d.members, a.members, adds, dels);
+        plan.added += r.added;
+        plan.removed += r.removed;
+        continue;
+      }
+      // Additions (a " nomatch" flag change included), counting the desired keys the set holds.
+      let held = 0;
       for (const [k, m] of d.members) {
-        if (a.members.get(k) !== m) {
+        const have = a.members.get(k);
+        if (have !== undefined) held++;
+        if (have !== m) {
           adds.push(`add -exist ${name} ${m}`);
           plan.added++;
         }
       }
-      for (const k of [...a.members.keys()].sort(byName)) {
-        if (!d.members.has(k)) {
-          dels.push(`del -exist ${name} ${k}`);
-          plan.removed++;
-        }
+      // Removals exist only when the set holds keys beyond the desired ones held.
+      if (a.members.size > held) {
+        const gone: string[] = [];
+        for (const k of a.members.keys()) if (!d.members.has(k)) gone.push(k);
+        gone.sort(byName);
+        for (const k of gone) dels.push(`del -exist ${name} ${k}`);
+        plan.removed += gone.length;
       }
     }
   }
-  plan.apply = [...builds, ...adds, ...dels];
+  plan.apply = builds.concat(adds, dels);
   for (const name of [...actual.keys()].sort(byName)) {
-    // A temp we are about to rebuild is destroyed in phase 1 already.
-    if (!desired.has(name) && !(temps.has(name) && builds.includes(`destroy ${name}`))) plan.destroy.push(`destroy ${name}`);
+    if (!desired.has(name) && !tempsDestroyed.has(name)) plan.destroy.push(`destroy ${name}`);
   }
   return plan;
 }

@@ -85,3 +85,17 @@ export function compareMembers(a: string, b: string): number {
   const kb = sortKey(b);
   return ka < kb ? -1 : ka > kb ? 1 : 0;
 }
+
+const SORTED = new WeakSet<ReadonlyMap<string, string>>();
+
+/**
+ * Records that `members` is keyed in compareMembers order of its keys (buildDesired's Maps are), so
+ * a planner may diff two such Maps by a merge walk. A Map read from the kernel never is.
+ */
+export function markSorted(members: ReadonlyMap<string, string>): void {
+  SORTED.add(members);
+}
+
+export function isSorted(members: ReadonlyMap<string, string>): boolean {
+  return SORTED.has(members);
+}

@@ -14,7 +14,8 @@ export interface HookState {
 }
 
 export interface ActualChains {
-  chains: Map<string, string[]>;
+  /** Read-only once built (may share rule arrays with a DesiredState). */
+  chains: Map<string, readonly string[]>;
   hook: HookState;
 }
 
@@ -77,5 +78,5 @@ export function parseIptablesSave(text: string): ActualChains {
       }
     }
   }
-  return { chains, hook };
+  return { chains: chains as Map<string, readonly string[]>, hook };
 }

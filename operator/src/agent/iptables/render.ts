@@ -6,7 +6,9 @@
  *   KNPM-FORWARD:    ctstate RELATED,ESTABLISHED -> RETURN; clear marks; KNPM-EGRESS; clear; KNPM-INGRESS; clear
  *   KNPM-EGRESS/INGRESS: per policy chain (rulesets by namespace/name, chains in spec order):
  *                    jump if the guarded pod is in targetSet (src for egress, dst for ingress),
- *                    then RETURN if the allow bit is set; last: DROP if isolated (and not allowed).
+ *                    then RETURN if the allow bit is set (commented with the policy chain's name);
+ *                    last: DROP if isolated (and not allowed). The order of these pairs is free
+ *                    (PAIR_CHAINS): the kernel may hold them in any order.
  *   policy chain:    set the isolated bit; one rule per allow rule -> KNPM-ALLOW
  *   KNPM-ALLOW:      set the allow bit (falls off the end: back to the policy chain)
  * Besides the layout, each direction-chain jump carries `-m comment --comment "<ns>/<name> ..."`
@@ -77,6 +79,23 @@ export function renderRule(direction: Direction, rule: Rule): string | { error: 
   return formatArgs(args);
 }
 
+/**
+ * Direction chains: (policy jump, its allow-mark check) pairs, then DROP last. The verdict does not
+ * depend on the order of the pairs (a packet's allow bit, once set, stays set; the DROP only looks
+ * at the bits), so the planner treats the pairs as a set: one policy is added with two `-I` and
+ * removed with two `-D` by spec, and a kernel holding the pairs in another order is in sync.
+ */
+export const PAIR_CHAINS: ReadonlySet<string> = new Set([CHAIN_EGRESS, CHAIN_INGRESS]);
+
+/**
+ * The allow-mark check following the jump to `chain`. It names the chain in a comment (no verdict
+ * change) so that each pair's check is a distinct rule: `-D <direction chain> <check>` then deletes
+ * exactly that pair's check, whatever the order of the pairs.
+ */
+export function allowReturnFor(chain: string): string {
+  return formatArgs(['-m', 'mark', '--mark', `${hex(MARK_ALLOW)}/${hex(MARK_ALLOW)}`, '-m', 'comment', '--comment', chain, '-j', 'RETURN']);
+}
+
 export interface RenderedChains {
   /** Chain name -> rule specs in order (base chains included). */
   chains: Map<string, string[]>;
@@ -88,7 +107,6 @@ export function renderChains(rulesets: readonly NpmRuleSet[]): RenderedChains {
   const problems: string[] = [];
   const chains = new Map<string, string[]>();
   const jumps: Record<Direction, string[]> = { Ingress: [], Egress: [] };
-  const allowReturn = formatArgs(['-m', 'mark', '--mark', `${hex(MARK_ALLOW)}/${hex(MARK_ALLOW)}`, '-j', 'RETURN']);
   for (const rs of rulesets) {
     const policy = `${rs.spec.policy.namespace}/${rs.spec.policy.name}`;
     for (const c of rs.spec.chains) {
@@ -105,7 +123,7 @@ export function renderChains(rulesets: readonly NpmRuleSet[]): RenderedChains {
           '-m', 'comment', '--comment', clampComment(`${policy} ${c.direction.toLowerCase()}: ${(c as Chain).guards}`),
           '-j', c.name,
         ]),
-        allowReturn,
+        allowReturnFor(c.name),
       );
     }
   }
