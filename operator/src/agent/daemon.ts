@@ -121,9 +121,10 @@ export class AgentDaemon {
     const t0 = this.o.clock.now();
     const full = this.forceFull;
     this.forceFull = false;
-    const sel = selectLocal(this.rulesets.list(), this.ipsets.list(), this.localIPs(), this.lastApplied);
+    const local = this.localIPs();
+    const sel = selectLocal(this.rulesets.list(), this.ipsets.list(), local, this.lastApplied);
     for (const h of sel.heldBack) this.o.log(`held back: ${h}`);
-    const desired = buildDesired(sel.objects);
+    const desired = buildDesired(sel.objects, { localPods: local });
     for (const p of desired.problems) this.o.log(`problem: ${p}`);
     let result: SyncResult | undefined;
     let error: string | undefined;

@@ -18,7 +18,7 @@
 import { BASE_CHAINS, renderChains } from './iptables/render.js';
 import type { DesiredSet } from './ipset/plan.js';
 import { compareMembers, markSorted, memberKey, normalizeMember } from './ipset/render.js';
-import { MAX_CHAIN_NAME, MAX_SET_NAME, OWNED_PREFIX, isOwned } from '../api/names.js';
+import { LOCAL_PODS_SET, MAX_CHAIN_NAME, MAX_SET_NAME, OWNED_PREFIX, isOwned } from '../api/names.js';
 import { API_VERSION, IPSET_KIND, RULESET_KIND, type NpmIPSet, type NpmRuleSet, type SetType } from '../api/types.js';
 
 export interface DesiredState {
@@ -77,7 +77,15 @@ function rulesetProblem(rs: Record<string, unknown>): string | undefined {
 }
 
 /** Builds the desired state from decoded objects (NpmRuleSet and NpmIPSet; anything else is a problem). */
-export function buildDesired(objects: readonly unknown[]): DesiredState {
+export interface BuildOptions {
+  /**
+   * This node's own pod IPs (agent daemon). Given, the direction chains are entered only for local
+   * pods (set LOCAL_PODS_SET); absent (agent --once), every packet is judged.
+   */
+  localPods?: Iterable<string>;
+}
+
+export function buildDesired(objects: readonly unknown[], opts: BuildOptions = {}): DesiredState {
   const problems: string[] = [];
   const rulesets: NpmRuleSet[] = [];
   const shards = new Map<string, NpmIPSet[]>();
@@ -172,7 +180,17 @@ export function buildDesired(objects: readonly unknown[]): DesiredState {
     delete s.inline;
     delete s.kind;
   }
-  const rendered = renderChains(accepted);
+  if (opts.localPods) {
+    const members = new Map<string, string>();
+    for (const ip of [...opts.localPods].sort(compareMembers)) {
+      const r = normalizeMember('hash:ip', ip);
+      if ('error' in r) problems.push(`local pod address ${r.error}; dropped`);
+      else members.set(memberKey('hash:ip', r.member), r.member);
+    }
+    markSorted(members);
+    sets.set(LOCAL_PODS_SET, { name: LOCAL_PODS_SET, type: 'hash:ip', meaning: "this node's own pods", members });
+  }
+  const rendered = renderChains(accepted, opts.localPods ? LOCAL_PODS_SET : undefined);
   problems.push(...rendered.problems);
   return { sets, chains: rendered.chains, hook: true, policies: accepted.length, problems };
 }

@@ -27,6 +27,12 @@ export const CHAIN_INGRESS = 'KNPM-INGRESS' as KernelName;
 export const CHAIN_EGRESS = 'KNPM-EGRESS' as KernelName;
 /** Jump target of every allow rule: sets the allow bit and returns to the policy chain's caller. */
 export const CHAIN_ALLOW = 'KNPM-ALLOW' as KernelName;
+/**
+ * Set of this node's own pod IPs (agent daemon only). With node-local programming a node holds only
+ * the policies of its own pods, so it must judge only its own pods: egress when the source is local,
+ * ingress when the destination is local. The remote side is judged on its own node.
+ */
+export const LOCAL_PODS_SET = 'KNPM-LOCAL' as KernelName;
 /** The comment that identifies our FORWARD hook rule. */
 export const HOOK_COMMENT = 'kube-npm: NetworkPolicy enforcement';
 

@@ -102,8 +102,12 @@ export interface RenderedChains {
   problems: string[];
 }
 
-/** Policy chains of `rulesets` (already validated, sorted by namespace/name) plus the base chains. */
-export function renderChains(rulesets: readonly NpmRuleSet[]): RenderedChains {
+/**
+ * Policy chains of `rulesets` (already validated, sorted by namespace/name) plus the base chains.
+ * With `localSet`, a direction chain is entered only for this node's own pods (see LOCAL_PODS_SET);
+ * without it (agent --once: the whole cluster's rulesets on every node) every packet is judged.
+ */
+export function renderChains(rulesets: readonly NpmRuleSet[], localSet?: string): RenderedChains {
   const problems: string[] = [];
   const chains = new Map<string, string[]>();
   const jumps: Record<Direction, string[]> = { Ingress: [], Egress: [] };
@@ -134,9 +138,9 @@ export function renderChains(rulesets: readonly NpmRuleSet[]): RenderedChains {
       [
         formatArgs(['-m', 'conntrack', '--ctstate', 'RELATED,ESTABLISHED', '-j', 'RETURN']),
         CLEAR_MARKS,
-        formatArgs(['-j', CHAIN_EGRESS]),
+        formatArgs([...(localSet ? ['-m', 'set', '--match-set', localSet, 'src'] : []), '-j', CHAIN_EGRESS]),
         CLEAR_MARKS,
-        formatArgs(['-j', CHAIN_INGRESS]),
+        formatArgs([...(localSet ? ['-m', 'set', '--match-set', localSet, 'dst'] : []), '-j', CHAIN_INGRESS]),
         CLEAR_MARKS,
       ],
     ],
