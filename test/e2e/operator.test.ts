@@ -149,6 +149,30 @@ describe('operator + agents against a real API server (e2e)', function () {
     expect(nodes).to.match(/n2\s+True\s+(nft|legacy)\s+1\s/);
   });
 
+  it('metrics: /node-metrics counts read from each kernel, /cluster-metrics from the translation', async () => {
+    const { readFileSync } = await import('node:fs');
+    const portOf = (p: Proc, what: string) => {
+      const m = new RegExp(`serving ${what}.* on 127\\.0\\.0\\.1:(\\d+)`).exec(readFileSync(p.log, 'utf8'));
+      return m ? Number(m[1]) : undefined;
+    };
+    const value = (text: string, name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1]);
+    const node = await (await fetch(`http://127.0.0.1:${portOf(agents.get(1)!, '/node-metrics')}/node-metrics`)).text();
+    expect(value(node, 'npm_num_policies')).to.equal(1);
+    expect(value(node, 'npm_num_ipsets')).to.be.greaterThan(0);
+    expect(node).to.match(/npm_add_ipset_exec_time\{quantile="0.5"\}/);
+    const leader = await waitFor('the leader', async () => {
+      for (const p of operators) {
+        const port = portOf(p, '/cluster-metrics');
+        if (!port) continue;
+        const text = await (await fetch(`http://127.0.0.1:${port}/cluster-metrics`)).text();
+        if (value(text, 'kubenpm_leader') === 1) return text;
+      }
+      return undefined;
+    });
+    expect(value(leader, 'npm_num_policies')).to.equal(1);
+    expect(value(leader, 'kubenpm_rulesets_not_programmed')).to.equal(0);
+  });
+
   it('update: allow TCP/80 from namespace y', async () => {
     await kubectlOk(cp!, ['apply', '-f', '-'], JSON.stringify({
       apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { name: 'deny', namespace: 'x' },
