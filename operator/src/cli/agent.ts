@@ -13,6 +13,8 @@ export async function runAgent(args: string[], io: CliIO): Promise<number> {
   let backend: 'auto' | 'nft' | 'legacy' = 'auto';
   const daemon: Record<string, string> = {};
   try {
+    // Accept --flag=value as well as --flag value (manifests use either).
+    args = args.flatMap((x) => (x.startsWith('--') && x.includes('=') ? [x.slice(0, x.indexOf('=')), x.slice(x.indexOf('=') + 1)] : [x]));
     for (let i = 0; i < args.length; i++) {
       const a = args[i]!;
       const v = (): string => {

@@ -5,6 +5,7 @@
  */
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
+import { AgentDaemonSetManager } from '../controller/daemonset.js';
 import { NpmOperator } from '../controller/operator.js';
 import { LeaderElector } from '../framework/leader.js';
 import { createClusterMetrics } from '../metrics/cluster.js';
@@ -24,6 +25,8 @@ const FLAGS = {
   'renew-deadline-seconds': 'string',
   'retry-period-seconds': 'string',
   workers: 'string',
+  'manage-agent-daemonset': 'bool',
+  'agent-image': 'string',
 } as const;
 
 export async function runOperator(args: string[], io: CliIO): Promise<number> {
@@ -63,15 +66,33 @@ export async function runOperator(args: string[], io: CliIO): Promise<number> {
   log(`serving /cluster-metrics, /healthz, /readyz on ${addr.host}:${(server.address() as { port: number }).port}`);
 
   const workers = f.workers ? Number(f.workers) : 4;
+  // OLM bundles cannot carry a DaemonSet: when asked, the leader creates and keeps the agents' one.
+  if (f['manage-agent-daemonset'] && !f['agent-image']) {
+    io.stderr('error: --manage-agent-daemonset needs --agent-image IMAGE\n');
+    return 2;
+  }
+  let daemonsets: AgentDaemonSetManager | undefined;
   const lead = async () => {
     op = new NpmOperator({ kc, log, metrics, workers });
     await op.start();
     log('caches synced; reconciling');
+    if (f['manage-agent-daemonset']) {
+      daemonsets = new AgentDaemonSetManager({
+        kc,
+        namespace: process.env.POD_NAMESPACE ?? (f['leader-election-namespace'] as string | undefined) ?? 'kube-system',
+        image: f['agent-image'] as string,
+        ...(process.env.OWNER_DEPLOYMENT ? { ownerDeployment: process.env.OWNER_DEPLOYMENT } : {}),
+        log,
+      });
+      await daemonsets.start();
+      log('managing the agent DaemonSet');
+    }
   };
   let done: (code: number) => void = () => undefined;
   const finished = new Promise<number>((resolve) => (done = resolve));
   const shutdown = async (code: number) => {
     log(`shutting down (${code === 0 ? 'signal' : 'lost leadership'})`);
+    await daemonsets?.stop().catch((e: unknown) => log(`stop: ${String(e)}`));
     await op?.stop().catch((e: unknown) => log(`stop: ${String(e)}`));
     op = undefined;
     if (code === 0) await elector?.stop();
