@@ -5,18 +5,9 @@
  * matchExpressions (In / NotIn with several values).
  */
 import type { ClusterSnapshot, NetworkPolicy, Pod } from '../../operator/src/translate/k8s.js';
+import { rng } from '../support/rng.js';
 
-export function rng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return { next, int: (n: number) => Math.floor(next() * n) };
-}
+export { rng };
 
 const TIERS = ['web', 'api', 'db'];
 const ENVS = ['prod', 'staging', 'dev'];

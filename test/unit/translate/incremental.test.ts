@@ -4,21 +4,7 @@
 import { expect } from 'chai';
 import { TranslationEngine, translate, SHARD_TARGET } from '../../../operator/src/translate/engine.js';
 import type { Namespace, NetworkPolicy, Pod } from '../../../operator/src/translate/k8s.js';
-
-/** mulberry32: small, seedable, good enough for test generation. */
-function rng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const int = (n: number) => Math.floor(next() * n);
-  const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)]!;
-  return { next, int, pick };
-}
+import { rng } from '../../support/rng.js';
 
 const NSS = ['a', 'b', 'c', 'd'];
 const KEYS = ['app', 'tier', 'env'];
