@@ -13,7 +13,7 @@ import { readKernelCounts, type NodeMetrics } from '../metrics/node.js';
 import type { Backend } from './backend.js';
 import type { Converger, SyncResult } from './converge.js';
 import type { Clock, Exec } from './exec.js';
-import { buildDesired } from './model.js';
+import { buildDesired, type SetCache } from './model.js';
 import { selectLocal } from './select.js';
 import type { Pod } from '../translate/k8s.js';
 import { parseIPv4 } from '../translate/cidr.js';
@@ -44,6 +44,7 @@ export class AgentDaemon {
   private readonly pods: Informer<Pod & KubernetesObject>;
   private readonly api: CustomObjectsApi;
   private readonly lastApplied = new Map<string, NpmRuleSet>();
+  private readonly setCache: SetCache = new Map();
   private dirty = false;
   private forceFull = true;
   private running: Promise<void> | undefined;
@@ -124,7 +125,7 @@ export class AgentDaemon {
     const local = this.localIPs();
     const sel = selectLocal(this.rulesets.list(), this.ipsets.list(), local, this.lastApplied);
     for (const h of sel.heldBack) this.o.log(`held back: ${h}`);
-    const desired = buildDesired(sel.objects, { localPods: local });
+    const desired = buildDesired(sel.objects, { localPods: local, cache: this.setCache });
     for (const p of desired.problems) this.o.log(`problem: ${p}`);
     let result: SyncResult | undefined;
     let error: string | undefined;

@@ -77,7 +77,17 @@ function rulesetProblem(rs: Record<string, unknown>): string | undefined {
 }
 
 /** Builds the desired state from decoded objects (NpmRuleSet and NpmIPSet; anything else is a problem). */
+/**
+ * Member maps of sets from a previous build, reused when a set's inputs (type, inline members and
+ * shard objects, compared by identity) are unchanged: the agent daemon's informer keeps unchanged
+ * objects as the same JS objects, so a pod event rebuilds one set's map, and the planner skips every
+ * other set by map identity instead of walking its members (O(changed), not O(cluster)).
+ */
+export type SetCache = Map<string, { inputs: readonly unknown[]; members: Map<string, string> }>;
+
 export interface BuildOptions {
+  /** Reuse member maps across builds (see SetCache); entries of vanished sets are dropped. */
+  cache?: SetCache;
   /**
    * This node's own pod IPs (agent daemon). Given, the direction chains are entered only for local
    * pods (set LOCAL_PODS_SET); absent (agent --once), every packet is judged.
@@ -154,6 +164,14 @@ export function buildDesired(objects: readonly unknown[], opts: BuildOptions = {
     }
   }
   for (const s of sets.values()) {
+    const inputs: unknown[] = [s.type, ...(s.inline ?? []), ...(shards.get(s.name) ?? [])];
+    const cached = opts.cache?.get(s.name);
+    if (cached && cached.inputs.length === inputs.length && cached.inputs.every((x, i) => x === inputs[i])) {
+      s.members = cached.members;
+      delete s.inline;
+      delete s.kind;
+      continue;
+    }
     const raw: { from: string; member: unknown }[] = [];
     if (s.inline) for (const m of s.inline) raw.push({ from: `set ${s.name} (inline)`, member: m });
     for (const sh of shards.get(s.name) ?? []) {
@@ -177,9 +195,11 @@ export function buildDesired(objects: readonly unknown[], opts: BuildOptions = {
       if (prev === undefined || m.endsWith(' nomatch')) s.members.set(k, m);
     }
     markSorted(s.members);
+    opts.cache?.set(s.name, { inputs, members: s.members });
     delete s.inline;
     delete s.kind;
   }
+  if (opts.cache) for (const name of [...opts.cache.keys()]) if (!sets.has(name)) opts.cache.delete(name);
   if (opts.localPods) {
     const members = new Map<string, string>();
     for (const ip of [...opts.localPods].sort(compareMembers)) {

@@ -26,3 +26,17 @@ describe('agent: node-local judging', () => {
     expect(d.chains.get('KNPM-FORWARD')).to.include('-j KNPM-INGRESS');
   });
 });
+
+describe('agent: set cache across builds', () => {
+  it('reuses the member map of a set whose shard objects are unchanged, rebuilds a changed one', () => {
+    const cache = new Map();
+    const a = buildDesired(objects, { cache });
+    const b = buildDesired(objects, { cache });
+    const name = [...a.sets.keys()].find((n) => n.startsWith('KNPM-S-'))!;
+    expect(b.sets.get(name)!.members).to.equal(a.sets.get(name)!.members);
+    const changed = objects.map((o) => (o.kind === 'NpmIPSet' ? { ...o, spec: { ...o.spec, members: ['10.244.1.10', '10.244.1.99'] } } : o));
+    const c = buildDesired(changed, { cache });
+    expect(c.sets.get(name)!.members).to.not.equal(a.sets.get(name)!.members);
+    expect([...c.sets.get(name)!.members.values()]).to.deep.equal(['10.244.1.10', '10.244.1.99']);
+  });
+});
