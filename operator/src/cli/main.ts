@@ -18,6 +18,8 @@ Usage:
       Converge this network namespace's ipsets and iptables to FILE (a List from translate).
   kube-npm agent --cleanup [--backend auto|nft|legacy]
       Remove every ipset, chain and hook rule kube-npm owns here.
+  kube-npm sandbox up [--nodes 2] [--dir DIR] | down [--dir DIR] | probe NS/POD NS/POD PORT[/tcp|/udp]
+      A local cluster of network namespaces with a real API server, the operator and agents.
   kube-npm debug trace -f FILE... --from NS/POD|IP --to NS/POD|IP [--port N] [--protocol P]
       Explain whether a connection is allowed, and by which policy and rule.
 `;
@@ -29,6 +31,10 @@ export async function main(argv: string[], io: CliIO): Promise<number> {
       return runTranslate(rest, io);
     case 'debug':
       return runDebug(rest, io);
+    case 'sandbox': {
+      const { runSandbox } = await import('./sandbox.js');
+      return runSandbox(rest, io);
+    }
     case 'operator': {
       const { runOperator } = await import('./operator.js');
       return runOperator(rest, io);
