@@ -7,6 +7,7 @@
  */
 import { CustomObjectsApi, PatchStrategy, setHeaderOptions, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
 import { GROUP, IPSET_KIND, IPSET_PLURAL, NODE_KIND, NODE_PLURAL, RULESET_KIND, RULESET_PLURAL, VERSION, API_VERSION, type NpmIPSet, type NpmNodeStatus, type NpmRuleSet, type Condition } from '../api/types.js';
+import { metaTime, setCondition } from '../framework/conditions.js';
 import { Informer } from '../framework/informer.js';
 import { CORE, type ResourceRef } from '../framework/kube.js';
 import { readKernelCounts, type NodeMetrics } from '../metrics/node.js';
@@ -158,21 +159,18 @@ export class AgentDaemon {
     } catch {
       kernel = undefined; // counts are best effort; the error itself is reported by the sync
     }
-    const now = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+    const now = new Date();
     const ready = !error;
-    const prev = this.readyCondition[0];
-    this.readyCondition = [
-      {
-        type: 'Ready',
-        status: ready ? 'True' : 'False',
-        reason: ready ? 'Synced' : 'SyncFailed',
-        message: ready ? `programmed ${applied.length} rulesets` : error!.slice(0, 1000),
-        lastTransitionTime: prev && prev.status === (ready ? 'True' : 'False') ? prev.lastTransitionTime : now,
-      },
-    ];
+    this.readyCondition = setCondition(
+      this.readyCondition,
+      ready
+        ? { type: 'Ready', status: 'True', reason: 'Synced', message: `programmed ${applied.length} rulesets` }
+        : { type: 'Ready', status: 'False', reason: 'SyncFailed', message: error!.slice(0, 1000) },
+      now,
+    );
     const status: NpmNodeStatus = {
       backend: this.o.backend,
-      lastSyncTime: now,
+      lastSyncTime: metaTime(now),
       lastSyncDurationMs: Math.round(durationMs),
       lastError: error ? error.slice(0, 2000) : '',
       syncs: this.syncs,

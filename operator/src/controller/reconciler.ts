@@ -142,7 +142,7 @@ export class Reconciler {
   private async reconcileStatus(ns: string, name: string): Promise<ReconcileResult> {
     const rs = this.caches.ruleset(ns, name);
     if (!rs) return { action: 'none', bytes: 0 };
-    const status = computeStatus(rs, this.engine.concernedNodes(ns, name), this.caches.nodes(), this.now().toISOString().replace(/\.\d+Z$/, 'Z'));
+    const status = computeStatus(rs, this.engine.concernedNodes(ns, name), this.caches.nodes(), this.now());
     if (sameStatus(rs.status, status)) return { action: 'none', bytes: 0 };
     await this.api.patchRuleSetStatus(ns, name, status);
     for (const c of status.conditions ?? []) {

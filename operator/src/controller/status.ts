@@ -8,6 +8,7 @@
  *             generation; False names the nodes lagging or failing. n/N in status.nodesProgrammed.
  */
 import type { Condition, NpmNode, NpmRuleSet, NpmRuleSetStatus } from '../api/types.js';
+import { setCondition } from '../framework/conditions.js';
 
 export const REASON = {
   Translated: 'Translated',
@@ -18,24 +19,18 @@ export const REASON = {
   NodeError: 'NodeError',
 } as const;
 
-export function setCondition(conds: readonly Condition[] | undefined, c: Omit<Condition, 'lastTransitionTime'>, now: string): Condition[] {
-  const old = conds?.find((x) => x.type === c.type);
-  const next: Condition = { ...c, lastTransitionTime: old && old.status === c.status ? old.lastTransitionTime : now };
-  return [...(conds ?? []).filter((x) => x.type !== c.type), next].sort((a, b) => (a.type < b.type ? -1 : a.type > b.type ? 1 : 0));
-}
-
 export function computeStatus(
   rs: NpmRuleSet,
   concernedNodes: readonly string[],
   nodes: ReadonlyMap<string, NpmNode>,
-  now: string,
+  now: Date,
 ): NpmRuleSetStatus {
   const generation = rs.metadata.generation ?? 1;
   const ns = rs.metadata.namespace ?? '';
   const name = rs.metadata.name;
   const problems = rs.spec.problems ?? [];
   let conds = setCondition(
-    rs.status?.conditions,
+    rs.status?.conditions?.slice(),
     problems.length
       ? { type: 'Accepted', status: 'False', observedGeneration: generation, reason: REASON.InvalidPolicy, message: `enforced fail-closed (invalid parts allow nothing): ${problems.join('; ')}` }
       : { type: 'Accepted', status: 'True', observedGeneration: generation, reason: REASON.Translated, message: rs.spec.summary },
