@@ -257,9 +257,24 @@ describe('operator + agents against a real API server (e2e)', function () {
     expect(await cluster!.probe('z/a', 'y/b', 80, 'TCP', 700)).to.equal(false);
   });
 
+  it('operator restart: changes made while no operator runs are reconciled at start (level-based)', async () => {
+    for (const p of operators) await p.stop('SIGKILL');
+    // While down: a new policy, and an edit of one of our objects that must be reverted.
+    await kubectlOk(cp!, ['apply', '-f', '-'], JSON.stringify({ apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { name: 'deny-z', namespace: 'z' }, spec: { podSelector: {} } }));
+    await kubectlOk(cp!, ['-n', 'y', 'patch', 'nrs', 'deny-y', '--type=merge', '-p', JSON.stringify({ spec: { summary: 'edited by hand' } })]);
+    operators = [startOperator(3)];
+    await programmed('z', 'deny-z');
+    expect(await cluster!.probe('y/a', 'z/a', 80, 'TCP', 700)).to.equal(false);
+    await waitFor('hand edit reverted', async () => {
+      const o = JSON.parse(await kubectlOk(cp!, ['-n', 'y', 'get', 'nrs', 'deny-y', '-o', 'json'])) as { spec: { summary: string } };
+      return o.spec.summary !== 'edited by hand' || undefined;
+    });
+  });
+
   it('delete: the policies and their objects go, traffic flows again', async () => {
     await kubectlOk(cp!, ['-n', 'x', 'delete', 'networkpolicy', 'deny']);
     await kubectlOk(cp!, ['-n', 'y', 'delete', 'networkpolicy', 'deny-y']);
+    await kubectlOk(cp!, ['-n', 'z', 'delete', 'networkpolicy', 'deny-z']);
     await waitFor('no NpmRuleSets and no NpmIPSets left', async () => {
       const out = await kubectlOk(cp!, ['get', 'nrs,nips', '-A', '-o', 'name']);
       return out.trim() === '' || undefined;
