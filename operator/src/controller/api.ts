@@ -4,7 +4,7 @@
  */
 import { CustomObjectsApi, PatchStrategy, setHeaderOptions, type KubeConfig } from '@kubernetes/client-node';
 import type { Operation } from 'fast-json-patch';
-import { GROUP, IPSET_PLURAL, NODE_PLURAL, RULESET_PLURAL, VERSION, type NpmRuleSetStatus } from '../api/types.js';
+import { GROUP, IPSET_PLURAL, RULESET_PLURAL, VERSION, type NpmRuleSetStatus } from '../api/types.js';
 
 export type OurKind = 'NpmRuleSet' | 'NpmIPSet';
 
@@ -54,4 +54,3 @@ export function realNpmApi(kc: KubeConfig): NpmApi {
   };
 }
 
-export const NODE_RESOURCE = { group: GROUP, version: VERSION, plural: NODE_PLURAL };

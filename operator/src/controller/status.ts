@@ -79,7 +79,7 @@ export function computeStatus(
   };
 }
 
-/** Status equality ignoring lastTransitionTime churn (it only changes on flips anyway). */
+/** Whether a status write would change anything (lastTransitionTime moves only on flips). */
 export function sameStatus(a: NpmRuleSetStatus | undefined, b: NpmRuleSetStatus): boolean {
   return JSON.stringify(a ?? {}) === JSON.stringify(b);
 }
