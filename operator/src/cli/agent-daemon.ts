@@ -32,7 +32,7 @@ export async function runDaemon(f: DaemonFlags, io: CliIO): Promise<number> {
   const metrics = createNodeMetrics({ exec, backend });
   const converger = new Converger({ exec, backend, log, observer: metrics.observer, resyncIntervalMs: Number(f['resync-seconds'] ?? 60) * 1000 });
   const daemon = new AgentDaemon({
-    kc, nodeName: f.nodeName, exec, backend, converger, clock: realClock, log, metrics,
+    kc, nodeName: f.nodeName, backend, converger, clock: realClock, log, metrics,
     resyncMs: Number(f['resync-seconds'] ?? 60) * 1000,
     minIntervalMs: Number(f['min-sync-interval-ms'] ?? 50),
   });
