@@ -17,7 +17,7 @@
  */
 import { BASE_CHAINS, renderChains } from './iptables/render.js';
 import type { DesiredSet } from './ipset/plan.js';
-import { compareMembers, markSorted, memberKey, normalizeMember } from './ipset/render.js';
+import { compareMembers, markSorted, memberKey, normalizeMember, recordDelta } from './ipset/render.js';
 import { LOCAL_PODS_SET, MAX_CHAIN_NAME, MAX_SET_NAME, OWNED_PREFIX, isOwned } from '../api/names.js';
 import { API_VERSION, IPSET_KIND, RULESET_KIND, type NpmIPSet, type NpmRuleSet, type SetType } from '../api/types.js';
 
@@ -84,6 +84,57 @@ function rulesetProblem(rs: Record<string, unknown>): string | undefined {
  * other set by map identity instead of walking its members (O(changed), not O(cluster)).
  */
 export type SetCache = Map<string, { inputs: readonly unknown[]; members: Map<string, string> }>;
+
+/**
+ * The members of a pod-derived set from its cached Map and only the shards that changed (by object
+ * identity): O(changed shards) instead of re-normalising and re-sorting every member. Relies on the
+ * sharding invariant of ADR 0001: with an unchanged shard count a member's shard is fixed by its
+ * address, so a member is in exactly one shard. Returns undefined (full rebuild) whenever that
+ * cannot be assumed (shard count or layout changed) or a changed member does not normalise.
+ */
+function deriveMembers(
+  type: SetType,
+  cached: { inputs: readonly unknown[]; members: Map<string, string> },
+  inputs: readonly unknown[],
+  now: readonly NpmIPSet[],
+): Map<string, string> | undefined {
+  if (cached.inputs[0] !== type || cached.inputs.length !== inputs.length || !now.length) return undefined;
+  const before = new Map<number, NpmIPSet>();
+  for (const o of cached.inputs.slice(1) as NpmIPSet[]) before.set(o.spec.shard, o);
+  const count = now[0]!.spec.shardCount;
+  const adds: string[] = [];
+  const dels: string[] = [];
+  for (const sh of now) {
+    const old = before.get(sh.spec.shard);
+    if (!old || old.spec.shardCount !== count || sh.spec.shardCount !== count || sh.spec.type !== type || old.spec.type !== type) return undefined;
+    if (old === sh) continue;
+    const was = new Set(old.spec.members);
+    const is = new Set(sh.spec.members);
+    for (const m of sh.spec.members) {
+      if (was.has(m)) continue;
+      const r = typeof m === 'string' ? normalizeMember(type, m) : { error: 'not a string' };
+      if ('error' in r) return undefined;
+      adds.push(r.member);
+    }
+    for (const m of old.spec.members) {
+      if (is.has(m)) continue;
+      const r = typeof m === 'string' ? normalizeMember(type, m) : { error: 'not a string' };
+      if ('error' in r) return undefined;
+      dels.push(memberKey(type, r.member));
+    }
+  }
+  // A key both removed and added (it cannot happen with the sharding invariant) stays: never delete
+  // what the desired state holds.
+  const added = new Set(adds.map((m) => memberKey(type, m)));
+  const removed = dels.filter((k) => !added.has(k));
+  dels.length = 0;
+  dels.push(...removed);
+  const members = new Map(cached.members);
+  for (const k of dels) members.delete(k);
+  for (const m of adds) members.set(memberKey(type, m), m);
+  recordDelta(members, { base: cached.members, adds, dels });
+  return members;
+}
 
 export interface BuildOptions {
   /** Reuse member maps across builds (see SetCache); entries of vanished sets are dropped. */
@@ -168,6 +219,14 @@ export function buildDesired(objects: readonly unknown[], opts: BuildOptions = {
     const cached = opts.cache?.get(s.name);
     if (cached && cached.inputs.length === inputs.length && cached.inputs.every((x, i) => x === inputs[i])) {
       s.members = cached.members;
+      delete s.inline;
+      delete s.kind;
+      continue;
+    }
+    const derived = cached && !s.inline?.length ? deriveMembers(s.type, cached, inputs, shards.get(s.name) ?? []) : undefined;
+    if (derived) {
+      s.members = derived;
+      opts.cache?.set(s.name, { inputs, members: derived });
       delete s.inline;
       delete s.kind;
       continue;

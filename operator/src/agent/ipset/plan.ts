@@ -18,7 +18,7 @@
 import { tempSetName } from '../../api/names.js';
 import type { SetType } from '../../api/types.js';
 import type { ActualSets } from './parse.js';
-import { compareMembers, createLine, isSorted, requiredMaxelem } from './render.js';
+import { compareMembers, createLine, deltaOf, isSorted, requiredMaxelem } from './render.js';
 
 export interface DesiredSet {
   name: string;
@@ -134,7 +134,16 @@ export function planIpsets(desired: ReadonlyMap<string, DesiredSet>, actual: Act
       for (const m of d.members.values()) builds.push(`add ${tmp} ${m}`);
       builds.push(`swap ${tmp} ${name}`, `destroy ${tmp}`);
       plan.added += d.members.size;
-    } else if (a.members !== d.members && !sameInOrder(d.members, a.members)) {
+    } else if (a.members !== d.members) {
+      const delta = deltaOf(d.members);
+      if (delta && delta.base === a.members) {
+        for (const m of delta.adds) adds.push(`add -exist ${name} ${m}`);
+        for (const k of delta.dels) dels.push(`del -exist ${name} ${k}`);
+        plan.added += delta.adds.length;
+        plan.removed += delta.dels.length;
+        continue;
+      }
+      if (sameInOrder(d.members, a.members)) continue;
       if (isSorted(d.members) && isSorted(a.members)) {
         const r = mergeDiff(name, d.members, a.members, adds, dels);
         plan.added += r.added;

@@ -99,3 +99,27 @@ export function markSorted(members: ReadonlyMap<string, string>): void {
 export function isSorted(members: ReadonlyMap<string, string>): boolean {
   return SORTED.has(members);
 }
+
+/** How a member Map differs from the Map it was derived from (see recordDelta). */
+export interface MemberDelta {
+  base: ReadonlyMap<string, string>;
+  /** Member strings added or changed. */
+  adds: readonly string[];
+  /** Keys removed. */
+  dels: readonly string[];
+}
+
+const DELTAS = new WeakMap<ReadonlyMap<string, string>, MemberDelta>();
+
+/**
+ * Records that `members` equals `delta.base` plus `adds` minus `dels`: when the kernel holds exactly
+ * `base` (the planner sees the same Map object as applied), the planner writes the delta without
+ * walking either Map, so a pod event costs O(changed members), not O(set size).
+ */
+export function recordDelta(members: ReadonlyMap<string, string>, delta: MemberDelta): void {
+  DELTAS.set(members, delta);
+}
+
+export function deltaOf(members: ReadonlyMap<string, string>): MemberDelta | undefined {
+  return DELTAS.get(members);
+}
