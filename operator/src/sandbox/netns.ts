@@ -27,8 +27,10 @@ export class CommandError extends Error {
   constructor(
     readonly argv: readonly string[],
     readonly result: RunResult,
+    /** The command's stdin, if worth showing (appended to the message). */
+    readonly input?: string,
   ) {
-    super(`command failed (exit ${result.code}): ${argv.join(' ')}\n${result.stderr.trim()}`);
+    super(`command failed (exit ${result.code}): ${argv.join(' ')}\n${result.stderr.trim()}` + (input !== undefined ? `\n--- input ---\n${input}` : ''));
     this.name = 'CommandError';
   }
 }
@@ -77,13 +79,22 @@ export async function runChecked(runner: CommandRunner, argv: readonly string[],
   return res;
 }
 
-/** `ip [-n ns] -batch -` with one ip command per line (without the leading `ip`). */
-export async function ipBatch(runner: CommandRunner, ns: string | undefined, lines: readonly string[], opts: { force?: boolean } = {}): Promise<void> {
-  if (lines.length === 0) return;
+/**
+ * `ip [-n ns] -batch -` with one ip command per line (without the leading `ip`); ns undefined = root
+ * bookkeeping (`netns add/del`, veths created inside two namespaces). Throws CommandError unless
+ * force (then the result is returned as is).
+ */
+export async function ipBatch(
+  runner: CommandRunner,
+  ns: string | undefined,
+  lines: readonly string[],
+  opts: { force?: boolean } = {},
+): Promise<RunResult | undefined> {
+  if (lines.length === 0) return undefined;
   const argv = ['ip', ...(ns !== undefined ? ['-n', ns] : []), ...(opts.force ? ['-force'] : []), '-batch', '-'];
   const input = lines.join('\n') + '\n';
-  if (opts.force) await runner(argv, { input });
-  else await runChecked(runner, argv, { input });
+  if (opts.force) return runner(argv, { input });
+  return runChecked(runner, argv, { input });
 }
 
 export function inNetns(ns: string, argv: readonly string[]): string[] {

@@ -1,6 +1,6 @@
 /**
- * The sandbox's network: nodes and pods as network namespaces (same layout as the kernel test
- * harness, test/kernel/harness/cluster.ts).
+ * The sandbox's network: nodes and pods as network namespaces (also the network of the kernel test
+ * harness, test/kernel/harness/cluster.ts, which builds on this module).
  *
  *   <prefix>fab  : bridge br0 192.168.250.254/24 (the underlay switch), ports n<k>
  *   <prefix>n<k> : ul0 192.168.250.k/24 (veth to br0), cbr0 10.244.k.1/24 (pod bridge, fixed MAC,
@@ -13,6 +13,7 @@
  * namespace's FORWARD chain, where the agent of that node programs its rules.
  * Every address lives inside these namespaces; the root namespace is never configured.
  */
+import { performance } from 'node:perf_hooks';
 import { CommandError, type CommandRunner, inNetns, ipBatch, spawnRunner } from './netns.js';
 
 export const POD_CIDR = '10.244.0.0/16';
@@ -30,7 +31,11 @@ const hex2 = (n: number) => n.toString(16).padStart(2, '0');
 const nodeBridgeMac = (k: number) => `02:6b:6e:00:${hex2(k)}:01`;
 const FABRIC_BRIDGE_MAC = '02:6b:6e:ff:00:01';
 
-/** The pod's eth0 MAC, derived from its IP, so a reused IP keeps neighbour caches valid. */
+/**
+ * The pod's eth0 MAC, derived from its IP (02:70:0a:f4:<k>:<host>), so a reused IP keeps neighbour
+ * caches valid: the other pods' / the node's entries (REACHABLE for 15-45 s) still match, whereas
+ * with a random MAC probes to the new pod would time out until they expire.
+ */
 export function podMac(ip: string): string {
   const o = ip.split('.').map(Number);
   if (o.length !== 4 || o.some((x) => !Number.isInteger(x) || x < 0 || x > 255)) throw new Error(`bad IPv4 ${ip}`);
@@ -82,8 +87,31 @@ export function planFabricSetup(nodes: number): string[] {
   return lines;
 }
 
+/** Root-level `ip -batch` lines creating a pod namespace and its veth (host end in the node namespace, eth0 in the pod's). */
+export function planPodCreate(pod: PodNet, nodeNs: string): string[] {
+  return [`netns add ${pod.ns}`, `link add ${pod.hostIf} netns ${nodeNs} type veth peer name eth0 address ${podMac(pod.ip)} netns ${pod.ns}`];
+}
+
+/** `ip -n <node ns> -batch` lines attaching a pod's host end to the node bridge. */
+export function planPodAttach(pod: PodNet): string[] {
+  return [`link set ${pod.hostIf} master cbr0 up`];
+}
+
 export function planPodSetup(pod: PodNet): string[] {
   return ['link set lo up', `addr add ${pod.ip}/24 dev eth0`, 'link set eth0 up', `route add default via ${nodeGateway(pod.node)} dev eth0 onlink`];
+}
+
+export interface TopologyOptions {
+  /** Upper bound of nodeCount; default MAX_NODES. */
+  maxNodes?: number;
+}
+
+/** Wall-clock ms of the two phases of Topology.createNodes(). */
+export interface SetupTimings {
+  /** Namespaces and veths (one root `ip -batch`). */
+  namespacesMs: number;
+  /** Addresses, bridges, routes and sysctls inside the namespaces. */
+  configureMs: number;
 }
 
 /** Names of the namespaces of one sandbox. */
@@ -92,8 +120,10 @@ export class Topology {
     readonly prefix: string,
     readonly nodeCount: number,
     private readonly runner: CommandRunner = spawnRunner,
+    opts: TopologyOptions = {},
   ) {
-    if (!Number.isInteger(nodeCount) || nodeCount < 1 || nodeCount > MAX_NODES) throw new Error(`nodes must be an integer in 1..${MAX_NODES}, got ${nodeCount}`);
+    const max = opts.maxNodes ?? MAX_NODES;
+    if (!Number.isInteger(nodeCount) || nodeCount < 1 || nodeCount > max) throw new Error(`nodes must be an integer in 1..${max}, got ${nodeCount}`);
   }
 
   fabricNs(): string {
@@ -117,40 +147,50 @@ export class Topology {
     return `${this.prefix}p${seq}-${label}`;
   }
 
-  /** Creates the underlay switch and the node namespaces (bridge, routes, sysctls). */
-  async createNodes(): Promise<void> {
+  /**
+   * Creates the underlay switch and the node namespaces (bridge, routes, sysctls), plus `pods`
+   * (namespace, veth on the node bridge, address) in the same batches. timings, if given, receives
+   * the duration of both phases.
+   */
+  async createNodes(pods: readonly PodNet[] = [], timings?: SetupTimings): Promise<void> {
     const root = [`netns add ${this.fabricNs()}`];
     for (let k = 1; k <= this.nodeCount; k++) {
       root.push(`netns add ${this.nodeNs(k)}`, `link add ul0 netns ${this.nodeNs(k)} type veth peer name n${k} netns ${this.fabricNs()}`);
     }
+    for (const p of pods) root.push(...planPodCreate(p, this.nodeNs(p.node)));
+    let t = performance.now();
     await ipBatch(this.runner, undefined, root);
+    if (timings) timings.namespacesMs = performance.now() - t;
     const jobs: Promise<unknown>[] = [ipBatch(this.runner, this.fabricNs(), planFabricSetup(this.nodeCount))];
     for (let k = 1; k <= this.nodeCount; k++) {
-      jobs.push(ipBatch(this.runner, this.nodeNs(k), planNodeSetup(k, this.nodeCount)).then(() => this.applyNodeSysctls(k)));
+      const lines = planNodeSetup(k, this.nodeCount);
+      for (const p of pods) if (p.node === k) lines.push(...planPodAttach(p));
+      jobs.push(ipBatch(this.runner, this.nodeNs(k), lines).then(() => applyNodeSysctls(this.runner, this.nodeNs(k))));
     }
+    for (const p of pods) jobs.push(ipBatch(this.runner, p.ns, planPodSetup(p)));
+    t = performance.now();
     await settleAll(jobs);
-  }
-
-  private async applyNodeSysctls(k: number): Promise<void> {
-    const argv = inNetns(this.nodeNs(k), ['sysctl', '-q', '-w', ...NODE_SYSCTLS]);
-    let res = await this.runner(argv);
-    if (res.code !== 0 && /bridge/.test(res.stderr)) {
-      // br_netfilter not loaded yet: /proc/sys/net/bridge does not exist.
-      await this.runner(['modprobe', 'br_netfilter']);
-      res = await this.runner(argv);
-    }
-    if (res.code !== 0) {
-      throw new CommandError(argv, { ...res, stderr: `${res.stderr}\n(is the br_netfilter module available? /proc/sys/net/bridge must exist in the node namespace)` });
-    }
+    if (timings) timings.configureMs = performance.now() - t;
   }
 
   /** Creates a pod namespace with its veth on the node bridge and its address. */
   async createPod(pod: PodNet): Promise<void> {
-    await ipBatch(this.runner, undefined, [
-      `netns add ${pod.ns}`,
-      `link add ${pod.hostIf} netns ${this.nodeNs(pod.node)} type veth peer name eth0 address ${podMac(pod.ip)} netns ${pod.ns}`,
-    ]);
-    await settleAll([ipBatch(this.runner, this.nodeNs(pod.node), [`link set ${pod.hostIf} master cbr0 up`]), ipBatch(this.runner, pod.ns, planPodSetup(pod))]);
+    await ipBatch(this.runner, undefined, planPodCreate(pod, this.nodeNs(pod.node)));
+    await settleAll([ipBatch(this.runner, this.nodeNs(pod.node), planPodAttach(pod)), ipBatch(this.runner, pod.ns, planPodSetup(pod))]);
+  }
+}
+
+/** Applies NODE_SYSCTLS inside a node namespace, loading br_netfilter if /proc/sys/net/bridge is missing. */
+async function applyNodeSysctls(runner: CommandRunner, nodeNs: string): Promise<void> {
+  const argv = inNetns(nodeNs, ['sysctl', '-q', '-w', ...NODE_SYSCTLS]);
+  let res = await runner(argv);
+  if (res.code !== 0 && /bridge/.test(res.stderr)) {
+    // br_netfilter not loaded yet: /proc/sys/net/bridge does not exist.
+    await runner(['modprobe', 'br_netfilter']);
+    res = await runner(argv);
+  }
+  if (res.code !== 0) {
+    throw new CommandError(argv, { ...res, stderr: `${res.stderr}\n(is the br_netfilter module available? /proc/sys/net/bridge must exist in the node namespace)` });
   }
 }
 

@@ -1,7 +1,8 @@
 // A fake "cluster" made of network namespaces, for kernel tests of the policy
 // agent: an underlay switch, N node namespaces (pod bridge + routing +
 // br_netfilter, so pod traffic traverses the node's iptables FORWARD chain) and
-// pod namespaces each running one podagent.mjs (servers + prober).
+// pod namespaces each running one podagent.mjs (servers + prober). The network itself is the
+// sandbox's (operator/src/sandbox/topology.ts); this file adds the pod agents, probes and checks.
 //
 //   <prefix>fab  : bridge br0 192.168.250.254/24 (the underlay switch)
 //   <prefix>n<k> : ul0 192.168.250.k/24 (veth to br0), cbr0 10.244.k.1/24 (pod bridge),
@@ -13,6 +14,7 @@
 // Every address lives inside namespaces created here; nothing is routed out of
 // them and the root namespace's iptables/ipsets/routes are never touched.
 import { fileURLToPath } from 'node:url';
+import { Topology, nodeGateway, nodePodSubnet, settleAll } from '../../../operator/src/sandbox/topology.js';
 import {
   type AgentProcess,
   type AgentSpawner,
@@ -23,14 +25,28 @@ import {
   deleteNetns,
   deleteNetnsSync,
   inNetns,
-  ipBatch,
   listNetns,
   makePrefix,
   netnsSpawner,
-  runChecked,
   sanitizeLabel,
   spawnRunner,
 } from './netns.js';
+
+export {
+  FABRIC_IP,
+  NODE_SYSCTLS,
+  POD_CIDR,
+  UNDERLAY_CIDR,
+  nodeGateway,
+  nodePodSubnet,
+  nodeUnderlayIp,
+  planFabricSetup,
+  planNodeSetup,
+  planPodAttach,
+  planPodCreate,
+  planPodSetup,
+  podMac,
+} from '../../../operator/src/sandbox/topology.js';
 
 export type Protocol = 'TCP' | 'UDP' | 'SCTP';
 
@@ -147,14 +163,8 @@ export const SUPPORTED_PROTOCOLS: readonly Protocol[] = ['TCP', 'UDP'];
 
 export const AGENT_PATH = fileURLToPath(new URL('./podagent.mjs', import.meta.url));
 
-export const POD_CIDR = '10.244.0.0/16';
-export const UNDERLAY_CIDR = '192.168.250.0/24';
+/** The harness allows more nodes than the sandbox (every 10.244.k.0/24, 192.168.250.k below the switch's .254). */
 export const MAX_NODES = 253;
-
-export const nodePodSubnet = (k: number): string => `10.244.${k}.0/24`;
-export const nodeGateway = (k: number): string => `10.244.${k}.1`;
-export const nodeUnderlayIp = (k: number): string => `192.168.250.${k}`;
-export const FABRIC_IP = '192.168.250.254';
 
 export const pairKey = (from: string, to: string): string => `${from}->${to}`;
 
@@ -218,86 +228,6 @@ function validatePodSpec(spec: PodSpec, nodes: number): void {
     if (p.protocol !== 'TCP' && p.protocol !== 'UDP') throw new Error(`pod ${spec.name}: agent can only listen on TCP/UDP, got ${String(p.protocol)}`);
   }
 }
-
-// ---------------------------------------------------------------- command plans (pure)
-
-const hex2 = (n: number) => n.toString(16).padStart(2, '0');
-/** Fixed, locally administered bridge MACs: a bridge without one takes the lowest port MAC and changes it as ports come and go. */
-const nodeBridgeMac = (k: number) => `02:6b:6e:00:${hex2(k)}:01`;
-const FABRIC_BRIDGE_MAC = '02:6b:6e:ff:00:01';
-
-/**
- * The pod's eth0 MAC, derived from its IP (02:70:0a:f4:<k>:<host>). Deterministic on
- * purpose: when a pod is removed and another one gets the same IP, the neighbour
- * caches of the other pods / the node (REACHABLE for 15-45 s) stay valid; with a
- * random MAC, probes to the new pod would time out until those entries expire.
- */
-export function podMac(ip: string): string {
-  const o = parseIPv4(ip);
-  if (!o) throw new Error(`bad IPv4 ${ip}`);
-  return `02:70:${hex2(o[0])}:${hex2(o[1])}:${hex2(o[2])}:${hex2(o[3])}`;
-}
-
-/** Root-level `ip -batch` lines creating a pod namespace and its veth (host end vp<seq> in the node ns, eth0 in the pod ns). */
-export function planPodCreate(pod: PodInfo, nodeNsName: string): string[] {
-  return [
-    `netns add ${pod.ns}`,
-    `link add ${pod.hostIf} netns ${nodeNsName} type veth peer name eth0 address ${podMac(pod.ip)} netns ${pod.ns}`,
-  ];
-}
-
-/** `ip -n <pod ns> -batch` lines configuring the pod side. */
-export function planPodSetup(pod: PodInfo): string[] {
-  return [
-    'link set lo up',
-    `addr add ${pod.ip}/24 dev eth0`,
-    'link set eth0 up',
-    `route add default via ${nodeGateway(pod.node)} dev eth0 onlink`,
-  ];
-}
-
-/** `ip -n <node ns> -batch` lines attaching a pod's host end to the node bridge. */
-export function planPodAttach(pod: PodInfo): string[] {
-  return [`link set ${pod.hostIf} master cbr0 up`];
-}
-
-/** `ip -n <node ns> -batch` lines for node k (bridge, underlay address, routes to other nodes). */
-export function planNodeSetup(k: number, nodes: number): string[] {
-  const lines = [
-    'link set lo up',
-    `link add cbr0 address ${nodeBridgeMac(k)} type bridge nf_call_iptables 1`,
-    `addr add ${nodeGateway(k)}/24 dev cbr0`,
-    'link set cbr0 up',
-    `addr add ${nodeUnderlayIp(k)}/24 dev ul0`,
-    'link set ul0 up',
-  ];
-  for (let j = 1; j <= nodes; j++) {
-    if (j !== k) lines.push(`route add ${nodePodSubnet(j)} via ${nodeUnderlayIp(j)} dev ul0`);
-  }
-  return lines;
-}
-
-/** `ip -n <fabric ns> -batch` lines: the underlay switch. */
-export function planFabricSetup(nodes: number): string[] {
-  const lines = [
-    'link set lo up',
-    `link add br0 address ${FABRIC_BRIDGE_MAC} type bridge`,
-    `addr add ${FABRIC_IP}/24 dev br0`,
-    'link set br0 up',
-  ];
-  for (let k = 1; k <= nodes; k++) lines.push(`link set n${k} master br0 up`);
-  return lines;
-}
-
-/** sysctls applied inside node namespaces (after planNodeSetup). */
-export const NODE_SYSCTLS: readonly string[] = [
-  'net.ipv4.ip_forward=1',
-  'net.ipv4.conf.all.rp_filter=0',
-  'net.ipv4.conf.default.rp_filter=0',
-  'net.ipv4.conf.cbr0.rp_filter=0',
-  'net.ipv4.conf.ul0.rp_filter=0',
-  'net.bridge.bridge-nf-call-iptables=1',
-];
 
 // ---------------------------------------------------------------- agent handle
 
@@ -408,6 +338,7 @@ class HarnessCluster implements Cluster {
   readonly prefix: string;
   readonly nodeCount: number;
   private readonly runner: CommandRunner;
+  private readonly topology: Topology;
   private readonly spawner: AgentSpawner;
   private readonly defaultTimeoutMs: number;
   private readonly readyTimeoutMs: number;
@@ -426,6 +357,7 @@ class HarnessCluster implements Cluster {
     this.prefix = opts.prefix ?? makePrefix();
     if (!/^[A-Za-z0-9_.-]{1,100}$/.test(this.prefix)) throw new Error(`bad prefix ${JSON.stringify(this.prefix)}`);
     this.runner = opts.runner ?? spawnRunner;
+    this.topology = new Topology(this.prefix, this.nodeCount, this.runner, { maxNodes: MAX_NODES });
     this.spawner = opts.spawner ?? netnsSpawner;
     this.defaultTimeoutMs = opts.defaultTimeoutMs ?? 1000;
     this.readyTimeoutMs = opts.agentReadyTimeoutMs ?? 10000;
@@ -437,11 +369,11 @@ class HarnessCluster implements Cluster {
 
   nodeNs(k: number): string {
     if (!Number.isInteger(k) || k < 1 || k > this.nodeCount) throw new Error(`no node ${k} (nodes are 1..${this.nodeCount})`);
-    return `${this.prefix}n${k}`;
+    return this.topology.nodeNs(k);
   }
 
   fabricNs(): string {
-    return `${this.prefix}fab`;
+    return this.topology.fabricNs();
   }
 
   pod(name: string): PodInfo {
@@ -471,26 +403,10 @@ class HarnessCluster implements Cluster {
       name: spec.name,
       node: spec.node,
       ip: spec.ip,
-      ns: `${this.prefix}p${seq}-${sanitizeLabel(spec.name)}`,
+      ns: this.topology.podNs(seq, sanitizeLabel(spec.name)),
       hostIf: `vp${seq}`,
       ports: Object.freeze([...(spec.ports ?? DEFAULT_PORTS)].map((p) => ({ ...p }))),
     });
-  }
-
-  private async applyNodeSysctls(k: number): Promise<void> {
-    const argv = inNetns(this.nodeNs(k), ['sysctl', '-q', '-w', ...NODE_SYSCTLS]);
-    let res = await this.runner(argv);
-    if (res.code !== 0 && /bridge/.test(res.stderr)) {
-      // br_netfilter not loaded: /proc/sys/net/bridge does not exist yet.
-      await this.runner(['modprobe', 'br_netfilter']);
-      res = await this.runner(argv);
-    }
-    if (res.code !== 0) {
-      throw new CommandError(argv, {
-        ...res,
-        stderr: res.stderr + '\n(is br_netfilter available? /proc/sys/net/bridge/bridge-nf-call-iptables must exist inside the node namespace)',
-      });
-    }
   }
 
   private startAgent(pod: PodInfo): PodAgent {
@@ -517,33 +433,15 @@ class HarnessCluster implements Cluster {
     liveClusters.add(this);
     installExitHook();
 
-    // 1. Namespaces and veth pairs, created directly inside their namespaces (never in the root one).
-    const root: string[] = [];
-    const all = [this.fabricNs(), ...Array.from({ length: this.nodeCount }, (_, i) => this.nodeNs(i + 1)), ...pods.map((p) => p.ns)];
-    for (const ns of all) this.created.add(ns);
-    for (const ns of all) root.push(`netns add ${ns}`);
-    for (let k = 1; k <= this.nodeCount; k++) {
-      root.push(`link add ul0 netns ${this.nodeNs(k)} type veth peer name n${k} netns ${this.fabricNs()}`);
+    // 1. Namespaces and veth pairs, created directly inside their namespaces (never in the root one),
+    // 2. then every namespace configured concurrently.
+    for (const ns of [this.fabricNs(), ...Array.from({ length: this.nodeCount }, (_, i) => this.nodeNs(i + 1)), ...pods.map((p) => p.ns)]) {
+      this.created.add(ns);
     }
-    for (const p of pods) root.push(planPodCreate(p, this.nodeNs(p.node))[1] as string);
-    let t = performance.now();
-    await ipBatch(this.runner, undefined, root);
-    this.setupTimings.namespacesMs = performance.now() - t;
-
-    // 2. Configure every namespace concurrently.
-    const jobs: Promise<unknown>[] = [ipBatch(this.runner, this.fabricNs(), planFabricSetup(this.nodeCount))];
-    for (let k = 1; k <= this.nodeCount; k++) {
-      const lines = planNodeSetup(k, this.nodeCount);
-      for (const p of pods) if (p.node === k) lines.push(...planPodAttach(p));
-      jobs.push(ipBatch(this.runner, this.nodeNs(k), lines).then(() => this.applyNodeSysctls(k)));
-    }
-    for (const p of pods) jobs.push(ipBatch(this.runner, p.ns, planPodSetup(p)));
-    t = performance.now();
-    await settleAll(jobs);
-    this.setupTimings.configureMs = performance.now() - t;
+    await this.topology.createNodes(pods, this.setupTimings);
 
     // 3. Agents.
-    t = performance.now();
+    const t = performance.now();
     await settleAll(pods.map((p) => this.startAgent(p).ready));
     this.setupTimings.agentsMs = performance.now() - t;
   }
@@ -554,8 +452,7 @@ class HarnessCluster implements Cluster {
     this.podsByName.set(pod.name, pod);
     this.created.add(pod.ns);
     try {
-      await ipBatch(this.runner, undefined, planPodCreate(pod, this.nodeNs(pod.node)));
-      await settleAll([ipBatch(this.runner, this.nodeNs(pod.node), planPodAttach(pod)), ipBatch(this.runner, pod.ns, planPodSetup(pod))]);
+      await this.topology.createPod(pod);
       await this.startAgent(pod).ready;
       return pod;
     } catch (e) {
@@ -612,7 +509,9 @@ class HarnessCluster implements Cluster {
     if (!this.created.has(ns)) throw new Error(`exec: ${JSON.stringify(ns)} is not a namespace of cluster ${this.prefix}`);
     const { allowFail, ...runOpts } = opts;
     const full = inNetns(ns, argv);
-    return allowFail ? this.runner(full, runOpts) : runChecked(this.runner, full, runOpts);
+    const res = await this.runner(full, runOpts);
+    if (!allowFail && res.code !== 0) throw new CommandError(full, res, runOpts.input);
+    return res;
   }
 
   async flushConntrack(k: number): Promise<void> {
@@ -635,13 +534,6 @@ class HarnessCluster implements Cluster {
     this.created.clear();
     liveClusters.delete(this);
   }
-}
-
-/** Waits for every promise, then throws the first failure (so nothing is left running mid-setup). */
-async function settleAll(ps: readonly Promise<unknown>[]): Promise<void> {
-  const res = await Promise.allSettled(ps);
-  const failed = res.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-  if (failed) throw failed.reason;
 }
 
 /** Deletes the given namespaces plus, if prefix is given, any other namespace carrying it. */

@@ -1,6 +1,6 @@
-// Low-level helpers of the kernel test harness: an injectable command runner,
-// network-namespace naming / listing / removal, and spawning a long-running
-// process inside a namespace.
+// Low-level helpers of the kernel test harness. The command runner, `ip -batch` and namespace
+// listing / removal are the sandbox's (operator/src/sandbox/netns.ts, re-exported here); this file
+// adds per-run name prefixes, leftover cleanup and spawning a long-running process inside a namespace.
 //
 // Safety: nothing in here touches the root namespace's iptables, ipsets, routes
 // or addresses. The only root-namespace operations are `ip netns add/del/list/pids`
@@ -8,104 +8,24 @@
 import { spawn, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createInterface } from 'node:readline';
+import { type CommandRunner, assertValidNetnsName, deleteNetns, inNetns, listNetns, spawnRunner } from '../../../operator/src/sandbox/netns.js';
 
-export interface RunResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-export interface RunOptions {
-  /** Written to the command's stdin (then stdin is closed). */
-  input?: string;
-  /** Kill the command (SIGKILL) after this many ms; the result then has code 124. */
-  timeoutMs?: number;
-}
-
-/** Runs argv (no shell). Never rejects because of a non-zero exit code. */
-export type CommandRunner = (argv: readonly string[], opts?: RunOptions) => Promise<RunResult>;
-
-export class CommandError extends Error {
-  constructor(
-    readonly argv: readonly string[],
-    readonly result: RunResult,
-    readonly input?: string,
-  ) {
-    super(
-      `command failed (exit ${result.code}): ${argv.join(' ')}\n${result.stderr.trim()}` +
-        (input !== undefined ? `\n--- input ---\n${input}` : ''),
-    );
-    this.name = 'CommandError';
-  }
-}
-
-/** The real runner: child_process.spawn without a shell. */
-export const spawnRunner: CommandRunner = (argv, opts = {}) =>
-  new Promise((resolve) => {
-    const [cmd, ...args] = argv;
-    if (cmd === undefined) {
-      resolve({ code: 127, stdout: '', stderr: 'empty argv' });
-      return;
-    }
-    const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    let timedOut = false;
-    const timer =
-      opts.timeoutMs !== undefined
-        ? setTimeout(() => {
-            timedOut = true;
-            child.kill('SIGKILL');
-          }, opts.timeoutMs)
-        : undefined;
-    child.stdout.on('data', (b: Buffer) => out.push(b));
-    child.stderr.on('data', (b: Buffer) => err.push(b));
-    child.stdin.on('error', () => {
-      /* command exited without reading its input; reported through its exit code */
-    });
-    child.on('error', (e) => {
-      if (timer) clearTimeout(timer);
-      resolve({ code: 127, stdout: '', stderr: `${cmd}: ${e.message}` });
-    });
-    child.on('close', (code, signal) => {
-      if (timer) clearTimeout(timer);
-      resolve({
-        code: timedOut ? 124 : (code ?? (signal ? 128 : 1)),
-        stdout: Buffer.concat(out).toString('utf8'),
-        stderr: Buffer.concat(err).toString('utf8') + (timedOut ? `\n(timed out after ${opts.timeoutMs} ms)` : ''),
-      });
-    });
-    child.stdin.end(opts.input ?? '');
-  });
-
-/** Runs and throws CommandError on a non-zero exit. */
-export async function runChecked(runner: CommandRunner, argv: readonly string[], opts?: RunOptions): Promise<RunResult> {
-  const res = await runner(argv, opts);
-  if (res.code !== 0) throw new CommandError(argv, res, opts?.input);
-  return res;
-}
-
-/**
- * Runs `ip [-n ns] -batch -` with the given lines (one ip command each, without
- * the leading `ip`). ns undefined = bookkeeping commands such as `netns add`.
- */
-export async function ipBatch(
-  runner: CommandRunner,
-  ns: string | undefined,
-  lines: readonly string[],
-  opts: { force?: boolean } = {},
-): Promise<RunResult | undefined> {
-  if (lines.length === 0) return undefined;
-  const argv = ['ip', ...(ns !== undefined ? ['-n', ns] : []), ...(opts.force ? ['-force'] : []), '-batch', '-'];
-  const input = lines.join('\n') + '\n';
-  if (opts.force) return runner(argv, { input });
-  return runChecked(runner, argv, { input });
-}
-
-/** argv running `argv` inside network namespace ns. */
-export function inNetns(ns: string, argv: readonly string[]): string[] {
-  return ['ip', 'netns', 'exec', ns, ...argv];
-}
+export {
+  type CommandRunner,
+  type RunOptions,
+  type RunResult,
+  CommandError,
+  assertValidNetnsName,
+  deleteNetns,
+  inNetns,
+  ipBatch,
+  listNetns,
+  netnsPids,
+  parseNetnsList,
+  runChecked,
+  sanitizeLabel,
+  spawnRunner,
+} from '../../../operator/src/sandbox/netns.js';
 
 // ---------------------------------------------------------------- names
 
@@ -117,75 +37,7 @@ export function makePrefix(): string {
   return `${PREFIX_BASE}${process.pid}-${randomBytes(3).toString('hex')}-`;
 }
 
-/** Namespace names must be usable as file names under /run/netns. */
-export function assertValidNetnsName(name: string): void {
-  if (!/^[A-Za-z0-9_.-]{1,200}$/.test(name) || name === '.' || name === '..') {
-    throw new Error(`invalid network namespace name ${JSON.stringify(name)}`);
-  }
-}
-
-/** Turns an arbitrary label (e.g. "x/a") into something usable in a netns name. */
-export function sanitizeLabel(label: string): string {
-  return label.replace(/[^A-Za-z0-9_.-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 40) || 'pod';
-}
-
 // ---------------------------------------------------------------- listing / removal
-
-/** Names of all named network namespaces (`ip netns list`). */
-export async function listNetns(runner: CommandRunner = spawnRunner): Promise<string[]> {
-  const res = await runChecked(runner, ['ip', 'netns', 'list']);
-  return parseNetnsList(res.stdout);
-}
-
-export function parseNetnsList(stdout: string): string[] {
-  return stdout
-    .split('\n')
-    .map((l) => l.trim().split(/\s+/)[0] ?? '')
-    .filter((n) => n !== '');
-}
-
-/** PIDs of the processes living in namespace ns (`ip netns pids`). */
-export async function netnsPids(ns: string, runner: CommandRunner = spawnRunner): Promise<number[]> {
-  const res = await runner(['ip', 'netns', 'pids', ns]);
-  if (res.code !== 0) return [];
-  return res.stdout
-    .split(/\s+/)
-    .filter((s) => /^\d+$/.test(s))
-    .map(Number)
-    .filter((p) => p !== process.pid);
-}
-
-/**
- * Deletes the given namespaces after SIGKILLing every process still inside them.
- * Best effort, idempotent: missing namespaces are ignored. Returns the names deleted.
- */
-export async function deleteNetns(names: readonly string[], runner: CommandRunner = spawnRunner): Promise<string[]> {
-  if (names.length === 0) return [];
-  for (const n of names) assertValidNetnsName(n);
-  const existing = new Set(await listNetns(runner));
-  const targets = names.filter((n) => existing.has(n));
-  if (targets.length === 0) return [];
-  const pids = (await Promise.all(targets.map((n) => netnsPids(n, runner)))).flat();
-  for (const pid of new Set(pids)) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      /* already gone */
-    }
-  }
-  await ipBatch(
-    runner,
-    undefined,
-    targets.map((n) => `netns del ${n}`),
-    { force: true },
-  );
-  const left = new Set(await listNetns(runner));
-  const stillThere = targets.filter((n) => left.has(n));
-  if (stillThere.length > 0) {
-    throw new Error(`could not delete network namespaces: ${stillThere.join(', ')}`);
-  }
-  return targets;
-}
 
 /** Removes every namespace (and the processes inside) whose name starts with prefix. */
 export async function removeLeftovers(prefix: string, runner: CommandRunner = spawnRunner): Promise<string[]> {
