@@ -13,6 +13,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseEnvFile } from '../../operator/src/sandbox/envfile.js';
 
 export const CONTROLPLANE_SCRIPTS_DIR = fileURLToPath(new URL('../../hack/controlplane/', import.meta.url));
 
@@ -142,18 +143,6 @@ export async function buildControlPlane(opts: ControlPlaneOptions = {}): Promise
   const binDir = lastLine(res.stdout);
   if (!binDir) throw new Error('hack/controlplane/build.sh printed no bin dir');
   return binDir;
-}
-
-function parseEnvFile(text: string): Map<string, string> {
-  const out = new Map<string, string>();
-  for (const line of text.split('\n')) {
-    const m = /^([A-Z_][A-Z0-9_]*)=(.*)$/.exec(line.trim());
-    if (!m?.[1] || m[2] === undefined) continue;
-    let v = m[2];
-    if (v.length >= 2 && v.startsWith("'") && v.endsWith("'")) v = v.slice(1, -1);
-    out.set(m[1], v);
-  }
-  return out;
 }
 
 function required(env: Map<string, string>, key: string): string {

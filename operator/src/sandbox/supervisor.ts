@@ -35,6 +35,7 @@ import {
 } from './state.js';
 import { Topology } from './topology.js';
 import { SAMPLE_PODS, sampleWorkload } from './workload.js';
+import { parseEnvFile } from './envfile.js';
 
 export interface SandboxIO {
   stdout: (s: string) => void;
@@ -72,18 +73,6 @@ function runScript(cmd: string, args: string[], logFile: string, env: NodeJS.Pro
       resolve({ code: code ?? 1, stdout });
     });
   });
-}
-
-function parseEnvFile(text: string): Map<string, string> {
-  const out = new Map<string, string>();
-  for (const line of text.split('\n')) {
-    const m = /^([A-Z_][A-Z0-9_]*)=(.*)$/.exec(line.trim());
-    if (!m?.[1] || m[2] === undefined) continue;
-    let v = m[2];
-    if (v.length >= 2 && v.startsWith("'") && v.endsWith("'")) v = v.slice(1, -1);
-    out.set(m[1], v);
-  }
-  return out;
 }
 
 function portFree(port: number): Promise<boolean> {
