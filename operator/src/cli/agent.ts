@@ -1,7 +1,7 @@
 /**
  * `kube-npm agent --once | --cleanup`: flags only; the converge core is operator/src/agent.
  */
-import { InputError } from './load.js';
+import { InputError, readArgs } from './load.js';
 import type { CliIO } from './translate.js';
 
 export async function runAgent(args: string[], io: CliIO): Promise<number> {
@@ -13,15 +13,7 @@ export async function runAgent(args: string[], io: CliIO): Promise<number> {
   let backend: 'auto' | 'nft' | 'legacy' = 'auto';
   const daemon: Record<string, string> = {};
   try {
-    // Accept --flag=value as well as --flag value (manifests use either).
-    args = args.flatMap((x) => (x.startsWith('--') && x.includes('=') ? [x.slice(0, x.indexOf('=')), x.slice(x.indexOf('=') + 1)] : [x]));
-    for (let i = 0; i < args.length; i++) {
-      const a = args[i]!;
-      const v = (): string => {
-        const x = args[++i];
-        if (x === undefined) throw new InputError(`${a} needs a value`);
-        return x;
-      };
+    readArgs(args, (a, v) => {
       if (a === '--once') once = true;
       else if (a === '--cleanup') cleanup = true;
       else if (a === '--dry-run') dryRun = true;
@@ -33,7 +25,7 @@ export async function runAgent(args: string[], io: CliIO): Promise<number> {
         backend = b;
       } else if (['--kubeconfig', '--metrics-bind-address', '--resync-seconds', '--min-sync-interval-ms', '--netns'].includes(a)) daemon[a.slice(2)] = v();
       else throw new InputError(`unknown argument "${a}"`);
-    }
+    });
     if (once && (!file || !nodeName)) throw new InputError('--once needs --node-name NAME and -f FILE');
     if (!once && !cleanup) {
       nodeName ||= process.env.NODE_NAME ?? '';

@@ -7,7 +7,7 @@
 import { RuleWalker, explain } from '../debug/trace.js';
 import type { Protocol } from '../api/types.js';
 import { parseIPv4 } from '../translate/cidr.js';
-import { InputError } from './load.js';
+import { InputError, readArgs } from './load.js';
 import { loadCluster, type CliIO } from './translate.js';
 
 export function runDebug(args: string[], io: CliIO): number {
@@ -22,20 +22,14 @@ export function runDebug(args: string[], io: CliIO): number {
     let to = '';
     let port = 80;
     let protocol: Protocol = 'TCP';
-    for (let i = 0; i < rest.length; i++) {
-      const a = rest[i]!;
-      const v = (): string => {
-        const x = rest[++i];
-        if (x === undefined) throw new InputError(`${a} needs a value`);
-        return x;
-      };
+    readArgs(rest, (a, v) => {
       if (a === '-f') files.push(v());
       else if (a === '--from') from = v();
       else if (a === '--to') to = v();
       else if (a === '--port') port = Number(v());
       else if (a === '--protocol') protocol = v().toUpperCase() as Protocol;
       else throw new InputError(`unknown argument "${a}"`);
-    }
+    });
     if (!files.length || !from || !to) throw new InputError('need -f FILE, --from and --to');
     if (!Number.isInteger(port) || port < 1 || port > 65535) throw new InputError('--port must be 1-65535');
     if (!['TCP', 'UDP', 'SCTP'].includes(protocol)) throw new InputError('--protocol must be TCP, UDP or SCTP');

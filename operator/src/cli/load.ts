@@ -48,3 +48,19 @@ export function describeObject(o: Record<string, unknown>): string {
   const meta = (o.metadata ?? {}) as { name?: string; namespace?: string };
   return `${String(o.kind)} ${meta.namespace ? `${meta.namespace}/` : ''}${meta.name ?? '<unnamed>'}`;
 }
+
+/**
+ * Walks command-line arguments: calls `on(flag, value)` for each flag, where `value()` takes the
+ * flag's value (`--flag value` or `--flag=value`) and fails with a clear message when it is missing.
+ */
+export function readArgs(args: readonly string[], on: (flag: string, value: () => string) => void): void {
+  const list = args.flatMap((x) => (x.startsWith('--') && x.includes('=') ? [x.slice(0, x.indexOf('=')), x.slice(x.indexOf('=') + 1)] : [x]));
+  for (let i = 0; i < list.length; i++) {
+    const flag = list[i]!;
+    on(flag, () => {
+      const v = list[++i];
+      if (v === undefined) throw new InputError(`${flag} needs a value`);
+      return v;
+    });
+  }
+}

@@ -6,7 +6,7 @@
 import { stringify } from 'yaml';
 import { TranslationEngine } from '../translate/engine.js';
 import type { Namespace, NetworkPolicy, Pod } from '../translate/k8s.js';
-import { describeObject, InputError, loadObjects, type Loaded } from './load.js';
+import { describeObject, InputError, loadObjects, readArgs, type Loaded } from './load.js';
 
 export interface CliIO {
   stdout: (s: string) => void;
@@ -16,21 +16,14 @@ export interface CliIO {
 export function parseTranslateArgs(args: string[]): { files: string[]; output: 'json' | 'yaml' } {
   const files: string[] = [];
   let output: 'json' | 'yaml' = 'yaml';
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]!;
-    const val = (): string => {
-      const v = args[++i];
-      if (v === undefined) throw new InputError(`${a} needs a value`);
-      return v;
-    };
+  readArgs(args, (a, val) => {
     if (a === '-f' || a === '--filename') files.push(val());
-    else if (a.startsWith('--filename=')) files.push(a.slice(11));
     else if (a === '-o' || a === '--output') {
       const o = val();
       if (o !== 'json' && o !== 'yaml') throw new InputError(`-o must be json or yaml, not "${o}"`);
       output = o;
     } else throw new InputError(`unknown argument "${a}"`);
-  }
+  });
   if (!files.length) throw new InputError('no input: give at least one -f FILE');
   return { files, output };
 }

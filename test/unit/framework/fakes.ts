@@ -1,5 +1,7 @@
 // Fakes for the framework's unit tests: a scripted list/watch transport and a Lease store.
 import { ApiException, type KubernetesObject, type V1Lease } from '@kubernetes/client-node';
+import { expect } from 'chai';
+import sinon from 'sinon';
 import type { ListFn, WatchFn, WatchHandle, WatchQuery } from '../../../operator/src/framework/informer.js';
 import type { ListResult } from '../../../operator/src/framework/kube.js';
 import type { LeaseApi } from '../../../operator/src/framework/leader.js';
@@ -131,4 +133,26 @@ export class FakeLeaseStore {
 
 function wire<X>(x: X): X {
   return JSON.parse(JSON.stringify(x)) as X;
+}
+
+/**
+ * Mocha hooks shared by the framework tests: sinon fake timers around each test, and a check that
+ * the test caused no unhandled promise rejection (a framework handler error must never become one).
+ * Returns a getter for the current test's clock.
+ */
+export function fakeTimersWithoutUnhandledRejections(): () => sinon.SinonFakeTimers {
+  let clock: sinon.SinonFakeTimers | undefined;
+  const unhandled: unknown[] = [];
+  const onUnhandled = (r: unknown): void => void unhandled.push(r);
+  beforeEach(() => {
+    clock = sinon.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date'] });
+    unhandled.length = 0;
+    process.on('unhandledRejection', onUnhandled);
+  });
+  afterEach(() => {
+    clock?.restore();
+    process.off('unhandledRejection', onUnhandled);
+    expect(unhandled, 'unhandled rejections').to.deep.equal([]);
+  });
+  return () => clock!;
 }

@@ -4,7 +4,7 @@ import sinon from 'sinon';
 import { KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
 import { Informer, type InformerOptions } from '../../../operator/src/framework/informer.js';
 import { CORE } from '../../../operator/src/framework/kube.js';
-import { FakeTransport, cm, flush, httpError } from './fakes.js';
+import { FakeTransport, cm, fakeTimersWithoutUnhandledRejections, flush, httpError } from './fakes.js';
 
 type Obj = KubernetesObject & { data?: Record<string, string> };
 
@@ -39,18 +39,9 @@ function setup(opts: Partial<InformerOptions<Obj>> = {}): Harness {
 
 describe('framework Informer', () => {
   let clock: sinon.SinonFakeTimers;
-  const unhandled: unknown[] = [];
-  const onUnhandled = (r: unknown): void => void unhandled.push(r);
-
+  const clockOf = fakeTimersWithoutUnhandledRejections();
   beforeEach(() => {
-    clock = sinon.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date'] });
-    unhandled.length = 0;
-    process.on('unhandledRejection', onUnhandled);
-  });
-  afterEach(() => {
-    clock.restore();
-    process.off('unhandledRejection', onUnhandled);
-    expect(unhandled, 'unhandled rejections').to.deep.equal([]);
+    clock = clockOf();
   });
 
   it('lists, runs handlers before start() resolves, then watches from the list resourceVersion with bookmarks', async () => {

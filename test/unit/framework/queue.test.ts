@@ -1,7 +1,7 @@
 /** WorkQueue semantics with sinon's fake clock. */
 import { expect } from 'chai';
 import sinon from 'sinon';
-import { flush } from './fakes.js';
+import { fakeTimersWithoutUnhandledRejections, flush } from './fakes.js';
 import { TerminalError, WorkQueue, type WorkQueueOptions } from '../../../operator/src/framework/queue.js';
 
 interface Gate {
@@ -25,23 +25,15 @@ describe('framework WorkQueue', () => {
     }
   };
   let logs: string[];
-  const unhandled: unknown[] = [];
-  const onUnhandled = (r: unknown): void => void unhandled.push(r);
+  const clockOf = fakeTimersWithoutUnhandledRejections();
 
   function queue(worker: (key: string) => Promise<void>, o: Partial<WorkQueueOptions> = {}): WorkQueue {
     return new WorkQueue({ name: 't', worker, log: (m) => logs.push(m), ...o });
   }
 
   beforeEach(() => {
-    clock = sinon.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date'] });
+    clock = clockOf();
     logs = [];
-    unhandled.length = 0;
-    process.on('unhandledRejection', onUnhandled);
-  });
-  afterEach(() => {
-    clock.restore();
-    process.off('unhandledRejection', onUnhandled);
-    expect(unhandled, 'unhandled rejections').to.deep.equal([]);
   });
 
   it('dedupes: a key added many times while queued runs once, in FIFO order with the others', async () => {
