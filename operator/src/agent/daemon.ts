@@ -6,7 +6,7 @@
  * aggregates NpmNodes instead.
  */
 import { CustomObjectsApi, PatchStrategy, setHeaderOptions, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
-import { GROUP, IPSET_KIND, IPSET_PLURAL, NODE_KIND, NODE_PLURAL, RULESET_KIND, RULESET_PLURAL, VERSION, API_VERSION, type NpmIPSet, type NpmNodeStatus, type NpmRuleSet, type Condition, type KernelCounts } from '../api/types.js';
+import { GROUP, IPSET_KIND, IPSET_PLURAL, NODE_KIND, NODE_PLURAL, RULESET_KIND, RULESET_PLURAL, VERSION, API_VERSION, type AppliedRuleSet, type NpmIPSet, type NpmNodeStatus, type NpmRuleSet, type Condition, type KernelCounts } from '../api/types.js';
 import { metaTime, setCondition } from '../framework/conditions.js';
 import { Informer } from '../framework/informer.js';
 import { CORE, type ResourceRef } from '../framework/kube.js';
@@ -17,7 +17,8 @@ import type { Clock } from './exec.js';
 import { buildDesired, type DesiredState, type SetCache } from './model.js';
 import { selectLocal } from './select.js';
 import type { Pod } from '../translate/k8s.js';
-import { parseIPv4 } from '../translate/cidr.js';
+import type { NetworkPolicy } from '../translate/k8s.js';
+import { PodStartup, appliedView, localPodsOf, policyTargets, selectionView, type PodStartupMode, type ProgrammedView } from './podstartup.js';
 
 export interface AgentDaemonOptions {
   kc: KubeConfig;
@@ -33,6 +34,14 @@ export interface AgentDaemonOptions {
   /** Retry delay after a failed sync (the converger already retried with backoff). Default 2 s. */
   retryMs?: number;
   metrics?: NodeMetrics;
+  /**
+   * strict: an address of `podCidrs` that is not a local pod the node is programmed for is dropped
+   * (docs/adr/0009-pod-startup.md); open (default here; the CLI decides the product default): every
+   * local pod is judged from the moment it is seen, and unjudged before.
+   */
+  podStartup?: PodStartupMode;
+  /** This node's IPv4 pod CIDRs, canonical (podstartup.ts normalizePodCidrs); required by strict. */
+  podCidrs?: readonly string[];
 }
 
 const RULESETS: ResourceRef = { group: GROUP, version: VERSION, plural: RULESET_PLURAL, namespaced: true, kind: RULESET_KIND };
@@ -42,6 +51,13 @@ export class AgentDaemon {
   private readonly rulesets: Informer<NpmRuleSet & KubernetesObject>;
   private readonly ipsets: Informer<NpmIPSet & KubernetesObject>;
   private readonly pods: Informer<Pod & KubernetesObject>;
+  /** NetworkPolicies: which policies select a new local pod (podstartup.ts). */
+  private readonly policies: Informer<NetworkPolicy & KubernetesObject>;
+  private readonly startup: PodStartup;
+  /** What the kernel holds after the last successful sync (rulesets and set members). */
+  private programmed: ProgrammedView | undefined;
+  /** Sync again without the minimum interval: a waiting pod became ready to enter KNPM-LOCAL. */
+  private urgent = false;
   private readonly api: CustomObjectsApi;
   private readonly lastApplied = new Map<string, NpmRuleSet>();
   private readonly setCache: SetCache = new Map();
@@ -64,7 +80,17 @@ export class AgentDaemon {
     this.rulesets = new Informer({ kc: o.kc, resource: RULESETS, log, resyncMs: 0 });
     this.ipsets = new Informer({ kc: o.kc, resource: IPSETS, log, resyncMs: 0 });
     this.pods = new Informer({ kc: o.kc, resource: CORE.pods, fieldSelector: `spec.nodeName=${o.nodeName}`, log, resyncMs: 0 });
-    for (const inf of [this.rulesets, this.ipsets, this.pods] as Informer<KubernetesObject>[]) {
+    this.policies = new Informer({ kc: o.kc, resource: CORE.networkPolicies, log, resyncMs: 0 });
+    if (o.podStartup === 'strict' && !o.podCidrs?.length) throw new Error('pod-startup strict needs the node pod CIDR');
+    this.startup = new PodStartup(o.podStartup ?? 'open');
+    // The moment a pod's address is first seen (npm_pod_unprotected_seconds starts here), taken at
+    // the watch event rather than at the next sync.
+    const notice = (p: Pod): void => {
+      if (this.started) for (const lp of localPodsOf([p])) this.startup.notice(lp, o.clock.now(), true);
+    };
+    this.pods.onAdd(notice);
+    this.pods.onUpdate(notice);
+    for (const inf of [this.rulesets, this.ipsets, this.pods, this.policies] as Informer<KubernetesObject>[]) {
       inf.onAdd(() => this.request());
       inf.onUpdate(() => this.request());
       inf.onDelete(() => this.request());
@@ -75,7 +101,7 @@ export class AgentDaemon {
   async start(): Promise<void> {
     // Events during the initial lists must not trigger a sync: a sync that sees rulesets but not yet
     // the pods or sets would remove rules the kernel holds (an unprotected window after a restart).
-    await Promise.all([this.rulesets.start(), this.ipsets.start(), this.pods.start()]);
+    await Promise.all([this.rulesets.start(), this.ipsets.start(), this.pods.start(), this.policies.start()]);
     this.started = true;
     const resync = this.o.resyncMs ?? 60_000;
     this.timer = setInterval(() => {
@@ -88,7 +114,7 @@ export class AgentDaemon {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
-    await Promise.all([this.rulesets.stop(), this.ipsets.stop(), this.pods.stop()]);
+    await Promise.all([this.rulesets.stop(), this.ipsets.stop(), this.pods.stop(), this.policies.stop()]);
     await this.running;
   }
 
@@ -103,29 +129,30 @@ export class AgentDaemon {
     const min = this.o.minIntervalMs ?? 50;
     while (this.dirty && !this.stopped) {
       const wait = this.lastSyncAt + min - this.o.clock.now();
-      if (wait > 0) await this.o.clock.sleep(wait);
+      if (wait > 0 && !this.urgent) await this.o.clock.sleep(wait);
+      this.urgent = false;
       this.dirty = false;
       await this.syncNow();
     }
-  }
-
-  private localIPs(): Set<string> {
-    const ips = new Set<string>();
-    for (const p of this.pods.list()) {
-      if (p.spec?.hostNetwork) continue;
-      for (const ip of [p.status?.podIP, ...(p.status?.podIPs ?? []).map((x) => x.ip)]) if (ip && parseIPv4(ip) !== undefined) ips.add(ip);
-    }
-    return ips;
   }
 
   private async syncNow(): Promise<void> {
     const t0 = this.o.clock.now();
     const full = this.forceFull;
     this.forceFull = false;
-    const local = this.localIPs();
+    const pods = localPodsOf(this.pods.list());
+    const local = new Set(pods.map((p) => p.ip));
+    // Policies of every local pod (admitted or not) are selected: they must be programmed before
+    // a new pod enters KNPM-LOCAL.
     const sel = selectLocal(this.rulesets.list(), this.ipsets.list(), local, this.lastApplied);
     for (const h of sel.heldBack) this.o.log(`held back: ${h}`);
-    const desired = buildDesired(sel.objects, { localPods: local, cache: this.setCache });
+    const targets = policyTargets(this.policies.list());
+    const next = selectionView(sel.objects.filter((o): o is NpmRuleSet => o.kind === RULESET_KIND), sel.objects.filter((o): o is NpmIPSet => o.kind === IPSET_KIND));
+    const admission = this.startup.admit(pods, targets, this.programmed, next, t0);
+    for (const w of admission.newlyWaiting) this.o.log(`pod startup: ${w}; its traffic is dropped until then`);
+    this.o.metrics?.podStartup?.waiting(admission.waiting);
+    const strict = this.startup.mode === 'strict';
+    const desired = buildDesired(sel.objects, { localPods: admission.ips, cache: this.setCache, ...(strict ? { podCidrs: this.o.podCidrs } : {}) });
     for (const p of desired.problems) this.o.log(`problem: ${p}`);
     let result: SyncResult | undefined;
     let error: string | undefined;
@@ -133,6 +160,13 @@ export class AgentDaemon {
       result = await this.o.converger.sync(desired, { forceFull: full });
       this.lastApplied.clear();
       for (const o of sel.objects) if (o.kind === RULESET_KIND) this.lastApplied.set(`${o.metadata.namespace}/${o.metadata.name}`, o);
+      this.programmed = appliedView(new Map(this.lastApplied), desired.sets);
+      const done = this.startup.synced(pods, targets, new Set(admission.ips), this.programmed, this.o.clock.now());
+      for (const sec of done.programmedSeconds) this.o.metrics?.podStartup?.programmed(sec);
+      if (done.followUp) {
+        this.urgent = true;
+        this.dirty = true;
+      }
       this.ready = true;
       for (const d of result.drift) this.o.log(`repaired drift: ${d.kind} ${JSON.stringify(d).slice(0, 200)}`);
       this.repairs += result.drift.length;
@@ -165,7 +199,7 @@ export class AgentDaemon {
     return { ipsets: d.sets.size, ipsetEntries: entries, chains: policies, rules };
   }
 
-  private async report(applied: { namespace: string; name: string; generation: number }[], durationMs: number, error: string | undefined, kernel: KernelCounts | undefined): Promise<void> {
+  private async report(applied: AppliedRuleSet[], durationMs: number, error: string | undefined, kernel: KernelCounts | undefined): Promise<void> {
     const now = new Date();
     const ready = !error;
     this.readyCondition = setCondition(

@@ -66,7 +66,7 @@ export function selectLocal(
   const sets = ipsets.filter((s) => used.has(s.spec.setName));
   return {
     objects: [...sets, ...chosen],
-    applied: chosen.map((rs) => ({ namespace: rs.metadata.namespace ?? '', name: rs.metadata.name, generation: rs.metadata.generation ?? 0 })),
+    applied: chosen.map((rs) => ({ namespace: rs.metadata.namespace ?? '', name: rs.metadata.name, generation: rs.metadata.generation ?? 0, ...(rs.metadata.uid ? { uid: rs.metadata.uid } : {}) })),
     heldBack,
   };
 }

@@ -194,6 +194,24 @@ export interface AppliedRuleSet {
   name: string;
   /** metadata.generation of the NpmRuleSet the agent programmed. */
   generation: number;
+  /**
+   * metadata.uid of that NpmRuleSet. A policy deleted and re-created under the same name starts again
+   * at generation 1: without the uid the old object's report would vouch for the new one.
+   */
+  uid?: string;
+}
+
+/**
+ * How far the agent's watch streams had got when it computed the state its kernel now holds
+ * (resourceVersions, which etcd makes comparable as integers within one resource). The operator
+ * compares them with the resourceVersions of its own NpmIPSet writes to tell when a membership change
+ * is enforced on a node (docs/adr/0007-membership-signal.md).
+ */
+export interface ObservedRevisions {
+  /** Highest NpmIPSet resourceVersion seen (list or watch event) before the last successful sync. */
+  ipsets?: string;
+  /** Highest resourceVersion of this node's pods seen before the last successful sync. */
+  pods?: string;
 }
 
 export interface KernelCounts {
@@ -220,6 +238,8 @@ export interface NpmNodeStatus {
   kernel?: KernelCounts;
   /** Rulesets programmed on this node (only those selecting a local pod). */
   applied?: AppliedRuleSet[];
+  /** Watch positions the kernel state reflects (set only by a successful sync). */
+  observed?: ObservedRevisions;
   conditions?: Condition[];
 }
 

@@ -144,7 +144,14 @@ export class Reconciler {
     if (!rs) return { action: 'none', bytes: 0 };
     const status = computeStatus(rs, this.engine.concernedNodes(ns, name), this.caches.nodes(), this.now());
     if (sameStatus(rs.status, status)) return { action: 'none', bytes: 0 };
-    await this.api.patchRuleSetStatus(ns, name, status);
+    try {
+      await this.api.patchRuleSetStatus(ns, name, status);
+    } catch (err) {
+      // Deleted since the cache was read (its policy is gone): there is no status left to write,
+      // and the delete event queues whatever follows. Done, not failed.
+      if (httpCode(err) === 404) return { action: 'none', bytes: 0 };
+      throw err;
+    }
     for (const c of status.conditions ?? []) {
       const before = rs.status?.conditions?.find((x) => x.type === c.type);
       if (before?.status !== c.status) this.onTransition?.(rs, before, c);

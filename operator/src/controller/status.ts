@@ -5,7 +5,7 @@
  * Accepted:   True (Translated) or False (InvalidPolicy: the parts listed in spec.problems are
  *             enforced fail-closed).
  * Programmed: True when every node hosting a pod the policy selects reports the ruleset's current
- *             generation; False names the nodes lagging or failing. n/N in status.nodesProgrammed.
+ *             generation of this very object (uid); False names the nodes lagging or failing. n/N in status.nodesProgrammed.
  */
 import type { Condition, NpmNode, NpmRuleSet, NpmRuleSetStatus } from '../api/types.js';
 import { setCondition } from '../framework/conditions.js';
@@ -28,6 +28,7 @@ export function computeStatus(
   const generation = rs.metadata.generation ?? 1;
   const ns = rs.metadata.namespace ?? '';
   const name = rs.metadata.name;
+  const uid = rs.metadata.uid;
   const problems = rs.spec.problems ?? [];
   let conds = setCondition(
     rs.status?.conditions?.slice(),
@@ -42,7 +43,10 @@ export function computeStatus(
   const perNode: { node: string; generation?: number; error?: string }[] = [];
   for (const node of concernedNodes) {
     const st = nodes.get(node)?.status;
-    const applied = st?.applied?.find((a) => a.namespace === ns && a.name === name);
+    // The uid as well: a policy deleted and re-created under its name starts again at generation 1,
+    // and a node still enforcing the old object must not vouch for the new one. A report without a
+    // uid (an agent older than this field) vouches for nothing: Pending until it is upgraded.
+    const applied = st?.applied?.find((a) => a.namespace === ns && a.name === name && (uid === undefined || a.uid === uid));
     const entry: { node: string; generation?: number; error?: string } = { node };
     if (applied) entry.generation = applied.generation;
     if (st?.lastError) entry.error = st.lastError;

@@ -26,6 +26,7 @@ class FakeApi implements NpmApi {
     const stored = structuredClone(obj) as NpmRuleSet;
     stored.metadata.resourceVersion = String(++this.rv);
     stored.metadata.generation = 1;
+    stored.metadata.uid = `uid-${this.rv}`;
     this.objects.set(key, stored);
     this.calls.push(`create ${key}`);
   }
@@ -49,7 +50,9 @@ class FakeApi implements NpmApi {
     this.calls.push(`delete ${this.k(kind, ns, name)}`);
   }
   async patchRuleSetStatus(ns: string, name: string, status: NpmRuleSetStatus) {
-    const o = this.objects.get(this.k('NpmRuleSet', ns, name)) as NpmRuleSet;
+    this.check();
+    const o = this.objects.get(this.k('NpmRuleSet', ns, name)) as NpmRuleSet | undefined;
+    if (!o) throw Object.assign(new Error(`npmrulesets.kubenpm.io "${name}" not found`), { code: 404 });
     o.status = status;
     this.calls.push(`status ${ns}/${name}`);
   }
@@ -162,17 +165,67 @@ describe('operator reconciler (fake API server)', () => {
     expect(rs().status!.nodesProgrammed).to.equal('0/2');
     expect(cond('Programmed')).to.include({ status: 'False', reason: 'Pending' });
     expect(cond('Programmed').message).to.contain('waiting for n1, n2');
-    t.nodes.set('n1', { apiVersion: 'kubenpm.io/v1alpha1', kind: 'NpmNode', metadata: { name: 'n1' }, status: { applied: [{ namespace: 'prod', name: 'p', generation: 1 }] } });
+    t.nodes.set('n1', { apiVersion: 'kubenpm.io/v1alpha1', kind: 'NpmNode', metadata: { name: 'n1' }, status: { applied: [{ namespace: 'prod', name: 'p', generation: 1, uid: rs().metadata.uid! }] } });
     t.nodes.set('n2', { apiVersion: 'kubenpm.io/v1alpha1', kind: 'NpmNode', metadata: { name: 'n2' }, status: { lastError: 'iptables-restore: line 3 failed' } });
     await t.reconciler.reconcile(statusKey('prod', 'p'));
     expect(rs().status!.nodesProgrammed).to.equal('1/2');
     expect(cond('Programmed')).to.include({ status: 'False', reason: 'NodeError' });
     expect(cond('Programmed').message).to.contain('failing on n2 (iptables-restore: line 3 failed)');
-    t.nodes.set('n2', { apiVersion: 'kubenpm.io/v1alpha1', kind: 'NpmNode', metadata: { name: 'n2' }, status: { applied: [{ namespace: 'prod', name: 'p', generation: 1 }] } });
+    t.nodes.set('n2', { apiVersion: 'kubenpm.io/v1alpha1', kind: 'NpmNode', metadata: { name: 'n2' }, status: { applied: [{ namespace: 'prod', name: 'p', generation: 1, uid: rs().metadata.uid! }] } });
     const r = await t.reconciler.reconcile(statusKey('prod', 'p'));
     expect(r.action).to.equal('status');
     expect(cond('Programmed')).to.include({ status: 'True', reason: 'Programmed' });
     expect((await t.reconciler.reconcile(statusKey('prod', 'p'))).action).to.equal('none');
+  });
+
+  it('status: a policy re-created under the same name is not Programmed by the old object\'s report (uid)', async () => {
+    const t = setup();
+    t.engine.upsertPod(pod('a', '10.244.1.2', { app: 'web' }, 'n1'));
+    const np = (uid: string) => ({ metadata: { name: 'p', namespace: 'prod', uid }, spec: { podSelector: { matchLabels: { app: 'web' } }, ingress: [] } });
+    t.engine.upsertPolicy(np('old'));
+    await t.converge();
+    const rs = () => t.api.objects.get('NpmRuleSet/prod/p') as NpmRuleSet;
+    const oldUid = rs().metadata.uid!;
+    // n1 enforces the old object, generation 1.
+    t.nodes.set('n1', { apiVersion: 'kubenpm.io/v1alpha1', kind: 'NpmNode', metadata: { name: 'n1' }, status: { applied: [{ namespace: 'prod', name: 'p', generation: 1, uid: oldUid }] } });
+    await t.reconciler.reconcile(statusKey('prod', 'p'));
+    expect(rs().status!.conditions!.find((c) => c.type === 'Programmed')).to.include({ status: 'True' });
+    // Deleted and re-created 30-60 ms later: a new object (new uid) at generation 1 again.
+    t.engine.deletePolicy('prod', 'p');
+    await t.converge();
+    t.engine.upsertPolicy(np('new'));
+    await t.converge();
+    expect(rs().metadata.uid).to.not.equal(oldUid);
+    expect(rs().metadata.generation).to.equal(1);
+    await t.reconciler.reconcile(statusKey('prod', 'p'));
+    const programmed = () => rs().status!.conditions!.find((c) => c.type === 'Programmed')!;
+    expect(programmed()).to.include({ status: 'False', reason: 'Pending' });
+    expect(rs().status!.nodesProgrammed).to.equal('0/1');
+    // An agent too old to report uids vouches for nothing either.
+    t.nodes.set('n1', { apiVersion: 'kubenpm.io/v1alpha1', kind: 'NpmNode', metadata: { name: 'n1' }, status: { applied: [{ namespace: 'prod', name: 'p', generation: 1 }] } });
+    await t.reconciler.reconcile(statusKey('prod', 'p'));
+    expect(programmed()).to.include({ status: 'False', reason: 'Pending' });
+    t.nodes.set('n1', { apiVersion: 'kubenpm.io/v1alpha1', kind: 'NpmNode', metadata: { name: 'n1' }, status: { applied: [{ namespace: 'prod', name: 'p', generation: 1, uid: rs().metadata.uid! }] } });
+    await t.reconciler.reconcile(statusKey('prod', 'p'));
+    expect(programmed()).to.include({ status: 'True', reason: 'Programmed' });
+  });
+
+  it('status: a ruleset deleted between the cache read and the status patch (404) is done, not failed', async () => {
+    const t = setup();
+    t.engine.upsertPod(pod('a', '10.244.1.2', { app: 'web' }, 'n1'));
+    t.engine.upsertPolicy({ metadata: { name: 'p', namespace: 'prod' }, spec: { podSelector: { matchLabels: { app: 'web' } }, ingress: [] } });
+    await t.converge();
+    const cached = structuredClone(t.api.objects.get('NpmRuleSet/prod/p') as NpmRuleSet);
+    t.api.objects.delete('NpmRuleSet/prod/p'); // deleted on the server; the informer has not seen it yet
+    const r = new Reconciler(t.engine, t.api, { ruleset: () => cached, ipset: () => undefined, rulesets: () => [cached], nodes: () => t.nodes });
+    const res = await r.reconcile(statusKey('prod', 'p'));
+    expect(res.action).to.equal('none');
+    // Any other failure still fails.
+    t.api.objects.set('NpmRuleSet/prod/p', structuredClone(cached));
+    t.api.fail = { code: 500 };
+    let err: unknown;
+    await r.reconcile(statusKey('prod', 'p')).catch((e: unknown) => (err = e));
+    expect(err).to.include({ code: 500 });
   });
 });
 
@@ -183,12 +236,13 @@ describe('agent: node-local selection', () => {
   engine.upsertPolicy({ metadata: { name: 'web', namespace: 'prod' }, spec: { podSelector: { matchLabels: { app: 'web' } }, ingress: [{ from: [{ podSelector: { matchLabels: { app: 'db' } } }] }] } });
   engine.upsertPolicy({ metadata: { name: 'db', namespace: 'prod' }, spec: { podSelector: { matchLabels: { app: 'db' } }, ingress: [] } });
   const all = engine.all();
-  const rulesets = all.filter((o): o is NpmRuleSet => o.kind === 'NpmRuleSet').map((r) => ({ ...r, metadata: { ...r.metadata, generation: 1 } }));
+  const rulesets = all.filter((o): o is NpmRuleSet => o.kind === 'NpmRuleSet').map((r) => ({ ...r, metadata: { ...r.metadata, generation: 1, uid: `uid-${r.metadata.name}` } }));
   const ipsets = all.filter((o): o is NpmIPSet => o.kind === 'NpmIPSet');
 
   it('programs only rulesets guarding a local pod, and only the sets they use', () => {
     const s = selectLocal(rulesets, ipsets, new Set(['10.244.1.2']), new Map());
     expect(s.applied.map((a) => a.name)).to.deep.equal(['web']);
+    expect(s.applied[0]!.uid, 'the applied entry names the object (uid), not just its name').to.equal(rulesets.find((r) => r.metadata.name === 'web')!.metadata.uid);
     const used = new Set(rulesets.find((r) => r.metadata.name === 'web')!.spec.ipsets.map((r) => r.name));
     expect(s.objects.filter((o) => o.kind === 'NpmIPSet').every((o) => used.has((o as NpmIPSet).spec.setName))).to.equal(true);
     expect(selectLocal(rulesets, ipsets, new Set(['10.244.9.9']), new Map()).applied).to.deep.equal([]);
@@ -204,7 +258,7 @@ describe('agent: node-local selection', () => {
     expect(s.heldBack[0]).to.contain('not programmed yet');
     const older = { ...web, spec: { ...web.spec, ipsets: web.spec.ipsets.filter((r) => r.name !== peerSet), chains: web.spec.chains.map((c) => ({ ...c, rules: [] })) } };
     const held = selectLocal([newer], withoutPeer, new Set(['10.244.1.2']), new Map([['prod/web', older]]));
-    expect(held.applied).to.deep.equal([{ namespace: 'prod', name: 'web', generation: 1 }]);
+    expect(held.applied).to.deep.equal([{ namespace: 'prod', name: 'web', generation: 1, uid: 'uid-web' }]);
     expect(held.heldBack[0]).to.contain('kept at generation 1');
   });
 });
