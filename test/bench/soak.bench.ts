@@ -1,0 +1,289 @@
+/**
+ * npm run bench:soak -- [--minutes N] [--warmup M] [--pods P] [--policies K] [--rate R] [--heap-snapshots]
+ *
+ * Memory soak (issue #9 item 7): a real control plane, the real operator and two real agents (built
+ * CLI, `npm run build` first) programming the real kernel of two node network namespaces made here
+ * (the sandbox's topology, no pod namespaces: pods are API objects with IPs, the kubelet's part is the
+ * status write). K policies over P pods, then N minutes of churn: every second R pods are replaced
+ * (new name, new IP), R policies change a port, and one policy is deleted and another created under a
+ * new name (names that come and go, as label sets or caches keyed by name would keep them).
+ * RSS of each process is sampled every 10 s; the table prints one sample per minute, then the least
+ * squares slope in MiB/min after the warm-up and the verdict against the goal (flat: |slope| at most
+ * GOAL_MIB_PER_MIN). Figures, not pass/fail: the exit code is 0 whatever the slope. Needs root.
+ *
+ * --heap-snapshots: the agents run with --heapsnapshot-signal; agent n1 writes a snapshot at the end
+ * of the warm-up and one at the end, and the comparison by constructor (heapdiff.ts) is printed.
+ * Defaults: 30 minutes, warm-up 5 (N/5 for shorter runs, at least 1), 100 pods, 1000 policies, R=2.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, mkdtempSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CoreV1Api, KubeConfig, NetworkingV1Api, PatchStrategy, setHeaderOptions, type V1NetworkPolicy } from '@kubernetes/client-node';
+import { startControlPlane, type ControlPlane } from '../support/controlplane.js';
+import { CLI, kubectlOk, podManifest, waitFor } from '../support/e2e.js';
+import { createCluster, type Cluster } from '../kernel/harness/cluster.js';
+import { diffReport, summarize } from './heapdiff.js';
+
+/** Flat after the warm-up: at most this growth, either way (0.1 MiB/min = 144 MiB/day). */
+const GOAL_MIB_PER_MIN = 0.1;
+const NAMESPACES = 10;
+
+function flag(name: string, def: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  const eq = process.argv.find((a) => a.startsWith(`--${name}=`));
+  const v = eq ? eq.slice(name.length + 3) : i >= 0 ? process.argv[i + 1] : undefined;
+  if (v === undefined) return def;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0) throw new Error(`--${name} needs a number, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+const MINUTES = flag('minutes', 30);
+const WARMUP = flag('warmup', Math.min(5, Math.max(1, Math.floor(MINUTES / 5))));
+const PODS = flag('pods', 100);
+const POLICIES = flag('policies', 1000);
+const RATE = flag('rate', 2);
+const SNAPSHOTS = process.argv.includes('--heap-snapshots');
+
+interface Proc {
+  name: string;
+  child: ChildProcess;
+  log: string;
+  stop(): Promise<void>;
+}
+
+/** `node [nodeFlags] CLI args`, output to DIR/NAME.log, working directory DIR (heap snapshots land there). */
+function start(cp: ControlPlane, dir: string, name: string, args: string[], nodeFlags: string[] = []): Proc {
+  const log = join(dir, `${name}.log`);
+  const out = createWriteStream(log, { flags: 'a' });
+  const child = spawn(process.execPath, [...nodeFlags, CLI, ...args, '--kubeconfig', cp.kubeconfigPath], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout!.pipe(out);
+  child.stderr!.pipe(out);
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  return {
+    name,
+    child,
+    log,
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      await exited;
+      clearTimeout(t);
+    },
+  };
+}
+
+function rssMiB(pid: number): number {
+  const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (!m) throw new Error(`no VmRSS for pid ${pid}`);
+  return Number(m[1]) / 1024;
+}
+
+function cpuSeconds(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100;
+}
+
+/** Least squares slope of y over x. */
+export function slope(xs: readonly number[], ys: readonly number[]): number {
+  const n = xs.length;
+  if (n < 2) return NaN;
+  const mx = xs.reduce((a, b) => a + b, 0) / n;
+  const my = ys.reduce((a, b) => a + b, 0) / n;
+  let sxy = 0;
+  let sxx = 0;
+  for (let i = 0; i < n; i++) {
+    sxy += (xs[i]! - mx) * (ys[i]! - my);
+    sxx += (xs[i]! - mx) ** 2;
+  }
+  return sxy / sxx;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Pod k: namespace, node, labels and a fresh IP (unique over 50k pods: 10.244.2.0 - 10.244.201.255). */
+function podOf(k: number) {
+  return {
+    ns: `soak${k % NAMESPACES}`,
+    name: `p${k}`,
+    node: `n${1 + (k % 2)}`,
+    ip: `10.244.${2 + ((k >> 8) % 200)}.${k & 255}`,
+    labels: { app: `a${k % 5}`, role: k % 3 ? 'client' : 'server' },
+  };
+}
+
+/** Policy j (generation g changes its port): selects one app in its namespace, allows clients (and a labelled namespace). */
+function policyOf(j: number, g = 0): V1NetworkPolicy {
+  return {
+    apiVersion: 'networking.k8s.io/v1',
+    kind: 'NetworkPolicy',
+    metadata: { name: `pol${j}`, namespace: `soak${j % NAMESPACES}` },
+    spec: {
+      podSelector: { matchLabels: { app: `a${j % 5}` } },
+      policyTypes: j % 4 === 0 ? ['Ingress', 'Egress'] : ['Ingress'],
+      ingress: [{
+        _from: [{ podSelector: { matchLabels: { role: 'client' } } }, { namespaceSelector: { matchLabels: { team: `t${j % 3}` } }, podSelector: { matchExpressions: [{ key: 'app', operator: 'In', values: [`a${(j + 1) % 5}`] }] } }],
+        ports: [{ port: 80 + ((j + g) % 20), protocol: 'TCP' }],
+      }],
+      ...(j % 4 === 0 ? { egress: [{ to: [{ ipBlock: { cidr: `10.${j % 200}.0.0/16`, except: [`10.${j % 200}.1.0/24`] } }] }] } : {}),
+    },
+  };
+}
+
+/** Runs fns with at most `n` in flight. */
+async function pool(n: number, fns: (() => Promise<unknown>)[]): Promise<void> {
+  let i = 0;
+  await Promise.all(Array.from({ length: n }, async () => {
+    while (i < fns.length) await fns[i++]!();
+  }));
+}
+
+async function main(): Promise<void> {
+  if (process.getuid?.() !== 0) throw new Error('bench:soak needs root (node network namespaces)');
+  const dir = mkdtempSync(join(tmpdir(), 'knpm-soak-'));
+  console.log(`soak: ${MINUTES} min (warm-up ${WARMUP}), ${PODS} pods, ${POLICIES} policies, churn ${RATE} pods/s + ${RATE} policy updates/s + 1 policy replaced/s; logs in ${dir}`);
+  const cp: ControlPlane = await startControlPlane({ log: () => undefined });
+  let cluster: Cluster | undefined;
+  const procs: Proc[] = [];
+  try {
+    cluster = await createCluster({ nodes: 2, pods: [] });
+    const kc = new KubeConfig();
+    kc.loadFromFile(cp.kubeconfigPath);
+    const core = kc.makeApiClient(CoreV1Api);
+    const net = kc.makeApiClient(NetworkingV1Api);
+    const merge = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
+    for (let i = 0; i < NAMESPACES; i++) await kubectlOk(cp, ['create', 'namespace', `soak${i}`]);
+    for (let i = 0; i < NAMESPACES; i++) await kubectlOk(cp, ['label', 'namespace', `soak${i}`, `team=t${i % 3}`]);
+
+    const createPod = async (k: number) => {
+      const p = podOf(k);
+      await core.createNamespacedPod({ namespace: p.ns, body: podManifest(p.ns, p.name, p.node, p.labels) as never });
+      await core.patchNamespacedPodStatus({ namespace: p.ns, name: p.name, body: { status: { phase: 'Running', podIP: p.ip, podIPs: [{ ip: p.ip }] } } }, merge);
+    };
+    const deletePod = (k: number) => core.deleteNamespacedPod({ namespace: podOf(k).ns, name: podOf(k).name, gracePeriodSeconds: 0 });
+    const livePods: number[] = Array.from({ length: PODS }, (_, k) => k);
+    const livePolicies: number[] = Array.from({ length: POLICIES }, (_, j) => j);
+    let nextPod = PODS;
+    let nextPolicy = POLICIES;
+    const t0 = performance.now();
+    await pool(16, livePods.map((k) => () => createPod(k)));
+    await pool(16, livePolicies.map((j) => () => net.createNamespacedNetworkPolicy({ namespace: policyOf(j).metadata!.namespace!, body: policyOf(j) })));
+    console.log(`created ${PODS} pods and ${POLICIES} policies in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+
+    const operator = start(cp, dir, 'operator', ['operator', '--leader-elect=false', '--metrics-bind-address', '127.0.0.1:0']);
+    const nodeFlags = SNAPSHOTS ? ['--heapsnapshot-signal=SIGUSR2'] : [];
+    const agents = [1, 2].map((k) => start(cp, dir, `agent-n${k}`, ['agent', '--node-name', `n${k}`, '--netns', cluster!.nodeNs(k), '--metrics-bind-address', '127.0.0.1:0'], nodeFlags));
+    procs.push(operator, ...agents);
+    // Programmed: every agent has synced at least once with policies in its kernel.
+    await waitFor('agents programmed', async () => {
+      const nodes = JSON.parse(await kubectlOk(cp, ['get', 'npmnodes', '-o', 'json'])) as { items: { status?: { kernel?: { chains: number } } }[] };
+      return nodes.items.length === 2 && nodes.items.every((n) => (n.status?.kernel?.chains ?? 0) > 0);
+    }, 300_000, 1000);
+    console.log(`operator and agents up, kernel programmed after ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+
+    // Churn, one tick per second; calls of a tick run concurrently, ticks do not wait for each other.
+    let stopChurn = false;
+    let ops = 0;
+    let failed = 0;
+    let generation = 0;
+    const inflight = new Set<Promise<unknown>>();
+    const track = (p: Promise<unknown>) => {
+      const t: Promise<unknown> = p.then(() => void ops++, () => void failed++).finally(() => inflight.delete(t));
+      inflight.add(t);
+    };
+    const churn = (async () => {
+      while (!stopChurn) {
+        const tick = performance.now();
+        generation++;
+        for (let i = 0; i < RATE; i++) {
+          const old = livePods.shift()!;
+          track(deletePod(old));
+          const k = nextPod++;
+          livePods.push(k);
+          track(createPod(k));
+          const j = livePolicies[(generation * RATE + i) % livePolicies.length]!;
+          const p = policyOf(j, generation);
+          track(net.replaceNamespacedNetworkPolicy({ namespace: p.metadata!.namespace!, name: p.metadata!.name!, body: p }));
+        }
+        const gone = livePolicies.shift()!;
+        track(net.deleteNamespacedNetworkPolicy({ namespace: policyOf(gone).metadata!.namespace!, name: `pol${gone}` }));
+        const j = nextPolicy++;
+        livePolicies.push(j);
+        track(net.createNamespacedNetworkPolicy({ namespace: policyOf(j).metadata!.namespace!, body: policyOf(j) }));
+        const rest = 1000 - (performance.now() - tick);
+        if (rest > 0) await sleep(rest);
+      }
+    })();
+
+    // RSS every 10 s, kept per minute (the minute's last sample) for the table and the slope.
+    const watched = [...agents, operator];
+    const perMinute: number[][] = [];
+    const cpu0 = watched.map((p) => cpuSeconds(p.child.pid!));
+    const s0 = performance.now();
+    const row = (m: number, rss: number[]) => console.log(`  ${String(m).padStart(4)}  ${rss.map((r) => r.toFixed(1).padStart(10)).join('')}`);
+    console.log(`  ${'min'.padStart(4)}  ${watched.map((p) => `${p.name} MiB`.padStart(10 + Math.max(0, p.name.length - 6))).join('')}`);
+    const first = watched.map((p) => rssMiB(p.child.pid!));
+    perMinute.push(first);
+    row(0, first);
+    for (let minute = 1; minute <= MINUTES; minute++) {
+      let last = first;
+      for (let s = 0; s < 6; s++) {
+        await sleep(Math.max(0, s0 + (minute - 1) * 60_000 + (s + 1) * 10_000 - performance.now()));
+        for (const p of watched) if (p.child.exitCode !== null || p.child.signalCode !== null) throw new Error(`${p.name} exited (${p.child.exitCode ?? p.child.signalCode}); see ${p.log}`);
+        last = watched.map((p) => rssMiB(p.child.pid!));
+      }
+      perMinute.push(last);
+      row(minute, last);
+      if (SNAPSHOTS && minute === WARMUP) agents[0]!.child.kill('SIGUSR2');
+    }
+    stopChurn = true;
+    await churn;
+    await Promise.all([...inflight]);
+    const elapsed = (performance.now() - s0) / 1000;
+    const cpu = watched.map((p, i) => cpuSeconds(p.child.pid!) - cpu0[i]!);
+
+    console.log(`churn: ${ops} API calls ok, ${failed} failed, ${nextPod - PODS} pods and ${nextPolicy - POLICIES} policies replaced, ${generation} policy update rounds`);
+    console.log(`CPU over the churn: ${watched.map((p, i) => `${p.name} ${(100 * cpu[i]! / elapsed).toFixed(0)}%`).join(', ')} of one core; load average ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`);
+    const nodes = JSON.parse(await kubectlOk(cp, ['get', 'npmnodes', '-o', 'json'])) as { items: { metadata: { name: string }; status?: { syncs?: number; failures?: number; kernel?: { chains: number; ipsets: number; ipsetEntries: number } } }[] };
+    for (const n of nodes.items) console.log(`  ${n.metadata.name}: ${n.status?.syncs} syncs, ${n.status?.failures} failed; kernel ${n.status?.kernel?.chains} policy chains, ${n.status?.kernel?.ipsets} sets, ${n.status?.kernel?.ipsetEntries} members`);
+
+    const xs = perMinute.map((_, m) => m).filter((m) => m >= WARMUP);
+    console.log(`RSS slope after the warm-up (minutes ${WARMUP}..${MINUTES}, least squares; goal: flat, |slope| ≤ ${GOAL_MIB_PER_MIN} MiB/min):`);
+    let ok = true;
+    watched.forEach((p, i) => {
+      const ys = xs.map((m) => perMinute[m]![i]!);
+      const s = slope(xs, ys);
+      const flat = Math.abs(s) <= GOAL_MIB_PER_MIN;
+      if (!flat && agents.includes(p)) ok = false;
+      console.log(`  ${p.name.padEnd(10)} ${s >= 0 ? '+' : ''}${s.toFixed(3)} MiB/min (${ys[0]!.toFixed(1)} -> ${ys.at(-1)!.toFixed(1)} MiB; ${(s * 60).toFixed(1)} MiB/h)  ${flat ? 'flat' : 'GROWING'}`);
+    });
+    console.log(`verdict: ${ok ? 'agents flat after the warm-up (goal met)' : 'agent memory grows after the warm-up (goal missed)'}${xs.length < 5 ? `; only ${xs.length} samples after the warm-up: a longer run gives a firmer slope` : ''}`);
+
+    if (SNAPSHOTS) {
+      agents[0]!.child.kill('SIGUSR2');
+      // The file grows while V8 writes it: complete once its size holds still for 3 s.
+      let sizes = '';
+      let still = 0;
+      const snaps = await waitFor('2 complete heap snapshots of agent n1', async () => {
+        const files = readdirSync(dir).filter((f) => f.endsWith('.heapsnapshot') && f.includes(`.${agents[0]!.child.pid}.`)).sort();
+        const now = files.map((f) => statSync(join(dir, f)).size).join(',');
+        still = now === sizes ? still + 1 : 0;
+        sizes = now;
+        return files.length >= 2 && still >= 3 ? files : undefined;
+      }, 300_000, 1000);
+      console.log(`agent n1 heap, end of warm-up -> end (${snaps.join(', ')} in ${dir}):`);
+      console.log(diffReport(summarize(readFileSync(join(dir, snaps[0]!), 'utf8')), summarize(readFileSync(join(dir, snaps[1]!), 'utf8')), 15));
+    }
+  } finally {
+    for (const p of procs) await p.stop().catch(() => undefined);
+    await cluster?.destroy();
+    await cp.stop();
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exitCode = 1;
+});
