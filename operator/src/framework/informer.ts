@@ -15,7 +15,12 @@
  *    for keys that vanished. The same diff runs for the periodic relist (resyncMs), which also
  *    bounds how long a silently broken watch can leave the cache stale.
  *  - Any other error (HTTP 500, connection refused, an ERROR event, a watch that outlives its
- *    timeout by a grace period) restarts list-or-watch after an exponential backoff.
+ *    timeout by a grace period) restarts list-or-watch after an exponential backoff, jittered and
+ *    capped low (default 0.5 s .. 5 s): during an API server outage the cap, not the outage's
+ *    length, bounds how long after the server's return we reconnect. A 429/5xx with Retry-After
+ *    (the API server's "storage is (re)initializing" right after a restart) waits exactly that and
+ *    does not grow the backoff. A successful list, and a watch that delivered something or stayed
+ *    open HEALTHY_WATCH_MS, reset it, so one failure after a healthy period retries at once.
  *  - Cache writes happen in event order as events arrive; handler calls are queued and run one at
  *    a time in the same order, awaited. A handler that throws or rejects is logged; the informer
  *    and the other handlers go on. Handlers therefore may see get() already reflecting later
@@ -24,8 +29,11 @@
  *    the handler that is running, and resolves; no handler runs afterwards.
  * Effects: only through listFn/watchFn (default: client-node over `kc`) and the injected Clock.
  */
-import { Watch, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
-import { Backoff, realClock, type Clock } from './backoff.js';
+import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { request as httpsRequest, type Agent } from 'node:https';
+import { createInterface } from 'node:readline';
+import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
+import { Backoff, realClock, type BackoffOptions, type Clock } from './backoff.js';
 import { RawApi, formatError, isGone, listObjects, objectKey, resourcePath, type ListResult, type ResourceRef } from './kube.js';
 
 export type WatchQuery = Record<string, string | number | boolean | undefined>;
@@ -65,8 +73,8 @@ export interface InformerOptions<T = KubernetesObject> {
   fieldSelector?: string;
   /** Periodic relist + diff; default 5 min, 0 = off. */
   resyncMs?: number;
-  /** Backoff between failed list/watch attempts; default 1 s .. 60 s. */
-  backoff?: { initialMs: number; maxMs: number };
+  /** Backoff between failed list/watch attempts; default 0.5 s .. 5 s, jitter 0.5 (see the header). */
+  backoff?: Pick<BackoffOptions, 'initialMs' | 'maxMs' | 'jitter' | 'random'>;
   /** Server-side watch timeout (timeoutSeconds); default 5-10 min, randomised per watch. */
   watchTimeoutSeconds?: number;
   clock?: Clock;
@@ -103,6 +111,9 @@ export class WatchStatusError extends Error {
 
 /** Extra time a watch may stay open past its server-side timeout before we consider it dead. */
 const WATCH_GRACE_MS = 30_000;
+/** A watch open this long counts as a success for backoff purposes even if it delivered nothing. */
+export const HEALTHY_WATCH_MS = 5_000;
+export const DEFAULT_INFORMER_BACKOFF = { initialMs: 500, maxMs: 5_000, jitter: 0.5 } as const;
 
 // Handlers return void or a promise (awaited); any other return value is ignored, so
 // `(o) => cond && queue.add(key(o))` is fine.
@@ -140,7 +151,7 @@ export class Informer<T extends KubernetesObject> {
     const prefix = `informer ${opts.resource.plural}${opts.namespace ? ` (ns ${opts.namespace})` : ''}: `;
     const sink = opts.log ?? ((m: string) => void process.stderr.write(`${m}\n`));
     this.log = (m) => sink(prefix + m);
-    this.backoff = new Backoff({ ...(opts.backoff ?? { initialMs: 1000, maxMs: 60_000 }) });
+    this.backoff = new Backoff({ ...(opts.backoff ?? DEFAULT_INFORMER_BACKOFF) });
     this.resyncMs = opts.resyncMs ?? 5 * 60_000;
     this.path = resourcePath(opts.resource, opts.namespace);
     this.listFn = opts.listFn ?? defaultList<T>(opts.kc);
@@ -188,7 +199,7 @@ export class Informer<T extends KubernetesObject> {
         break;
       } catch (err) {
         if (this.stopping) throw new Error('informer stopped before its initial list', { cause: err });
-        const delay = this.backoff.next();
+        const delay = this.backoff.delayAfter(err);
         this.log(`initial list failed, retrying in ${delay} ms: ${formatError(err)}`);
         await this.clock.sleep(delay, this.stopAc.signal);
       }
@@ -218,19 +229,20 @@ export class Informer<T extends KubernetesObject> {
           this.backoff.reset();
         } catch (err) {
           if (this.stopping) break;
-          const delay = this.backoff.next();
+          const delay = this.backoff.delayAfter(err);
           this.log(`relist failed, retrying in ${delay} ms: ${formatError(err)}`);
           await this.clock.sleep(delay, this.stopAc.signal);
           continue;
         }
       }
-      const o = await this.watchOnce();
+      const { outcome: o, healthy } = await this.watchOnce();
       if (this.stopping || o.kind === 'stopped') break;
+      // A watch that worked for a while is a success: whatever ended it is a fresh failure, retried
+      // after initialMs, not after the delay an earlier outage had grown to.
+      if (healthy) this.backoff.reset();
       switch (o.kind) {
         case 'closed':
-          if (o.events > 0) {
-            this.backoff.reset();
-          } else {
+          if (!healthy) {
             // A server or proxy that closes every watch at once must not make us spin.
             await this.clock.sleep(this.backoff.next(), this.stopAc.signal);
           }
@@ -243,7 +255,7 @@ export class Informer<T extends KubernetesObject> {
           needList = true;
           break;
         case 'error': {
-          const delay = this.backoff.next();
+          const delay = this.backoff.delayAfter(o.err);
           this.log(`watch failed, restarting in ${delay} ms: ${formatError(o.err)}`);
           await this.clock.sleep(delay, this.stopAc.signal);
           break;
@@ -252,8 +264,11 @@ export class Informer<T extends KubernetesObject> {
     }
   }
 
-  /** One watch request from lastRV; resolves with why it ended. Never rejects. */
-  private async watchOnce(): Promise<Outcome> {
+  /**
+   * One watch request from lastRV; resolves with why it ended, and whether it was healthy (opened
+   * and delivered something or stayed open HEALTHY_WATCH_MS). Never rejects.
+   */
+  private async watchOnce(): Promise<{ outcome: Outcome; healthy: boolean }> {
     const timers = new AbortController();
     let handle: WatchHandle | undefined;
     let finished = false;
@@ -301,15 +316,18 @@ export class Informer<T extends KubernetesObject> {
       }
     });
 
+    let openedAt: number | undefined;
     try {
       handle = await this.watchFn(this.path, query, onEvent, onDone);
       if (finished) handle.abort(); // ended (stop(), an early error) while the request was opening
+      else openedAt = this.clock.now();
     } catch (err) {
       finish(isGone(err) ? { kind: 'gone', err } : { kind: 'error', err });
     }
     const outcome = await ended;
     this.endWatch = undefined;
-    return outcome;
+    const healthy = openedAt !== undefined && (events > 0 || this.clock.now() - openedAt >= HEALTHY_WATCH_MS);
+    return { outcome, healthy };
   }
 
   /** Apply one watch event to the cache and queue its notification; an Outcome ends the watch. */
@@ -433,7 +451,91 @@ function defaultList<T extends KubernetesObject>(kc: KubeConfig): ListFn<T> {
   };
 }
 
+/** An HTTP error status on a watch request, with what the informer needs to react to it. */
+export class WatchHttpError extends Error {
+  constructor(
+    readonly statusCode: number,
+    /** Response headers, lower-case names (Retry-After). */
+    readonly headers: Record<string, string>,
+    readonly body: string,
+  ) {
+    let detail = body.trim().slice(0, 300);
+    try {
+      const s = JSON.parse(body) as { message?: string; reason?: string };
+      if (s.message) detail = `${s.reason ? `${s.reason}: ` : ''}${s.message}`;
+    } catch {
+      /* not a Status: keep the text */
+    }
+    super(`watch request failed: HTTP ${statusCode}${detail ? `: ${detail}` : ''}`);
+    this.name = 'WatchHttpError';
+  }
+}
+
+/**
+ * client-node's request setup (auth, TLS, proxy agent via applyToFetchOptions) with our own HTTP
+ * request: client-node's Watch drops the response headers and body of an error status, and the
+ * informer needs Retry-After from them. Same contract as Watch.watch: resolves once the response
+ * head arrived (or the request failed), onDone exactly once.
+ */
 function defaultWatch(kc: KubeConfig): WatchFn {
-  const w = new Watch(kc);
-  return (path, query, onEvent, onDone) => w.watch(path, query, onEvent, onDone);
+  return async (path, query, onEvent, onDone) => {
+    const cluster = kc.getCurrentCluster();
+    if (!cluster) throw new Error('no current cluster in the kubeconfig');
+    const url = new URL(cluster.server + path);
+    url.searchParams.set('watch', 'true');
+    for (const [k, v] of Object.entries(query)) if (v !== undefined) url.searchParams.set(k, String(v));
+    const init = await kc.applyToFetchOptions({});
+    const headers: Record<string, string> = { accept: 'application/json' };
+    (init.headers as unknown as { forEach(cb: (v: string, k: string) => void): void } | undefined)?.forEach((v, k) => (headers[k] = v));
+    const ac = new AbortController();
+    let done = false;
+    const finish = (err: unknown): void => {
+      if (done) return;
+      done = true;
+      ac.abort();
+      onDone(err);
+    };
+    const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
+    await new Promise<void>((opened) => {
+      const req = send(url, { method: 'GET', headers, agent: init.agent as Agent | undefined, signal: ac.signal });
+      req.on('socket', (s) => s.setKeepAlive(true, 30_000));
+      req.on('error', (err) => {
+        finish(err);
+        opened();
+      });
+      req.on('response', (res: IncomingMessage) => {
+        res.on('error', finish);
+        if (res.statusCode !== 200) {
+          let body = '';
+          res.setEncoding('utf8');
+          res.on('data', (c: string) => void (body.length < 65_536 && (body += c)));
+          res.on('end', () => {
+            const h: Record<string, string> = {};
+            for (const [k, v] of Object.entries(res.headers)) if (v !== undefined) h[k] = Array.isArray(v) ? v.join(', ') : v;
+            finish(new WatchHttpError(res.statusCode ?? 0, h, body));
+            opened();
+          });
+          return;
+        }
+        const lines = createInterface({ input: res, crlfDelay: Infinity });
+        lines.on('line', (line) => {
+          if (done || line.trim() === '') return;
+          let ev: { type?: string; object?: unknown };
+          try {
+            ev = JSON.parse(line) as { type?: string; object?: unknown };
+          } catch (err) {
+            finish(new Error(`watch stream: invalid JSON line: ${line.slice(0, 200)}`, { cause: err }));
+            return;
+          }
+          onEvent(String(ev.type), ev.object);
+        });
+        // readline re-emits the response's errors (e.g. "aborted" when the server goes away).
+        lines.on('error', finish);
+        lines.on('close', () => finish(null));
+        opened();
+      });
+      req.end();
+    });
+    return { abort: () => finish(Object.assign(new Error('The operation was aborted.'), { name: 'AbortError' })) };
+  };
 }

@@ -310,4 +310,127 @@ describe('framework Informer', () => {
     await p.catch((e: unknown) => (err = e));
     expect(String(err)).to.contain('stopped before its initial list');
   });
+
+  // Issue #9 item 6: after a 23 s outage the watch backoff had grown to 16-32 s and a 429 from the
+  // fresh server doubled it again, so catching up took 43 s.
+  const delays = (logs: string[]) => logs.map((l) => /restarting in (\d+) ms/.exec(l)?.[1]).filter((d) => d !== undefined).map(Number);
+
+  it('a watch that stayed open HEALTHY_WATCH_MS resets the backoff: its failure retries after initialMs', async () => {
+    const { t, inf, logs } = setup();
+    t.lists = [{ items: [], resourceVersion: '7' }];
+    t.watchErrors = [httpError(500), httpError(500), httpError(500), httpError(500)];
+    await inf.start();
+    for (const d of [1000, 2000, 4000, 8000]) {
+      await flush();
+      await clock.tickAsync(d);
+    }
+    await flush();
+    expect(t.watches).to.have.length(5); // the fifth opened fine
+    await clock.tickAsync(5000);
+    t.current.close(httpError(500)); // e.g. the API server went away again
+    await flush();
+    expect(delays(logs)).to.deep.equal([1000, 2000, 4000, 8000, 1000]);
+    await clock.tickAsync(1000);
+    await flush();
+    expect(t.watches).to.have.length(6);
+    await inf.stop();
+  });
+
+  it('a watch that opened and failed at once keeps growing the backoff', async () => {
+    const { t, inf, logs } = setup();
+    t.lists = [{ items: [], resourceVersion: '7' }];
+    await inf.start();
+    await flush();
+    t.current.close(httpError(500));
+    await flush();
+    await clock.tickAsync(1000);
+    await flush();
+    t.current.close(httpError(500));
+    await flush();
+    expect(delays(logs)).to.deep.equal([1000, 2000]);
+    await inf.stop();
+  });
+
+  it('honours Retry-After on a 429 (watch and list) without growing the backoff', async () => {
+    const { t, inf, logs } = setup();
+    const tooMany = () => Object.assign(httpError(429, 'Too Many Requests'), { headers: { 'retry-after': '1' } });
+    t.lists = [{ items: [], resourceVersion: '7' }];
+    t.watchErrors = [httpError(500), httpError(500), tooMany(), httpError(500)];
+    await inf.start();
+    for (const d of [1000, 2000, 1000, 4000]) {
+      await flush();
+      await clock.tickAsync(d);
+    }
+    await flush();
+    expect(delays(logs)).to.deep.equal([1000, 2000, 1000, 4000]);
+    expect(t.watches).to.have.length(5);
+    // an in-stream ERROR with details.retryAfterSeconds (the watch cache is re-initializing)
+    t.current.emit('ERROR', { kind: 'Status', code: 429, reason: 'TooManyRequests', details: { retryAfterSeconds: 2 } });
+    await flush();
+    expect(delays(logs).at(-1)).to.equal(2000);
+    await inf.stop();
+  });
+
+  it('by default caps the backoff at 5 s with jitter, so reconnecting after an outage takes at most 5 s', async () => {
+    const { t, inf, logs } = setup({ backoff: undefined });
+    t.lists = [{ items: [], resourceVersion: '7' }];
+    t.watchErrors = Array.from({ length: 12 }, () => httpError(503));
+    await inf.start();
+    for (let i = 0; i < 12; i++) {
+      await flush();
+      await clock.tickAsync(5000);
+    }
+    const d = delays(logs);
+    expect(d).to.have.length(12);
+    expect(Math.max(...d)).to.be.at.most(5000);
+    expect(Math.min(...d)).to.be.at.least(250);
+    // at the cap, jitter spreads reconnects over [2.5 s, 5 s] so agents do not all come back at once
+    for (const x of d.slice(6)) expect(x).to.be.within(2500, 5000);
+    await inf.stop();
+  });
+});
+
+describe('framework Informer over real HTTP (default watch transport)', () => {
+  it('reads Retry-After from a 429 watch response, waits that long, then streams events', async function () {
+    this.timeout(10_000);
+    const { createServer } = await import('node:http');
+    const watchTimes: number[] = [];
+    const server = createServer((req, res) => {
+      const u = new URL(req.url ?? '/', 'http://x');
+      if (u.searchParams.get('watch') !== 'true') return void res.writeHead(404).end();
+      watchTimes.push(Date.now());
+      if (watchTimes.length === 1) {
+        res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '1' });
+        return void res.end(JSON.stringify({ kind: 'Status', code: 429, reason: 'TooManyRequests', message: 'storage is (re)initializing' }));
+      }
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.write(`${JSON.stringify({ type: 'ADDED', object: cm('a', '8') })}\n`);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as { port: number }).port;
+    const kc = new KubeConfig();
+    kc.loadFromOptions({
+      clusters: [{ name: 'c', server: `http://127.0.0.1:${port}`, skipTLSVerify: true }],
+      users: [{ name: 'u', token: 't0ken' }],
+      contexts: [{ name: 'x', cluster: 'c', user: 'u' }],
+      currentContext: 'x',
+    });
+    const t = new FakeTransport<Obj>();
+    t.lists = [{ items: [], resourceVersion: '7' }];
+    const logs: string[] = [];
+    // A backoff that would wait 30 s: only Retry-After can make the second watch come after ~1 s.
+    const inf = new Informer<Obj>({ kc, resource: CORE.configMaps, namespace: 'ns', resyncMs: 0, backoff: { initialMs: 30_000, maxMs: 30_000 }, log: (m) => logs.push(m), listFn: t.listFn });
+    const added = new Promise<string>((resolve) => inf.onAdd((o) => resolve(o.metadata?.resourceVersion ?? '')));
+    try {
+      await inf.start();
+      expect(await added).to.equal('8');
+      expect(watchTimes).to.have.length(2);
+      expect(watchTimes[1]! - watchTimes[0]!).to.be.within(900, 3000);
+      expect(logs.join('\n')).to.match(/restarting in 1000 ms: .*429.*storage is \(re\)initializing/);
+    } finally {
+      await inf.stop();
+      server.closeAllConnections();
+      server.close();
+    }
+  });
 });
