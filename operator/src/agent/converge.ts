@@ -20,6 +20,10 @@
  *    restore destroying unreferenced sets); see plan.ts. A phase that fails stops the sync: the
  *    iptables commit is atomic and the ipset lines are ordered so that a partial restore never
  *    removes protection (ipset/plan.ts). Nothing is ever flushed wholesale on failure.
+ *  - A set of ours whose kernel type or family differs (someone created it, or an older version)
+ *    cannot be swapped, renamed or destroyed while rules use it. The sync then runs twice: first to
+ *    an intermediate state that uses the set's temp name everywhere (plan.ts viaTempNames), then to
+ *    the desired one: make-before-break, protection held at every instant (ADR 0005).
  *  - sync() retries failed attempts with exponential backoff (injected clock), every retry full.
  * Effects: only through the injected Exec and Clock. Not re-entrant: one caller at a time.
  */
@@ -28,7 +32,8 @@ import { realClock, type Clock, type Exec } from './exec.js';
 import { parseIptablesSave } from './iptables/parse.js';
 import { parseIpsetSave } from './ipset/parse.js';
 import type { DesiredState } from './model.js';
-import { appliedState, detectDrift, planIsEmpty, planSync, type ActualState, type Drift, type DriftKind, type Plan } from './plan.js';
+import { tempSetName } from '../api/names.js';
+import { appliedState, detectDrift, planIsEmpty, planSync, unswappableSets, viaTempNames, type ActualState, type Drift, type DriftKind, type Plan } from './plan.js';
 
 export type Tool = 'ipset' | 'iptables';
 
@@ -71,6 +76,12 @@ export interface SyncResult {
   full: boolean;
   dryRun: boolean;
   plan: Plan;
+  /**
+   * Runs before `plan` when sets of another type or family had to be replaced (`replaced`): the
+   * step to the intermediate state that uses their temp names (ADR 0005).
+   */
+  prelude?: Plan;
+  replaced: string[];
   /** Drift found (full syncs only, when there was a previous successful sync). */
   drift: Drift[];
   lines: { ipset: number; iptables: number; destroy: number };
@@ -135,6 +146,8 @@ export class Converger {
   private readonly observer: ConvergeObserver;
   private applied: ActualState | undefined;
   private lastFullAt = Number.NEGATIVE_INFINITY;
+  /** Bumped when a write starts: a reader of `applied` can tell that it changed meanwhile. */
+  private generation = 0;
 
   constructor(opts: ConvergerOptions) {
     this.exec = opts.exec;
@@ -204,13 +217,46 @@ export class Converger {
       // Incremental: trust what we wrote (drift, the hook's included, waits for the next full sync).
       actual = expected as ActualState;
     }
-    const plan = planSync(desired, actual);
+    let plan = planSync(desired, actual);
+    // Sets the kernel cannot swap (another type or family under our name): make-before-break
+    // through an intermediate state that uses their temp names (plan.ts viaTempNames, ADR 0005).
+    const replaced = plan.ipset.unswappable;
+    let prelude: Plan | undefined;
+    /** What the kernel holds when `plan` starts: `actual`, or the intermediate state once reached. */
+    let base = actual;
+    if (replaced.length) {
+      let via = viaTempNames(desired, replaced);
+      // A leftover temp set may itself have a wrong type: rename once more (bounded: names are hashes).
+      for (let depth = 1; ; depth++) {
+        const again = unswappableSets(via, actual);
+        if (!again.length) break;
+        if (depth >= 3) throw new Error(`cannot replace sets ${again.join(', ')}: their temp names are taken by sets of another type too`);
+        via = viaTempNames(via, again);
+      }
+      prelude = planSync(via, actual);
+      // The replaced sets are destroyed last, so that one the kernel keeps (a foreign rule uses it)
+      // does not keep other stale sets alive; `ipset restore` stops at the first failing line.
+      const last = new Set(replaced.map((n) => `destroy ${n}`));
+      prelude.ipset.destroy = [...prelude.ipset.destroy.filter((l) => !last.has(l)), ...prelude.ipset.destroy.filter((l) => last.has(l))];
+      for (const n of replaced) {
+        const a = actual.sets.get(n);
+        this.log(`set ${n} is ${a?.type} family ${a?.family} in the kernel, ${desired.sets.get(n)?.type} inet wanted: replacing it through ${tempSetName(n)}`);
+      }
+      base = appliedState(via, actual);
+      plan = planSync(desired, base);
+    }
     const result: SyncResult = {
       full,
       dryRun: !!opts.dryRun,
       plan,
+      ...(prelude ? { prelude } : {}),
+      replaced,
       drift,
-      lines: { ipset: plan.ipset.apply.length, iptables: plan.iptables.lines.length, destroy: plan.ipset.destroy.length },
+      lines: {
+        ipset: plan.ipset.apply.length + (prelude?.ipset.apply.length ?? 0),
+        iptables: plan.iptables.lines.length + (prelude?.iptables.lines.length ?? 0),
+        destroy: plan.ipset.destroy.length + (prelude?.ipset.destroy.length ?? 0),
+      },
       durationMs: 0,
       attempts: 1,
     };
@@ -225,11 +271,21 @@ export class Converger {
     }
     // From here on a failure leaves the kernel in an unknown (but safe) state: re-read next time.
     this.applied = undefined;
-    if (!planIsEmpty(plan)) this.counters.writes++;
-    if (plan.ipset.apply.length) await this.restore('ipset', 1, ['ipset', 'restore'], plan.ipset.apply);
-    if (plan.iptables.lines.length) await this.restore('iptables', 2, [this.bin.restore, '--noflush', '-w', String(this.lockWait)], plan.iptables.lines);
-    if (plan.ipset.destroy.length) await this.restore('ipset', 3, ['ipset', 'restore'], plan.ipset.destroy);
-    this.applied = appliedState(desired, actual);
+    this.generation++;
+    if (!planIsEmpty(plan) || (prelude && !planIsEmpty(prelude))) this.counters.writes++;
+    if (prelude) {
+      try {
+        await this.apply(prelude);
+      } catch (e) {
+        // Nothing was lost: phase 2 is one atomic commit, so the rules are either the ones from
+        // before or the new ones on the filled temp sets (a failed phase 3: the old set is kept by
+        // a rule that is not ours). Stop here: the real names cannot be created while the wrong
+        // sets exist. The next attempt (full) finds the temp sets in place and retries phase 3.
+        throw new Error(`replacing set(s) ${replaced.join(', ')} of another type or family make-before-break failed (the rules ${e instanceof RestoreError && e.phase === 3 ? 'use the temp set(s); the old set is still used by something else' : 'are unchanged'})`, { cause: e });
+      }
+    }
+    await this.apply(plan);
+    this.applied = appliedState(desired, base);
     for (const d of drift) {
       this.counters.driftRepairs[d.kind] = (this.counters.driftRepairs[d.kind] ?? 0) + 1;
       this.observer.drift?.(d.kind, 1);
@@ -237,6 +293,13 @@ export class Converger {
     }
     result.durationMs = this.clock.now() - start;
     return result;
+  }
+
+  /** The three phases of one plan, in order; the first failure stops it. */
+  private async apply(plan: Plan): Promise<void> {
+    if (plan.ipset.apply.length) await this.restore('ipset', 1, ['ipset', 'restore'], plan.ipset.apply);
+    if (plan.iptables.lines.length) await this.restore('iptables', 2, [this.bin.restore, '--noflush', '-w', String(this.lockWait)], plan.iptables.lines);
+    if (plan.ipset.destroy.length) await this.restore('ipset', 3, ['ipset', 'restore'], plan.ipset.destroy);
   }
 
   private async restore(tool: Tool, phase: 1 | 2 | 3, argv: string[], lines: string[]): Promise<void> {

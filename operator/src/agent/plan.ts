@@ -10,7 +10,8 @@ import { HOOK_RULE } from './iptables/render.js';
 import { hookOk, planIptables, sameChain, type IptablesPlan } from './iptables/plan.js';
 import type { ActualChains } from './iptables/parse.js';
 import type { ActualSet, ActualSets } from './ipset/parse.js';
-import { planIpsets, type IpsetPlan } from './ipset/plan.js';
+import { headerOk, planIpsets, semanticOptions, swappable, type DesiredSet, type IpsetPlan } from './ipset/plan.js';
+import { tempSetName } from '../api/names.js';
 import { requiredMaxelem } from './ipset/render.js';
 import type { DesiredState } from './model.js';
 
@@ -29,6 +30,46 @@ export function planSync(desired: DesiredState, actual: ActualState): Plan {
     ipset: planIpsets(desired.sets, actual.sets),
     iptables: planIptables({ chains: desired.chains, hook: desired.hook }, actual.iptables),
   };
+}
+
+/**
+ * Desired sets whose kernel namesake has another type or family: `swap` cannot replace them (the
+ * kernel refuses it between types), nor can `rename` or `destroy` while a rule references them.
+ */
+export function unswappableSets(desired: DesiredState, actual: ActualState): string[] {
+  const out: string[] = [];
+  for (const [name, d] of desired.sets) {
+    const a = actual.sets.get(name);
+    if (a !== undefined && !swappable(a, d.type)) out.push(name);
+  }
+  return out.sort();
+}
+
+const MATCH_SET = / --match-set (\S+)/g;
+
+/**
+ * `desired` with each set in `names` renamed to its tempSetName, in the sets and in every rule that
+ * matches on it: the intermediate state of a make-before-break replacement (ADR 0005). Converging
+ * to it creates and fills the temp set (phase 1), switches every rule to it in the one iptables
+ * transaction (phase 2) and destroys the set it replaces, no longer desired (phase 3); converging
+ * to `desired` afterwards does the same back to the real name. Protection holds at every instant:
+ * the rules always match on a set that holds the desired members. Chains without such a rule keep
+ * their rule arrays (identity), members are shared. Pure.
+ */
+export function viaTempNames(desired: DesiredState, names: readonly string[]): DesiredState {
+  const rename = new Map(names.map((n) => [n, tempSetName(n) as string]));
+  const sets = new Map<string, DesiredSet>();
+  for (const [name, d] of desired.sets) {
+    const to = rename.get(name);
+    if (to === undefined) sets.set(name, d);
+    else sets.set(to, { ...d, name: to });
+  }
+  const chains = new Map<string, readonly string[]>();
+  for (const [c, rules] of desired.chains) {
+    const hit = rules.some((r) => r.includes(' --match-set ') && [...r.matchAll(MATCH_SET)].some((m) => rename.has(m[1] as string)));
+    chains.set(c, hit ? rules.map((r) => r.replace(MATCH_SET, (all, set: string) => (rename.has(set) ? ` --match-set ${rename.get(set)}` : all))) : rules);
+  }
+  return { ...desired, sets, chains };
 }
 
 export function planIsEmpty(p: Plan): boolean {
@@ -58,12 +99,12 @@ export function appliedState(desired: DesiredState, before: ActualState): Actual
   for (const d of desired.sets.values()) {
     const a = before.sets.get(d.name);
     const need = requiredMaxelem(d.members.size);
-    const kept = a !== undefined && a.type === d.type && a.family === 'inet' && a.maxelem >= need;
+    const kept = a !== undefined && headerOk(a, d.type, d.members.size);
     if (kept && a.members === d.members) {
       sets.set(d.name, a);
       continue;
     }
-    const s: ActualSet = { name: d.name, type: d.type, family: 'inet', hashsize: a?.hashsize ?? 0, maxelem: kept ? a.maxelem : need, members: d.members };
+    const s: ActualSet = { name: d.name, type: d.type, family: 'inet', hashsize: a?.hashsize ?? 0, maxelem: kept ? a.maxelem : need, options: kept ? a.options : [], members: d.members };
     sets.set(d.name, s);
   }
   const chains = new Map(desired.chains);
@@ -136,8 +177,8 @@ export function detectDrift(expected: ActualState, kernel: ActualState): Drift[]
       out.push({ kind: 'set_missing', name, detail: 'set destroyed' });
       continue;
     }
-    if (got.type !== want.type || got.family !== want.family || got.maxelem < want.maxelem) {
-      out.push({ kind: 'set_header', name, detail: `header ${got.type} ${got.family} maxelem ${got.maxelem}` });
+    if (got.type !== want.type || got.family !== want.family || got.maxelem < want.maxelem || semanticOptions(got).length > 0) {
+      out.push({ kind: 'set_header', name, detail: `header ${got.type} ${got.family} maxelem ${got.maxelem}${got.options.length ? ` ${got.options.join(' ')}` : ''}` });
       continue;
     }
     let missing = 0;

@@ -2,7 +2,8 @@
 import { expect } from 'chai';
 import { Converger, RestoreError, contextLines, failedLineOf } from '../../../operator/src/agent/converge.js';
 import { detectBackend } from '../../../operator/src/agent/backend.js';
-import { buildDesired, cleanupDesired } from '../../../operator/src/agent/model.js';
+import { buildDesired, cleanupDesired, type DesiredState } from '../../../operator/src/agent/model.js';
+import { tempSetName } from '../../../operator/src/api/names.js';
 import { HOOK_RULE } from '../../../operator/src/agent/iptables/render.js';
 import { FakeClock, FakeKernel } from './fakekernel.js';
 import { objects } from './fixtures.js';
@@ -240,6 +241,121 @@ describe('agent converge (fake kernel)', () => {
     const last = w[w.length - 1];
     expect(last?.argv).to.deep.equal(['ipset', 'restore']);
     expect(last?.stdin).to.match(/^destroy /);
+  });
+});
+
+describe('agent converge: sets of ours with another type, family or options (fake kernel)', () => {
+  /** The desired name of a set the rules may match on now (a temp name maps back to its set). */
+  function realName(d: DesiredState, name: string): string | undefined {
+    if (d.sets.has(name)) return name;
+    return [...d.sets.keys()].find((n) => tempSetName(n) === name);
+  }
+
+  /**
+   * Make-before-break, checked after every write: every set a rule of ours matches on exists with
+   * the desired type and family and holds the desired members of the set it stands for, and the
+   * hook is rule 1 whenever a policy chain exists.
+   */
+  function watchInvariant(k: FakeKernel, d: DesiredState): string[] {
+    const broken: string[] = [];
+    const inner = k.exec;
+    Object.defineProperty(k, 'exec', {
+      value: async (argv: string[], stdin?: string) => {
+        const r = await inner(argv, stdin);
+        if (!argv.some((a) => a === 'restore' || a.endsWith('-restore'))) return r;
+        for (const [c, rules] of k.chains) {
+          if (!c.startsWith('KNPM-')) continue;
+          for (const rule of rules) {
+            for (const m of rule.matchAll(/--match-set (\S+)/g)) {
+              const real = realName(d, m[1] as string);
+              const want = real !== undefined ? d.sets.get(real) : undefined;
+              const got = k.sets.get(m[1] as string);
+              if (!want || !got || got.type !== want.type || (got.family ?? 'inet') !== 'inet' || got.options) broken.push(`after ${argv.join(' ')}: ${c} matches on ${m[1]} (${got?.type} ${got?.family})`);
+              else if (got.members.size !== want.members.size || [...want.members.keys()].some((x) => !got.members.has(x))) broken.push(`after ${argv.join(' ')}: ${m[1]} lacks members`);
+            }
+          }
+        }
+        return r;
+      },
+    });
+    return broken;
+  }
+
+  const target = [...small.sets.values()].find((s) => s.type === 'hash:ip' && s.members.size > 0 && s.name.startsWith('KNPM-S-'))!;
+
+  it('a set pre-created as hash:net under our name: replaced make-before-break, every sync succeeds, then a no-op', async () => {
+    const { k, c, logs } = setup();
+    k.sets.set(target.name, { type: 'hash:net', hashsize: 1024, maxelem: 65536, members: new Map([['10.9.0.0/16', '10.9.0.0/16']]) });
+    const broken = watchInvariant(k, small);
+    const r = await c.sync(small);
+    expect(r.attempts).to.equal(1);
+    expect(r.replaced).to.deep.equal([target.name]);
+    expect(broken).to.deep.equal([]);
+    expect(k.sets.get(target.name)?.type).to.equal('hash:ip');
+    expect([...(k.sets.get(target.name)?.members.keys() ?? [])]).to.deep.equal([...target.members.keys()]);
+    expect(k.sets.has(tempSetName(target.name))).to.equal(false);
+    expect(k.chains.get('FORWARD')?.[0]).to.equal(HOOK_RULE);
+    // Two steps: temp filled + rules switched + wrong set destroyed, then the real name back.
+    expect(k.writes().map((w) => w.argv[0])).to.deep.equal(['ipset', 'iptables-nft-restore', 'ipset', 'ipset', 'iptables-nft-restore', 'ipset']);
+    expect(logs.some((l) => l.includes(`set ${target.name} is hash:net`))).to.equal(true);
+    const again = await setup(k).c.sync(small);
+    expect(again.lines).to.deep.equal({ ipset: 0, iptables: 0, destroy: 0 });
+    expect(again.replaced).to.deep.equal([]);
+  });
+
+  it('a set that the rules already use is replaced by a wrong-family one behind our back: repaired at the next full sync, protection held', async () => {
+    const { k, c } = setup();
+    await c.sync(small);
+    const broken = watchInvariant(k, small);
+    // (The kernel would refuse to destroy a set in use; the fake lets us simulate what an older
+    // version or another tool may have left, including rules pointing at it.)
+    k.sets.set(target.name, { type: 'hash:ip', family: 'inet6', hashsize: 1024, maxelem: 65536, members: new Map() });
+    broken.length = 0;
+    const r = await c.sync(small, { forceFull: true });
+    expect(r.replaced).to.deep.equal([target.name]);
+    expect(r.drift.map((x) => x.kind)).to.include('set_header');
+    expect(broken).to.deep.equal([]);
+    expect(k.sets.get(target.name)?.family).to.equal('inet');
+    expect((await setup(k).c.sync(small)).lines).to.deep.equal({ ipset: 0, iptables: 0, destroy: 0 });
+  });
+
+  it('a set with a timeout (members would expire) is rebuilt by swap; counters alone are left alone', async () => {
+    const { k, c } = setup();
+    const other = [...small.sets.values()].find((s) => s.name !== target.name && s.type === 'hash:ip')!;
+    k.sets.set(target.name, { type: 'hash:ip', hashsize: 1024, maxelem: 65536, options: 'timeout 5', members: new Map() });
+    k.sets.set(other.name, { type: 'hash:ip', hashsize: 1024, maxelem: 65536, options: 'counters', members: new Map() });
+    const r = await c.sync(small);
+    expect(r.replaced).to.deep.equal([]);
+    expect(r.plan.ipset.rebuilt).to.deep.equal([target.name]);
+    expect(k.sets.get(target.name)?.options).to.equal(undefined);
+    expect(k.sets.get(other.name)?.options).to.equal('counters');
+    expect((await setup(k).c.sync(small)).lines).to.deep.equal({ ipset: 0, iptables: 0, destroy: 0 });
+  });
+
+  it('a wrong-typed set that a foreign rule keeps alive: the node is protected on the temp set, the error names the cause, then it heals', async () => {
+    const { k, c } = setup();
+    k.sets.set(target.name, { type: 'hash:net', hashsize: 1024, maxelem: 65536, members: new Map() });
+    k.chains.set('OTHER', [`-m set --match-set ${target.name} src -j RETURN`]);
+    const broken = watchInvariant(k, small);
+    let err: Error | undefined;
+    await c.sync(small).catch((e: Error) => (err = e));
+    expect(err?.message).to.match(/sync failed after 3 attempt/);
+    const cause = err?.cause as Error;
+    expect(cause.message).to.include(target.name);
+    expect(cause.message).to.match(/temp set/);
+    expect(String((cause.cause as Error).message)).to.match(/in use/);
+    expect(broken).to.deep.equal([]);
+    // Protected meanwhile: hook first, the policy chains in place, matching on the filled temp set.
+    expect(k.chains.get('FORWARD')?.[0]).to.equal(HOOK_RULE);
+    for (const [name, rules] of small.chains) expect(k.chains.get(name)?.length, name).to.equal(rules.length);
+    expect([...k.chains.values()].flat().some((r) => r.includes(`--match-set ${tempSetName(target.name)} `))).to.equal(true);
+    // The other tool lets go: the next sync finishes the replacement.
+    k.chains.delete('OTHER');
+    const r = await c.sync(small);
+    expect(r.replaced).to.deep.equal([target.name]);
+    expect(k.sets.get(target.name)?.type).to.equal('hash:ip');
+    expect(k.sets.has(tempSetName(target.name))).to.equal(false);
+    expect(broken).to.deep.equal([]);
   });
 });
 

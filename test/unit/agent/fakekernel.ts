@@ -4,7 +4,8 @@
  * deliberately literal (no normalisation of members or rules: the kernel tests cover that) and
  * enforces what matters for ordering: sets must exist before a rule uses them, a set referenced by
  * a rule cannot be destroyed, a chain must be empty and unreferenced to be deleted, jump targets
- * must exist, maxelem bounds adds. iptables-restore commits atomically (all or nothing);
+ * must exist, maxelem bounds adds, `swap` needs the same type and family (like the kernel).
+ * iptables-restore commits atomically (all or nothing);
  * ipset restore applies lines until the first failing one, like the real one.
  * Faults: `failNext(pred, how)` makes a matching command fail (iptables: atomically at a given line;
  * ipset: after applying `applyLines` lines).
@@ -14,8 +15,12 @@ import { tokenize } from '../../../operator/src/agent/iptables/parse.js';
 
 interface FakeSet {
   type: string;
+  /** Default inet. */
+  family?: string;
   hashsize: number;
   maxelem: number;
+  /** Header options printed after maxelem, e.g. "timeout 0" or "counters". */
+  options?: string;
   members: Map<string, string>;
 }
 
@@ -85,7 +90,7 @@ export class FakeKernel {
   ipsetSave(): string {
     const lines: string[] = [];
     for (const [name, s] of this.sets) {
-      lines.push(`create ${name} ${s.type} family inet hashsize ${s.hashsize} maxelem ${s.maxelem} bucketsize 12 initval 0x1234`);
+      lines.push(`create ${name} ${s.type} family ${s.family ?? 'inet'} hashsize ${s.hashsize} maxelem ${s.maxelem}${s.options ? ` ${s.options}` : ''} bucketsize 12 initval 0x1234`);
       for (const m of s.members.values()) lines.push(`add ${name} ${m}`);
     }
     return lines.length ? `${lines.join('\n')}\n` : '';
@@ -126,8 +131,9 @@ export class FakeKernel {
     switch (op) {
       case 'create': {
         if (set) return exist && set.type === rest[0] ? undefined : 'Set cannot be created: set with the same name already exists';
-        const opt = (k: string): number => Number(rest[rest.indexOf(k) + 1]);
-        this.sets.set(name, { type: rest[0] ?? '', hashsize: opt('hashsize'), maxelem: opt('maxelem'), members: new Map() });
+        const opt = (k: string): string | undefined => (rest.includes(k) ? rest[rest.indexOf(k) + 1] : undefined);
+        const options = rest.slice(1).join(' ').replace(/\b(family|hashsize|maxelem) \S+ ?/g, '').trim();
+        this.sets.set(name, { type: rest[0] ?? '', family: opt('family') ?? 'inet', hashsize: Number(opt('hashsize') ?? 1024), maxelem: Number(opt('maxelem') ?? 65536), ...(options ? { options } : {}), members: new Map() });
         return undefined;
       }
       case 'add': {
@@ -147,6 +153,7 @@ export class FakeKernel {
       case 'swap': {
         const other = this.sets.get(rest[0] ?? '');
         if (!set || !other) return 'The set with the given name does not exist';
+        if (set.type !== other.type || (set.family ?? 'inet') !== (other.family ?? 'inet')) return 'The sets cannot be swapped: their type does not match';
         this.sets.set(name, other);
         this.sets.set(rest[0] as string, set);
         return undefined;

@@ -12,7 +12,7 @@ import { parseIpsetSave } from '../../../operator/src/agent/ipset/parse.js';
 import { planIpsets, type DesiredSet } from '../../../operator/src/agent/ipset/plan.js';
 import { normalizeMember, requiredMaxelem } from '../../../operator/src/agent/ipset/render.js';
 import { buildDesired } from '../../../operator/src/agent/model.js';
-import { detectDrift, planIsEmpty, planSync, planText, appliedState, type ActualState } from '../../../operator/src/agent/plan.js';
+import { detectDrift, planIsEmpty, planSync, planText, appliedState, unswappableSets, viaTempNames, type ActualState } from '../../../operator/src/agent/plan.js';
 import { objects } from './fixtures.js';
 
 const GOLDEN = join(dirname(fileURLToPath(import.meta.url)), '../../fixtures/agent');
@@ -117,19 +117,60 @@ describe('agent ipset plan', () => {
     const p = planIpsets(new Map([['KNPM-N-A', dset('KNPM-N-A', 'hash:net', ['10.0.5.0/24 nomatch'])]]), actual);
     expect(p.apply).to.deep.equal(['add -exist KNPM-N-A 10.0.5.0/24 nomatch']);
   });
-  it('rebuilds under the temp name and swaps when maxelem is too small or the type differs', () => {
+  it('rebuilds under the temp name and swaps when maxelem is too small or a semantic option is set', () => {
     const actual = save('create KNPM-S-A hash:ip family inet hashsize 1024 maxelem 4\nadd KNPM-S-A 10.0.0.1\n');
     const tmp = tempSetName('KNPM-S-A');
     const p = planIpsets(new Map([['KNPM-S-A', dset('KNPM-S-A', 'hash:ip', ['10.0.0.1'])]]), actual);
     expect(p.apply).to.deep.equal([`create ${tmp} hash:ip family inet hashsize 1024 maxelem 65536`, `add ${tmp} 10.0.0.1`, `swap ${tmp} KNPM-S-A`, `destroy ${tmp}`]);
-    const leftover = save(`create KNPM-S-A hash:net family inet hashsize 1024 maxelem 65536\ncreate ${tmp} hash:ip family inet hashsize 1024 maxelem 65536\n`);
+    const leftover = save(`create KNPM-S-A hash:ip family inet hashsize 1024 maxelem 65536 timeout 0 bucketsize 12 initval 0x777c8510\ncreate ${tmp} hash:ip family inet hashsize 1024 maxelem 65536\n`);
     const p2 = planIpsets(new Map([['KNPM-S-A', dset('KNPM-S-A', 'hash:ip', [])]]), leftover);
+    expect(p2.rebuilt).to.deep.equal(['KNPM-S-A']);
     expect(p2.apply[0]).to.equal(`destroy ${tmp}`);
     expect(p2.destroy).to.deep.equal([]);
   });
+  it('parses every header option the kernel prints; only semantic ones make a set different', () => {
+    const a = save([
+      'create KNPM-S-T hash:ip family inet hashsize 1024 maxelem 65536 timeout 0 bucketsize 12 initval 0x777c8510',
+      'create KNPM-S-C hash:ip family inet hashsize 1024 maxelem 65536 counters comment bucketsize 12 initval 0xb19eff81',
+      'create KNPM-S-M hash:ip family inet hashsize 1024 maxelem 65536 netmask 24 bucketsize 12 initval 0xdded1884',
+      'create KNPM-S-6 hash:ip family inet6 hashsize 1024 maxelem 65536 bucketsize 12 initval 0xc46eb346',
+      'create KNPM-S-N hash:net family inet hashsize 1024 maxelem 65536 bucketsize 12 initval 0xe0b6e913',
+      'create KNPM-S-OK hash:ip family inet hashsize 1024 maxelem 65536 bucketsize 12 initval 0x1',
+      '',
+    ].join('\n'));
+    expect(a.get('KNPM-S-T')?.options).to.deep.equal(['timeout 0']);
+    expect(a.get('KNPM-S-C')?.options).to.deep.equal(['counters', 'comment']);
+    expect(a.get('KNPM-S-M')?.options).to.deep.equal(['netmask 24']);
+    expect(a.get('KNPM-S-6')?.family).to.equal('inet6');
+    expect(a.get('KNPM-S-OK')?.options).to.deep.equal([]);
+    const want = new Map([...a.keys()].map((n) => [n, dset(n, 'hash:ip', [])]));
+    const p = planIpsets(want, a);
+    // timeout / netmask: same type and family, so `swap` can replace them; counters/comment are harmless.
+    expect(p.rebuilt.sort()).to.deep.equal(['KNPM-S-M', 'KNPM-S-T']);
+    // Another family or type: the kernel refuses `swap`; no line for them (the converger replaces them).
+    expect(p.unswappable.sort()).to.deep.equal(['KNPM-S-6', 'KNPM-S-N']);
+    expect(p.apply.filter((l) => l.includes('KNPM-S-6') || l.includes('KNPM-S-N'))).to.deep.equal([]);
+    expect(p.apply.filter((l) => l.includes('KNPM-S-C') || l.includes('KNPM-S-OK'))).to.deep.equal([]);
+  });
+  it('viaTempNames renames a set everywhere it is matched, and shares everything else', () => {
+    const d = buildDesired(objects({ namespaces: 2, podsPerNamespace: 3, policiesPerNamespace: 1 }), { localPods: ['10.244.0.1'] });
+    const target = [...d.sets.keys()].find((n) => n.startsWith('KNPM-S-')) as string;
+    const via = viaTempNames(d, [target, 'KNPM-LOCAL']);
+    const tmp = tempSetName(target);
+    expect(via.sets.has(target)).to.equal(false);
+    expect(via.sets.get(tmp)?.members).to.equal(d.sets.get(target)?.members);
+    expect(via.sets.get(tmp)?.name).to.equal(tmp);
+    const uses = (st: typeof d, n: string): number => [...st.chains.values()].flat().filter((r) => r.includes(` --match-set ${n} `)).length;
+    expect(uses(d, target)).to.be.greaterThan(0);
+    expect(uses(via, tmp)).to.equal(uses(d, target));
+    expect(uses(via, target)).to.equal(0);
+    expect(uses(via, tempSetName('KNPM-LOCAL'))).to.equal(2);
+    for (const [c, rules] of d.chains) if (!rules.some((r) => r.includes(target) || r.includes('KNPM-LOCAL'))) expect(via.chains.get(c)).to.equal(rules);
+    expect(unswappableSets(d, { sets: parseIpsetSave(`create ${target} hash:net family inet hashsize 1024 maxelem 65536\n`), iptables: empty().iptables })).to.deep.equal([target]);
+  });
   it('an unchanged set costs nothing: the same member Map is skipped, an equal one compared without writing', () => {
     const d = dset('KNPM-S-A', 'hash:ip', ['10.0.0.1', '10.0.0.2']);
-    const shared = new Map([['KNPM-S-A', { name: 'KNPM-S-A', type: 'hash:ip', family: 'inet', hashsize: 1024, maxelem: 65536, members: d.members }]]);
+    const shared = new Map([['KNPM-S-A', { name: 'KNPM-S-A', type: 'hash:ip', family: 'inet', hashsize: 1024, maxelem: 65536, options: [], members: d.members }]]);
     expect(planIpsets(new Map([['KNPM-S-A', d]]), shared).apply).to.deep.equal([]);
     const equal = save('create KNPM-S-A hash:ip family inet hashsize 1024 maxelem 65536\nadd KNPM-S-A 10.0.0.2\nadd KNPM-S-A 10.0.0.1\n');
     expect(planIpsets(new Map([['KNPM-S-A', d]]), equal).apply).to.deep.equal([]);

@@ -4,8 +4,9 @@
  *
  * Phase 1, in this order, in ONE `ipset restore`:
  *   1. create + fill sets that do not exist yet (iptables does not reference them yet);
- *   2. rebuild sets whose header must change (type, family, maxelem too small) under
- *      tempSetName(live): destroy a leftover temp, create, fill, `swap`, destroy the temp;
+ *   2. rebuild sets whose header must change but can be swapped (maxelem too small, an option
+ *      that changes semantics such as `timeout`, `netmask`, `forceadd`) under tempSetName(live):
+ *      destroy a leftover temp, create, fill, `swap`, destroy the temp;
  *   3. member additions of every existing set (`add -exist`, a " nomatch" flag change included);
  *   4. member removals (`del -exist`).
  * `ipset restore` applies lines in order and stops at the first failing one, so a half-applied
@@ -14,10 +15,16 @@
  * desired state may stay allowed until the removal lines run (the next retry); that is the price
  * of never over-denying mid-update. iptables (phase 2) is not written when phase 1 fails.
  * Phase 3 destroys owned sets no longer desired (including leftover temp sets).
+ *
+ * A set whose TYPE or FAMILY differs cannot be fixed here: the kernel refuses to `swap` two sets of
+ * different types or families ("their type does not match") and to `rename` or `destroy` a set a
+ * rule references. Such sets are listed in `unswappable` and get no line at all (a plan never holds
+ * a line the kernel is known to refuse); the converger replaces them make-before-break through an
+ * intermediate desired state (plan.ts viaTempNames, ADR 0005).
  */
 import { tempSetName } from '../../api/names.js';
 import type { SetType } from '../../api/types.js';
-import type { ActualSets } from './parse.js';
+import type { ActualSet, ActualSets } from './parse.js';
 import { compareMembers, createLine, deltaOf, isSorted, requiredMaxelem } from './render.js';
 
 export interface DesiredSet {
@@ -39,8 +46,32 @@ export interface IpsetPlan {
   destroy: string[];
   created: string[];
   rebuilt: string[];
+  /** Sets whose kernel type or family differs from the desired one: no line written (see above). */
+  unswappable: string[];
   added: number;
   removed: number;
+}
+
+/**
+ * Header options that do not change what a set matches or keeps (per-element counters, comments,
+ * skb info): a set of ours carrying them is left alone. Any other option (`timeout` makes members
+ * expire, `netmask` widens every member, `forceadd` evicts members when full, or anything unknown)
+ * makes the set different: it is rebuilt.
+ */
+const HARMLESS_OPTIONS = new Set(['counters', 'comment', 'skbinfo']);
+
+export function semanticOptions(a: ActualSet): string[] {
+  return a.options.filter((o) => !HARMLESS_OPTIONS.has(o));
+}
+
+/** Whether the kernel can `swap` a set of the desired type into `a`'s place (same type and family). */
+export function swappable(a: ActualSet, type: SetType): boolean {
+  return a.type === type && a.family === 'inet';
+}
+
+/** Whether `a` can stay as it is for a desired set of `type` holding `members` members (members aside). */
+export function headerOk(a: ActualSet, type: SetType, members: number): boolean {
+  return swappable(a, type) && a.maxelem >= requiredMaxelem(members) && semanticOptions(a).length === 0;
 }
 
 function byName(a: string, b: string): number {
@@ -111,7 +142,7 @@ export function planIpsets(desired: ReadonlyMap<string, DesiredSet>, actual: Act
   const builds: string[] = [];
   const adds: string[] = [];
   const dels: string[] = [];
-  const plan: IpsetPlan = { apply: [], destroy: [], created: [], rebuilt: [], added: 0, removed: 0 };
+  const plan: IpsetPlan = { apply: [], destroy: [], created: [], rebuilt: [], unswappable: [], added: 0, removed: 0 };
   /** Temp sets destroyed in phase 1 already (a leftover of a set rebuilt now). */
   const tempsDestroyed = new Set<string>();
   for (const name of [...desired.keys()].sort(byName)) {
@@ -123,7 +154,9 @@ export function planIpsets(desired: ReadonlyMap<string, DesiredSet>, actual: Act
       builds.push(createLine(name, d.type, d.members.size));
       for (const m of d.members.values()) builds.push(`add ${name} ${m}`);
       plan.added += d.members.size;
-    } else if (a.type !== d.type || a.family !== 'inet' || a.maxelem < need) {
+    } else if (!swappable(a, d.type)) {
+      plan.unswappable.push(name);
+    } else if (a.maxelem < need || semanticOptions(a).length > 0) {
       const tmp = tempSetName(name);
       plan.rebuilt.push(name);
       if (actual.has(tmp)) {
