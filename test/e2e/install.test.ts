@@ -200,6 +200,7 @@ describe('install manifests against a real API server (e2e)', function () {
         'kube-npm-agent',
         [
           ...read('npmrulesets.kubenpm.io'), ...read('npmipsets.kubenpm.io'), ...read('pods'),
+          ...read('networkpolicies.networking.k8s.io'), ['get', 'nodes'],
           ['get', 'npmnodes.kubenpm.io'], ['create', 'npmnodes.kubenpm.io'],
           ['patch', 'npmnodes.kubenpm.io', { sub: 'status' }], ['update', 'npmnodes.kubenpm.io', { sub: 'status' }],
         ],
@@ -207,8 +208,8 @@ describe('install manifests against a real API server (e2e)', function () {
           ...write('npmrulesets.kubenpm.io'), ['patch', 'npmrulesets.kubenpm.io', { sub: 'status' }], ...write('npmipsets.kubenpm.io'),
           ...read('secrets'), ['get', 'secrets', { ns: NS }], ...read('configmaps'),
           ['list', 'npmnodes.kubenpm.io'], ['watch', 'npmnodes.kubenpm.io'], ['patch', 'npmnodes.kubenpm.io'], ['update', 'npmnodes.kubenpm.io'], ['delete', 'npmnodes.kubenpm.io'],
-          ...read('networkpolicies.networking.k8s.io'), ...read('namespaces'), ...write('pods'), ['create', 'pods/exec', { ns: NS }],
-          ['create', 'events.events.k8s.io', { ns: NS }], ['create', 'leases.coordination.k8s.io', { ns: NS }], ['get', 'nodes'], ['patch', 'daemonsets.apps/kube-npm-agent', { ns: NS }],
+          ...write('networkpolicies.networking.k8s.io'), ...read('namespaces'), ...write('pods'), ['create', 'pods/exec', { ns: NS }],
+          ['create', 'events.events.k8s.io', { ns: NS }], ['create', 'leases.coordination.k8s.io', { ns: NS }], ['list', 'nodes'], ['patch', 'nodes'], ['patch', 'daemonsets.apps/kube-npm-agent', { ns: NS }],
           ['*', '*'],
         ],
       );

@@ -144,6 +144,12 @@ export interface BuildOptions {
    * pods (set LOCAL_PODS_SET); absent (agent --once), every packet is judged.
    */
   localPods?: Iterable<string>;
+  /**
+   * pod-startup=strict (agent daemon, with localPods; docs/adr/0009-pod-startup.md): this node's
+   * pod CIDRs, IPv4, canonical (podstartup.ts normalizePodCidrs). An address in them that is not a
+   * local pod can neither send nor receive.
+   */
+  podCidrs?: readonly string[];
 }
 
 export function buildDesired(objects: readonly unknown[], opts: BuildOptions = {}): DesiredState {
@@ -269,7 +275,7 @@ export function buildDesired(objects: readonly unknown[], opts: BuildOptions = {
     markSorted(members);
     sets.set(LOCAL_PODS_SET, { name: LOCAL_PODS_SET, type: 'hash:ip', meaning: "this node's own pods", members });
   }
-  const rendered = renderChains(accepted, opts.localPods ? LOCAL_PODS_SET : undefined);
+  const rendered = renderChains(accepted, opts.localPods ? LOCAL_PODS_SET : undefined, opts.localPods ? opts.podCidrs : undefined);
   problems.push(...rendered.problems);
   return { sets, chains: rendered.chains, hook: true, policies: accepted.length, problems };
 }

@@ -11,6 +11,20 @@ import { createNodeMetrics } from '../metrics/node.js';
 import { serveMetrics } from '../metrics/serve.js';
 import { loadKubeConfig, parseAddress } from './flags.js';
 import type { CliIO } from './translate.js';
+import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
+import { decidePodStartup, type PodStartupMode } from '../agent/podstartup.js';
+
+/** The Node's spec.podCIDRs (or spec.podCIDR), or why they could not be read. */
+async function nodePodCidrs(kc: KubeConfig, name: string): Promise<string[] | { error: string }> {
+  try {
+    const node = await kc.makeApiClient(CoreV1Api).readNode({ name });
+    const cidrs = node.spec?.podCIDRs?.length ? node.spec.podCIDRs : node.spec?.podCIDR ? [node.spec.podCIDR] : [];
+    return cidrs.length ? cidrs : { error: `Node ${name} has no spec.podCIDRs` };
+  } catch (err) {
+    const code = (err as { code?: number }).code;
+    return { error: `reading Node ${name}: ${code ? `HTTP ${code}` : err instanceof Error ? err.message : String(err)}` };
+  }
+}
 
 export interface DaemonFlags {
   nodeName: string;
@@ -22,19 +36,30 @@ export interface DaemonFlags {
   /** Program the kernel of this network namespace instead of our own (sandbox and e2e tests: the
    *  process stays where the API server is reachable, its ipset/iptables commands run in NETNS). */
   netns?: string;
+  /** strict | open; absent: strict when the pod CIDR is known (agent/podstartup.ts decidePodStartup). */
+  'pod-startup'?: string;
+  /** This node's pod CIDR(s), comma-separated; default: the Node's spec.podCIDRs. */
+  'pod-cidr'?: string;
 }
 
 export async function runDaemon(f: DaemonFlags, io: CliIO): Promise<number> {
   const log = (s: string) => io.stderr(`${new Date().toISOString()} agent ${f.nodeName}: ${s}\n`);
   const kc = loadKubeConfig(f.kubeconfig);
+  const startup = decidePodStartup(f['pod-startup'] as PodStartupMode | undefined, f['pod-cidr']?.split(','), f['pod-cidr'] ? [] : await nodePodCidrs(kc, f.nodeName));
+  if ('error' in startup) {
+    io.stderr(`error: ${startup.error}\n`);
+    return 2;
+  }
+  for (const l of startup.log) log(l);
   const exec = realExec(f.netns ? { netns: f.netns } : {});
   const backend = await detectBackend(exec, f.backend, log);
-  const metrics = createNodeMetrics({ exec, backend });
+  const metrics = createNodeMetrics({ exec, backend, podStartup: startup.mode });
   const converger = new Converger({ exec, backend, log, observer: metrics.observer, resyncIntervalMs: Number(f['resync-seconds'] ?? 60) * 1000 });
   const daemon = new AgentDaemon({
     kc, nodeName: f.nodeName, backend, converger, clock: realClock, log, metrics,
     resyncMs: Number(f['resync-seconds'] ?? 60) * 1000,
     minIntervalMs: Number(f['min-sync-interval-ms'] ?? 50),
+    podStartup: startup.mode, podCidrs: startup.cidrs,
   });
   const addr = parseAddress(f['metrics-bind-address'] ?? '0.0.0.0:10091', '--metrics-bind-address');
   const server = await serveMetrics({ ...addr, path: '/node-metrics', registry: metrics.registry, probes: { '/healthz': () => true, '/readyz': () => daemon.ready } });

@@ -23,7 +23,11 @@ export async function runAgent(args: string[], io: CliIO): Promise<number> {
         const b = v();
         if (b !== 'auto' && b !== 'nft' && b !== 'legacy') throw new InputError('--backend must be auto, nft or legacy');
         backend = b;
-      } else if (['--kubeconfig', '--metrics-bind-address', '--resync-seconds', '--min-sync-interval-ms', '--netns'].includes(a)) daemon[a.slice(2)] = v();
+      } else if (a === '--pod-startup') {
+        const m = v();
+        if (m !== 'strict' && m !== 'open') throw new InputError('--pod-startup must be strict or open');
+        daemon['pod-startup'] = m;
+      } else if (['--pod-cidr', '--kubeconfig', '--metrics-bind-address', '--resync-seconds', '--min-sync-interval-ms', '--netns'].includes(a)) daemon[a.slice(2)] = v();
       else throw new InputError(`unknown argument "${a}"`);
     });
     if (once && (!file || !nodeName)) throw new InputError('--once needs --node-name NAME and -f FILE');

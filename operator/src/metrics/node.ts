@@ -16,6 +16,8 @@
  * wrote policy chains), npm_add_iptables_rule_exec_time (one iptables-restore),
  * npm_add_ipset_exec_time (one ipset restore); kubenpm_sync_duration_seconds (every sync).
  * Counters: kubenpm_restore_failures_total{tool}, kubenpm_drift_repairs_total{kind}.
+ * Pod startup (ADR 0009): npm_pod_unprotected_seconds (histogram, defined in its HELP),
+ * kubenpm_pod_startup_waiting, kubenpm_pod_startup_strict.
  * `observer` plugs the timings/counters into a Converger.
  */
 import { Counter, Gauge, Histogram, Registry, Summary } from 'prom-client';
@@ -30,6 +32,8 @@ import { CHAIN_EGRESS, CHAIN_INGRESS } from '../api/names.js';
 export interface NodeMetricsOptions {
   exec: Exec;
   backend: Backend;
+  /** The agent's --pod-startup mode, exported as kubenpm_pod_startup_strict (1 strict, 0 open). */
+  podStartup?: 'strict' | 'open';
   registry?: Registry;
   clock?: Clock;
   cacheMs?: number;
@@ -43,9 +47,18 @@ export interface KernelCounts {
   sets: { name: string; members: number }[];
 }
 
+/** Pod startup (agent/podstartup.ts, docs/adr/0009-pod-startup.md). */
+export interface PodStartupMetrics {
+  /** The node became programmed for a new local pod, `seconds` after the agent saw its address. */
+  programmed(seconds: number): void;
+  /** Local pods kept out of KNPM-LOCAL (strict: their traffic is dropped) after the last plan. */
+  waiting(pods: number): void;
+}
+
 export interface NodeMetrics {
   registry: Registry;
   observer: ConvergeObserver;
+  podStartup?: PodStartupMetrics;
   /** The (cached) kernel read behind the gauges. */
   kernelCounts(): Promise<KernelCounts>;
 }
@@ -131,5 +144,22 @@ export function createNodeMetrics(opts: NodeMetricsOptions): NodeMetrics {
       syncTime.observe({ result: 'error' }, seconds);
     },
   };
-  return { registry, observer, kernelCounts };
+  // Buckets from "the sync right after the watch event" to "the operator was down for a minute".
+  const unprotected = new Histogram({
+    name: 'npm_pod_unprotected_seconds',
+    help:
+      'Per new local pod: seconds from this agent seeing the pod with its IP (the watch event of the pod update carrying status.podIP; ' +
+      'the network is up slightly before, when the kubelet writes it) to the end of the sync after which every NetworkPolicy selecting the pod is programmed ' +
+      'on this node with the pod in its target set (and, with pod_startup strict, the pod is in KNPM-LOCAL). With open mode the pod was reachable, and ' +
+      'could reach out, without its policies for this long; with strict mode its traffic was dropped instead. Pods running before the agent started are not counted.',
+    buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    registers,
+  });
+  const waiting = new Gauge({ name: 'kubenpm_pod_startup_waiting', help: 'Local pods the node is not yet programmed for (with pod_startup strict their traffic is dropped until it is)', registers });
+  new Gauge({ name: 'kubenpm_pod_startup_strict', help: '1 when new pods start isolated (--pod-startup strict: unknown addresses of the node pod CIDR are dropped), 0 when open', registers }).set(opts.podStartup === 'strict' ? 1 : 0);
+  const podStartup: PodStartupMetrics = {
+    programmed: (seconds) => unprotected.observe(seconds),
+    waiting: (n) => waiting.set(n),
+  };
+  return { registry, observer, kernelCounts, podStartup };
 }

@@ -285,7 +285,8 @@ describe('install manifests (kustomize, no API server)', function () {
     it('the agent gets exactly what it uses', () => {
       expect(grants(find<V1ClusterRole>(objs(), 'ClusterRole', 'kube-npm-agent').rules)).to.deep.equal(
         [
-          ...['get', 'list', 'watch'].flatMap((v) => [`${v} kubenpm.io/npmrulesets`, `${v} kubenpm.io/npmipsets`, `${v} pods`]),
+          ...['get', 'list', 'watch'].flatMap((v) => [`${v} kubenpm.io/npmrulesets`, `${v} kubenpm.io/npmipsets`, `${v} pods`, `${v} networking.k8s.io/networkpolicies`]),
+          'get nodes',
           'get kubenpm.io/npmnodes',
           'create kubenpm.io/npmnodes',
           'patch kubenpm.io/npmnodes/status',

@@ -3,7 +3,8 @@
  *
  * Layout (README of the agent; kube-npm only DROPs, never ACCEPTs, and clears its mark bits):
  *   FORWARD rule 1:  -m comment --comment HOOK_COMMENT -j KNPM-FORWARD
- *   KNPM-FORWARD:    ctstate RELATED,ESTABLISHED -> RETURN; clear marks; KNPM-EGRESS; clear; KNPM-INGRESS; clear
+ *   KNPM-FORWARD:    [pod-startup strict: DROP src/dst in the node's pod CIDR and not in KNPM-LOCAL]
+ *                    ctstate RELATED,ESTABLISHED -> RETURN; clear marks; KNPM-EGRESS; clear; KNPM-INGRESS; clear
  *   KNPM-EGRESS/INGRESS: per policy chain (rulesets by namespace/name, chains in spec order):
  *                    jump if the guarded pod is in targetSet (src for egress, dst for ingress),
  *                    then RETURN if the allow bit is set (commented with the policy chain's name);
@@ -43,7 +44,9 @@ const SAFE = /^[A-Za-z0-9_\-./,:]+$/;
 
 /** One argument as iptables-save prints it (and iptables-restore reads it). */
 export function quoteArg(s: string): string {
-  if (SAFE.test(s)) return s;
+  // A lone "!" negates the next match; iptables-save prints it bare (and a quoted one would be read
+  // as a literal argument by some iptables-restore versions).
+  if (SAFE.test(s) || s === '!') return s;
   return `"${s.replace(/[\\"']/g, (c) => `\\${c}`)}"`;
 }
 
@@ -102,12 +105,38 @@ export interface RenderedChains {
   problems: string[];
 }
 
+/** Comment of the pod-startup drop rules (docs/adr/0009-pod-startup.md). */
+export const STRICT_COMMENT: Record<'src' | 'dst', string> = {
+  src: "kube-npm pod-startup=strict: source in the node pod CIDR is not a known pod",
+  dst: "kube-npm pod-startup=strict: destination in the node pod CIDR is not a known pod",
+};
+
+/**
+ * The pod-startup=strict rules of KNPM-FORWARD (ADR 0009): a packet from or to an address of this
+ * node's pod CIDR that is not in `localSet` is dropped. They come FIRST, before the conntrack
+ * RETURN, so that no conntrack entry can carry traffic for an address the agent does not know:
+ * a flow of a deleted pod stops with it, and a pod that reuses its IP cannot receive that flow's
+ * packets before the agent has programmed the node for it. A dropped NEW packet never confirms its
+ * conntrack entry, so once the pod is known its next packet is judged as NEW by the policies.
+ */
+export function strictRules(podCidrs: readonly string[], localSet: string): string[] {
+  const out: string[] = [];
+  for (const dir of ['src', 'dst'] as const) {
+    for (const cidr of podCidrs) {
+      out.push(formatArgs([dir === 'src' ? '-s' : '-d', cidr, '-m', 'set', '!', '--match-set', localSet, dir, '-m', 'comment', '--comment', STRICT_COMMENT[dir], '-j', 'DROP']));
+    }
+  }
+  return out;
+}
+
 /**
  * Policy chains of `rulesets` (already validated, sorted by namespace/name) plus the base chains.
  * With `localSet`, a direction chain is entered only for this node's own pods (see LOCAL_PODS_SET);
  * without it (agent --once: the whole cluster's rulesets on every node) every packet is judged.
+ * With `localSet` and `podCidrs` (pod-startup=strict, agent daemon), an address of those CIDRs
+ * that is not in `localSet` can neither send nor receive (strictRules).
  */
-export function renderChains(rulesets: readonly NpmRuleSet[], localSet?: string): RenderedChains {
+export function renderChains(rulesets: readonly NpmRuleSet[], localSet?: string, podCidrs: readonly string[] = []): RenderedChains {
   const problems: string[] = [];
   const chains = new Map<string, string[]>();
   const jumps: Record<Direction, string[]> = { Ingress: [], Egress: [] };
@@ -136,6 +165,7 @@ export function renderChains(rulesets: readonly NpmRuleSet[], localSet?: string)
     [
       CHAIN_ROOT,
       [
+        ...(localSet ? strictRules(podCidrs, localSet) : []),
         formatArgs(['-m', 'conntrack', '--ctstate', 'RELATED,ESTABLISHED', '-j', 'RETURN']),
         CLEAR_MARKS,
         formatArgs([...(localSet ? ['-m', 'set', '--match-set', localSet, 'src'] : []), '-j', CHAIN_EGRESS]),
