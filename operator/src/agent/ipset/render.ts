@@ -117,6 +117,10 @@ const DELTAS = new WeakMap<ReadonlyMap<string, string>, MemberDelta>();
  * walking either Map, so a pod event costs O(changed members), not O(set size).
  */
 export function recordDelta(members: ReadonlyMap<string, string>, delta: MemberDelta): void {
+  // One step is all a planner uses (delta.base === applied). The base's own delta goes, or every Map
+  // ever derived stays reachable through base -> base.base -> ...: one copy of the set per pod event,
+  // until the agent is OOM-killed (issue #9 item 7; test/unit/agent/memory.test.ts).
+  DELTAS.delete(delta.base);
   DELTAS.set(members, delta);
 }
 
