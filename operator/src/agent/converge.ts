@@ -33,6 +33,7 @@ import { parseIptablesSave } from './iptables/parse.js';
 import { parseIpsetSave } from './ipset/parse.js';
 import type { DesiredState } from './model.js';
 import { tempSetName } from '../api/names.js';
+import { checkTamper, tamperProbes } from './tamper.js';
 import { appliedState, detectDrift, planIsEmpty, planSync, unswappableSets, viaTempNames, type ActualState, type Drift, type DriftKind, type Plan } from './plan.js';
 
 export type Tool = 'ipset' | 'iptables';
@@ -163,6 +164,19 @@ export class Converger {
   /** Forget what we last wrote: the next sync reads the kernel fully. */
   invalidate(): void {
     this.applied = undefined;
+  }
+
+  /**
+   * One tamper check (tamper.ts) of the kernel against what we last wrote: findings, or [] when in
+   * order or when there is nothing to compare with (no successful sync yet, or a write started
+   * meanwhile: its result would be compared with a stale model).
+   */
+  async checkTamper(): Promise<string[]> {
+    const base = this.applied;
+    const generation = this.generation;
+    if (!base) return [];
+    const findings = await checkTamper(this.exec, tamperProbes(this.bin, base.iptables, this.lockWait));
+    return this.generation === generation && this.applied === base ? findings : [];
   }
 
   /** Reads the owned part of the kernel: our sets, our chains, the FORWARD hook. */

@@ -74,6 +74,11 @@ export class FakeKernel {
       const chain = args[s + 1] ?? '';
       const rules = this.chains.get(chain);
       if (!rules) return fail(`iptables: No chain/target/match by that name.`);
+      // `-S CHAIN N`: only rule N (nothing when there is none), like the real tool.
+      if (args[s + 2] !== undefined) {
+        const r = rules[Number(args[s + 2]) - 1];
+        return ok(r === undefined ? '' : `-A ${chain} ${r}\n`);
+      }
       return ok([`-P ${chain} ACCEPT`, ...rules.map((r) => `-A ${chain} ${r}`)].join('\n') + '\n');
     }
     return fail(`iptables: unsupported ${args.join(' ')}`);
