@@ -6,7 +6,7 @@
  * aggregates NpmNodes instead.
  */
 import { CustomObjectsApi, PatchStrategy, setHeaderOptions, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
-import { GROUP, IPSET_KIND, IPSET_PLURAL, NODE_KIND, NODE_PLURAL, RULESET_KIND, RULESET_PLURAL, VERSION, API_VERSION, type AppliedRuleSet, type NpmIPSet, type NpmNodeStatus, type NpmRuleSet, type Condition, type KernelCounts } from '../api/types.js';
+import { GROUP, IPSET_KIND, IPSET_PLURAL, NODE_KIND, NODE_PLURAL, RULESET_KIND, RULESET_PLURAL, VERSION, API_VERSION, type AppliedRuleSet, type ObservedRevisions, type NpmIPSet, type NpmNodeStatus, type NpmRuleSet, type Condition, type KernelCounts } from '../api/types.js';
 import { metaTime, setCondition } from '../framework/conditions.js';
 import { Informer } from '../framework/informer.js';
 import { CORE, type ResourceRef } from '../framework/kube.js';
@@ -72,6 +72,8 @@ export class AgentDaemon {
   private failures = 0;
   private repairs = 0;
   private readyCondition: Condition[] = [];
+  /** Watch positions of the last successful sync's input (NpmNode status.observed, ADR 0007). */
+  private observed: ObservedRevisions | undefined;
   /** Resolves after the first successful sync: /readyz. */
   ready = false;
 
@@ -140,6 +142,9 @@ export class AgentDaemon {
     const t0 = this.o.clock.now();
     const full = this.forceFull;
     this.forceFull = false;
+    // Read in the same tick as the caches below: an informer updates its cache and its position
+    // together, so the state computed here reflects every event up to these resourceVersions.
+    const observed: ObservedRevisions = { ipsets: this.ipsets.lastResourceVersion(), pods: this.pods.lastResourceVersion() };
     const pods = localPodsOf(this.pods.list());
     const local = new Set(pods.map((p) => p.ip));
     // Policies of every local pod (admitted or not) are selected: they must be programmed before
@@ -161,6 +166,7 @@ export class AgentDaemon {
       this.lastApplied.clear();
       for (const o of sel.objects) if (o.kind === RULESET_KIND) this.lastApplied.set(`${o.metadata.namespace}/${o.metadata.name}`, o);
       this.programmed = appliedView(new Map(this.lastApplied), desired.sets);
+      this.observed = observed;
       const done = this.startup.synced(pods, targets, new Set(admission.ips), this.programmed, this.o.clock.now());
       for (const sec of done.programmedSeconds) this.o.metrics?.podStartup?.programmed(sec);
       if (done.followUp) {
@@ -220,6 +226,8 @@ export class AgentDaemon {
       localPods: this.pods.list().length,
       ...(kernel ? { kernel } : {}),
       applied,
+      // After a failed sync this is still the last successful sync's position (the kernel kept that state).
+      ...(this.observed ? { observed: this.observed } : {}),
       conditions: this.readyCondition,
     };
     const opt = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
