@@ -52,7 +52,8 @@ export function cleanupDesired(): DesiredState {
   return { sets: new Map(), chains: new Map(), hook: false, policies: 0, problems: [] };
 }
 
-function rulesetProblem(rs: Record<string, unknown>): string | undefined {
+/** Why an NpmRuleSet object cannot be programmed (undefined: it can). */
+export function rulesetProblem(rs: Record<string, unknown>): string | undefined {
   const spec = rs.spec;
   if (!isObj(spec) || !isObj(spec.policy) || !Array.isArray(spec.chains) || !Array.isArray(spec.ipsets)) return 'spec.policy, spec.chains and spec.ipsets are required';
   if (typeof spec.policy.namespace !== 'string' || typeof spec.policy.name !== 'string') return 'spec.policy needs namespace and name';
@@ -72,6 +73,18 @@ function rulesetProblem(rs: Record<string, unknown>): string | undefined {
         if (r.match[k] !== undefined && !validName(r.match[k], MAX_SET_NAME)) return `chain ${c.name}: ${k} ${JSON.stringify(r.match[k])} is not an owned set name`;
       }
     }
+  }
+  return undefined;
+}
+
+/** Why an NpmIPSet object cannot be used (undefined: it can). Members are checked one by one later. */
+export function ipSetProblem(o: Record<string, unknown>): string | undefined {
+  const spec = o.spec;
+  if (!isObj(spec) || !validName(spec.setName, MAX_SET_NAME) || !Array.isArray(spec.members)) return 'spec.setName must be an owned set name and spec.members a list';
+  if (typeof spec.type !== 'string' || !SET_TYPES.includes(spec.type)) return `set ${spec.setName}: unknown type ${JSON.stringify(spec.type)}`;
+  const { shard, shardCount } = spec;
+  if (!Number.isInteger(shardCount) || (shardCount as number) < 1 || !Number.isInteger(shard) || (shard as number) < 0 || (shard as number) >= (shardCount as number)) {
+    return `set ${spec.setName}: spec.shard must be an integer in 0..spec.shardCount-1`;
   }
   return undefined;
 }
@@ -168,14 +181,15 @@ export function buildDesired(objects: readonly unknown[], opts: BuildOptions = {
       if (p) problems.push(`${id}: ${p}; ruleset skipped`);
       else rulesets.push(o as unknown as NpmRuleSet);
     } else {
-      const spec = o.spec;
-      if (!isObj(spec) || !validName(spec.setName, MAX_SET_NAME) || !Array.isArray(spec.members)) {
-        problems.push(`${id}: spec.setName must be an owned set name and spec.members a list; skipped`);
+      const p = ipSetProblem(o);
+      if (p) {
+        problems.push(`${id}: ${p}; skipped`);
         continue;
       }
-      const list = shards.get(spec.setName) ?? [];
+      const set = (o as unknown as NpmIPSet).spec.setName;
+      const list = shards.get(set) ?? [];
       list.push(o as unknown as NpmIPSet);
-      shards.set(spec.setName, list);
+      shards.set(set, list);
     }
   }
   const key = (rs: NpmRuleSet): string => `${rs.spec.policy.namespace}/${rs.spec.policy.name}`;

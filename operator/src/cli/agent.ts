@@ -8,6 +8,7 @@ export async function runAgent(args: string[], io: CliIO): Promise<number> {
   let once = false;
   let cleanup = false;
   let dryRun = false;
+  let allowEmpty = false;
   let nodeName = '';
   let file: string | undefined;
   let backend: 'auto' | 'nft' | 'legacy' = 'auto';
@@ -17,6 +18,7 @@ export async function runAgent(args: string[], io: CliIO): Promise<number> {
       if (a === '--once') once = true;
       else if (a === '--cleanup') cleanup = true;
       else if (a === '--dry-run') dryRun = true;
+      else if (a === '--allow-empty') allowEmpty = true;
       else if (a === '--node-name') nodeName = v();
       else if (a === '-f' || a === '--filename') file = v();
       else if (a === '--backend') {
@@ -27,9 +29,10 @@ export async function runAgent(args: string[], io: CliIO): Promise<number> {
         const m = v();
         if (m !== 'strict' && m !== 'open') throw new InputError('--pod-startup must be strict or open');
         daemon['pod-startup'] = m;
-      } else if (['--pod-cidr', '--kubeconfig', '--metrics-bind-address', '--resync-seconds', '--min-sync-interval-ms', '--netns'].includes(a)) daemon[a.slice(2)] = v();
+      } else if (['--pod-cidr', '--kubeconfig', '--metrics-bind-address', '--metrics-secure', '--metrics-cert-dir', '--health-probe-bind-address', '--resync-seconds', '--min-sync-interval-ms', '--netns'].includes(a)) daemon[a.slice(2)] = v();
       else throw new InputError(`unknown argument "${a}"`);
     });
+    if (daemon['metrics-secure'] !== undefined && !['true', 'false'].includes(daemon['metrics-secure'])) throw new InputError('--metrics-secure must be true or false');
     if (once && (!file || !nodeName)) throw new InputError('--once needs --node-name NAME and -f FILE');
     if (!once && !cleanup) {
       nodeName ||= process.env.NODE_NAME ?? '';
@@ -47,7 +50,7 @@ export async function runAgent(args: string[], io: CliIO): Promise<number> {
     return runDaemon({ nodeName, backend, ...daemon }, io);
   }
   const { runOnce } = await import('../agent/once.js');
-  const r = await runOnce({ ...(file ? { file } : {}), nodeName: nodeName || 'local', dryRun, cleanup, backend, log: (s) => io.stderr(`${s}\n`) });
+  const r = await runOnce({ ...(file ? { file } : {}), nodeName: nodeName || 'local', dryRun, cleanup, allowEmpty, backend, log: (s) => io.stderr(`${s}\n`) });
   (r.exitCode === 0 ? io.stdout : io.stderr)(`${r.summary}\n`);
   return r.exitCode;
 }

@@ -34,7 +34,8 @@ export function runDebug(args: string[], io: CliIO): number {
     if (!Number.isInteger(port) || port < 1 || port > 65535) throw new InputError('--port must be 1-65535');
     if (!['TCP', 'UDP', 'SCTP'].includes(protocol)) throw new InputError('--protocol must be TCP, UDP or SCTP');
     const { engine, loaded, errors } = loadCluster(files, { stdout: io.stdout, stderr: () => undefined });
-    for (const e of errors) io.stderr(`warning: ${e}\n`);
+    // A verdict over input the API server would refuse explains a cluster that cannot exist.
+    if (errors.length) throw new InputError(`invalid input:\n${errors.map((e) => `  ${e}`).join('\n')}`);
     const given = loaded.map((l) => l.object).filter((o) => o.kind === 'NpmRuleSet' || o.kind === 'NpmIPSet');
     const walker = new RuleWalker([...engine.all(), ...given]);
     const ipOf = (who: string): string => {

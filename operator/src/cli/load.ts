@@ -1,13 +1,15 @@
 /**
- * Reading Kubernetes objects from files a user wrote: YAML (multi-document) or JSON, single objects
- * or Lists. Errors name the file and the document.
+ * Reading Kubernetes objects from files a user wrote: YAML (multi-document) or JSON (parsed as
+ * JSON: see api/documents.ts), single objects or Lists. Errors name the file and the document.
  */
 import { readFileSync } from 'node:fs';
-import { parseAllDocuments } from 'yaml';
+import { DocumentError, parseDocuments } from '../api/documents.js';
 
 export interface Loaded {
   file: string;
   object: Record<string, unknown>;
+  /** "document 2 items[3]": where in the file. */
+  where?: string;
 }
 
 export class InputError extends Error {}
@@ -20,13 +22,17 @@ export function loadObjects(file: string, read: (f: string) => string = (f) => r
     throw new InputError(`${file}: cannot read: ${(err as Error).message}`);
   }
   const out: Loaded[] = [];
-  const docs = parseAllDocuments(text);
-  (Array.isArray(docs) ? docs : [docs]).forEach((doc, i) => {
-    if (doc.errors.length) throw new InputError(`${file}: document ${i + 1}: ${doc.errors[0]!.message}`);
-    const value: unknown = doc.toJS();
-    if (value === null || value === undefined) return;
-    flatten(value, file, `document ${i + 1}`, out);
-  });
+  let docs;
+  try {
+    docs = parseDocuments(text);
+  } catch (err) {
+    if (err instanceof DocumentError) throw new InputError(`${file}: ${err.message}`, { cause: err });
+    throw err;
+  }
+  for (const doc of docs) {
+    if (doc.value === null || doc.value === undefined) continue;
+    flatten(doc.value, file, doc.where, out);
+  }
   return out;
 }
 
@@ -41,7 +47,32 @@ function flatten(value: unknown, file: string, where: string, out: Loaded[]): vo
     o.items.forEach((item, j) => flatten(item, file, `${where} items[${j}]`, out));
     return;
   }
-  out.push({ file, object: o });
+  out.push({ file, object: o, where });
+}
+
+/** Kinds whose objects live in a namespace (the API server defaults it to "default"). */
+const NAMESPACED = new Set(['Pod', 'NetworkPolicy', 'NpmRuleSet']);
+
+/**
+ * Two objects with the same kind, namespace and name: the API server holds one object per name, so
+ * a file with both is ambiguous ("last one wins" silently dropped the other). One message per
+ * duplicate, naming both places.
+ */
+export function duplicateErrors(loaded: readonly Loaded[], kinds: readonly string[]): string[] {
+  const seen = new Map<string, Loaded>();
+  const errors: string[] = [];
+  for (const l of loaded) {
+    const kind = String(l.object.kind);
+    if (!kinds.includes(kind)) continue;
+    const meta = (l.object.metadata ?? {}) as { name?: unknown; namespace?: unknown };
+    if (typeof meta.name !== 'string') continue; // reported by the object's own checks
+    const ns = NAMESPACED.has(kind) ? (typeof meta.namespace === 'string' ? meta.namespace : 'default') : '';
+    const id = `${kind} ${ns ? `${ns}/` : ''}${meta.name}`;
+    const first = seen.get(id);
+    if (first) errors.push(`${l.file}: ${l.where ?? ''}: duplicate ${id}: also defined at ${first.file}: ${first.where ?? ''}`);
+    else seen.set(id, l);
+  }
+  return errors;
 }
 
 export function describeObject(o: Record<string, unknown>): string {

@@ -14,8 +14,9 @@ Usage:
       Watch NetworkPolicies, Pods and Namespaces; write NpmRuleSets / NpmIPSets and their status.
   kube-npm agent --node-name NAME [--kubeconfig F] [--metrics-bind-address :10091] [--backend B] [--resync-seconds 60] [--netns NS]
       Node agent daemon: converge this node's kernel to the NpmRuleSets; report in NpmNode NAME.
-  kube-npm agent --once --node-name NAME -f FILE [--dry-run] [--backend auto|nft|legacy]
-      Converge this network namespace's ipsets and iptables to FILE (a List from translate).
+  kube-npm agent --once --node-name NAME -f FILE [--dry-run] [--allow-empty] [--backend auto|nft|legacy]
+      Converge this network namespace's ipsets and iptables to FILE (a List from translate). Invalid
+      input writes nothing (exit 2); a FILE without NpmRuleSets needs --allow-empty (no policy meant).
   kube-npm agent --cleanup [--backend auto|nft|legacy]
       Remove every ipset, chain and hook rule kube-npm owns here.
   kube-npm sandbox up [--nodes 2] [--dir DIR] | down [--dir DIR] | probe NS/POD NS/POD PORT[/tcp|/udp]

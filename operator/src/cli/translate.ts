@@ -6,7 +6,7 @@
 import { stringify } from 'yaml';
 import { TranslationEngine } from '../translate/engine.js';
 import type { Namespace, NetworkPolicy, Pod } from '../translate/k8s.js';
-import { describeObject, InputError, loadObjects, readArgs, type Loaded } from './load.js';
+import { describeObject, duplicateErrors, InputError, loadObjects, readArgs, type Loaded } from './load.js';
 
 export interface CliIO {
   stdout: (s: string) => void;
@@ -31,7 +31,7 @@ export function parseTranslateArgs(args: string[]): { files: string[]; output: '
 export function loadCluster(files: string[], io: CliIO): { engine: TranslationEngine; errors: string[]; loaded: Loaded[] } {
   const loaded = files.flatMap((f) => loadObjects(f));
   const engine = new TranslationEngine();
-  const errors: string[] = [];
+  const errors: string[] = duplicateErrors(loaded, ['Namespace', 'Pod', 'NetworkPolicy', 'NpmRuleSet', 'NpmIPSet']);
   const byKind = (k: string) => loaded.filter((l) => l.object.kind === k);
   for (const l of loaded) {
     if (!['Namespace', 'Pod', 'NetworkPolicy', 'NpmRuleSet', 'NpmIPSet'].includes(String(l.object.kind))) {

@@ -26,10 +26,30 @@ export function parseIPv4(s: string): number | undefined {
   return n;
 }
 
+/**
+ * True when `s` is an IPv6 address as Go's net.ParseIP (the API server) reads it: eight groups of
+ * 1-4 hex digits, or fewer with exactly one "::" standing for at least one zero group, the last two
+ * groups optionally written as an IPv4 address. No zone. (":::" and "1::2::3" are not addresses.)
+ */
 export function isIPv6(s: string): boolean {
-  if (!s.includes(':')) return false;
-  // A light check: hex groups and at most one '::'. Enough to classify, not to program.
-  return /^[0-9a-fA-F:.]+$/.test(s) && (s.match(/::/g)?.length ?? 0) <= 1;
+  if (!s.includes(':') || !/^[0-9a-fA-F:.]+$/.test(s)) return false;
+  const halves = s.split('::');
+  if (halves.length > 2) return false;
+  const groups = (h: string): string[] | undefined => (h === '' ? [] : h.split(':'));
+  const head = groups(halves[0]!);
+  const tail = halves.length === 2 ? groups(halves[1]!) : [];
+  if (!head || !tail) return false;
+  const all = [...head, ...tail];
+  let count = 0;
+  for (let i = 0; i < all.length; i++) {
+    const g = all[i]!;
+    if (i === all.length - 1 && g.includes('.')) {
+      if (parseIPv4(g) === undefined) return false;
+      count += 2;
+    } else if (/^[0-9a-fA-F]{1,4}$/.test(g)) count += 1;
+    else return false;
+  }
+  return halves.length === 2 ? count <= 7 : count === 8;
 }
 
 export function formatIPv4(n: number): string {

@@ -318,8 +318,15 @@ export class TranslationEngine {
     const objErrors: FieldError[] = [];
     const np = defaultPolicy(raw, objErrors);
     const what = objectName('NetworkPolicy', np.metadata);
-    if (objErrors.some((e) => e.field.startsWith('metadata'))) return objErrors.map((e) => ({ object: what, ...e }));
+    // Without a valid name there is no ruleset to put the problem on; label errors do not matter here.
+    if (objErrors.some((e) => e.field.startsWith('metadata') && !e.field.startsWith('metadata.labels'))) return objErrors.map((e) => ({ object: what, ...e }));
     const compiled = compilePolicy(np);
+    // Object-level problems (a spec that is not an object, ...) are the policy's problems too: the
+    // operator reports spec.problems as Accepted=False.
+    if (objErrors.length) {
+      compiled.errors.unshift(...objErrors);
+      compiled.spec.problems = compiled.errors.map((e) => `${e.field}: ${e.message}`);
+    }
     const key = `${compiled.namespace}/${compiled.name}`;
     const old = this.policies.get(key);
     for (const d of compiled.demands) this.acquire(d);
@@ -327,7 +334,7 @@ export class TranslationEngine {
     const ruleset = renderRuleSet(np, compiled);
     if (!old || JSON.stringify(old.ruleset) !== JSON.stringify(ruleset)) this.dirtyRulesets.add(key);
     this.policies.set(key, { compiled, ruleset });
-    return [...objErrors, ...compiled.errors].map((e) => ({ object: what, ...e }));
+    return compiled.errors.map((e) => ({ object: what, ...e }));
   }
 
   deletePolicy(namespace: string, name: string): void {

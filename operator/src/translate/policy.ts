@@ -9,7 +9,7 @@
 import { ipBlockSetName, namedPortSetName, podSelectorSetName, policyChainName } from '../api/names.js';
 import type { Chain, Direction, NpmRuleSetSpec, Protocol, Rule, RuleMatch, SetRef } from '../api/types.js';
 import { cidrContains, formatCidr, hashNetEntries, parseCidr, type Cidr4 } from './cidr.js';
-import type { LabelSelector, NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort } from './k8s.js';
+import type { NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort } from './k8s.js';
 import { compileSelector, describeSelector, isEmpty, type FieldError, type Selector } from './selector.js';
 
 /** Namespace scope of a pod-selector set: one namespace, or the namespaces a selector picks. */
@@ -138,7 +138,7 @@ interface PortMatch {
 }
 
 function compilePeer(b: Builder, peer: NetworkPolicyPeer, policyNs: string, field: string): PeerMatch | null | undefined {
-  if (peer === null || typeof peer !== 'object') {
+  if (peer === null || typeof peer !== 'object' || Array.isArray(peer)) {
     b.errors.push({ field, message: 'must be an object' });
     return undefined;
   }
@@ -157,7 +157,7 @@ function compilePeer(b: Builder, peer: NetworkPolicyPeer, policyNs: string, fiel
     return undefined;
   }
   const errs = b.errors.length;
-  const pods = compileSelector(peer.podSelector as LabelSelector | undefined, `${field}.podSelector`, b.errors);
+  const pods = compileSelector(peer.podSelector, `${field}.podSelector`, b.errors);
   const scope: Scope =
     peer.namespaceSelector === undefined
       ? { ns: policyNs }
@@ -167,7 +167,7 @@ function compilePeer(b: Builder, peer: NetworkPolicyPeer, policyNs: string, fiel
 }
 
 function compilePort(b: Builder, p: NetworkPolicyPort, field: string): PortMatch | undefined {
-  if (p === null || typeof p !== 'object') {
+  if (p === null || typeof p !== 'object' || Array.isArray(p)) {
     b.errors.push({ field, message: 'must be an object' });
     return undefined;
   }
@@ -223,11 +223,17 @@ function compileRules(
   }
   const peerKey = direction === 'Ingress' ? 'from' : 'to';
   const fromTo = direction === 'Ingress' ? 'from' : 'to';
-  rules.forEach((rule: Record<string, unknown> | null, i: number) => {
+  rules.forEach((rule: unknown, i: number) => {
     const rf = `${field}[${i}]`;
     const errs = b.errors.length;
-    const rawPeers = rule?.[peerKey];
-    const rawPorts = rule?.ports;
+    // A rule that is not an object would read as "no peers, no ports": allow everything. (null is
+    // what the API server decodes as an empty rule, so it keeps that meaning.)
+    if (rule !== null && (typeof rule !== 'object' || Array.isArray(rule))) {
+      b.errors.push({ field: rf, message: 'must be an object (a rule)' });
+      return;
+    }
+    const rawPeers = (rule as Record<string, unknown> | null)?.[peerKey];
+    const rawPorts = (rule as Record<string, unknown> | null)?.ports;
     if (rawPeers !== undefined && rawPeers !== null && !Array.isArray(rawPeers)) b.errors.push({ field: `${rf}.${peerKey}`, message: 'must be a list' });
     if (rawPorts !== undefined && rawPorts !== null && !Array.isArray(rawPorts)) b.errors.push({ field: `${rf}.ports`, message: 'must be a list' });
     if (b.errors.length > errs) return;

@@ -33,20 +33,20 @@ describe('agent runOnce (fake kernel)', () => {
 
   it('JSON works too; dry run writes nothing and shows the input', async () => {
     const k = new FakeKernel();
-    expect(objectsFromText(JSON.stringify({ apiVersion: 'v1', kind: 'List', items }))).to.have.length(items.length);
+    expect(objectsFromText(JSON.stringify({ apiVersion: 'v1', kind: 'List', items })).map((o) => o.value)).to.deep.equal(items);
     const r = await runOnce({ objects: items, nodeName: 'n1', backend: 'legacy', exec: k.exec, dryRun: true });
     expect(r.exitCode).to.equal(0);
     expect(r.summary).to.contain('# phase 2: iptables-restore --noflush');
     expect(k.writes()).to.deep.equal([]);
   });
 
-  it('reports invalid input, skips it, still converges the rest (exit 1)', async () => {
+  it('refuses invalid input whole: exit 2, the object and field named, nothing written (issue #9 item 2)', async () => {
     const k = new FakeKernel();
     const bad = { apiVersion: 'kubenpm.io/v1alpha1', kind: 'NpmRuleSet', metadata: { name: 'evil', namespace: 'x' }, spec: { policy: { namespace: 'x', name: 'evil' }, policyTypes: ['Ingress'], summary: '', ipsets: [], chains: [{ name: 'FORWARD', direction: 'Ingress', targetSet: 'KNPM-S-X', guards: '', rules: [] }] } };
     const r = await runOnce({ objects: [...items, bad], nodeName: 'n1', backend: 'nft', exec: k.exec });
-    expect(r.exitCode).to.equal(1);
-    expect(r.summary).to.match(/1 problem\(s\), first: NpmRuleSet x\/evil: chain name "FORWARD" is not an owned kernel chain name/);
-    expect(k.chains.get('FORWARD')?.length).to.equal(1); // only our hook
+    expect(r.exitCode).to.equal(2);
+    expect(r.summary).to.match(/input refused, nothing written .*objects\[\d+\]: NpmRuleSet x\/evil: chain name "FORWARD" is not an owned kernel chain name/s);
+    expect(k.writes()).to.deep.equal([]);
   });
 
   it('a kernel failure gives a non-zero exit with the reason', async () => {

@@ -248,17 +248,21 @@ describe('agent: node-local selection', () => {
     expect(selectLocal(rulesets, ipsets, new Set(['10.244.9.9']), new Map()).applied).to.deep.equal([]);
   });
 
-  it('holds a ruleset at its last applied version while a set it now needs has not arrived', () => {
+  it('a peer set not yet arrived costs only its allow rule (fail closed), not the isolation; a missing target set holds the ruleset at its last applied version', () => {
     const web = rulesets.find((r) => r.metadata.name === 'web')!;
     const peerSet = web.spec.chains[0]!.rules[0]!.match.peerSet!;
     const withoutPeer = ipsets.filter((s) => s.spec.setName !== peerSet);
     const newer = { ...web, metadata: { ...web.metadata, generation: 2 } };
     const s = selectLocal([newer], withoutPeer, new Set(['10.244.1.2']), new Map());
-    expect(s.applied).to.deep.equal([]);
-    expect(s.heldBack[0]).to.contain('not programmed yet');
-    const older = { ...web, spec: { ...web.spec, ipsets: web.spec.ipsets.filter((r) => r.name !== peerSet), chains: web.spec.chains.map((c) => ({ ...c, rules: [] })) } };
-    const held = selectLocal([newer], withoutPeer, new Set(['10.244.1.2']), new Map([['prod/web', older]]));
-    expect(held.applied).to.deep.equal([{ namespace: 'prod', name: 'web', generation: 1, uid: 'uid-web' }]);
-    expect(held.heldBack[0]).to.contain('kept at generation 1');
+    const programmed = s.objects.find((o): o is NpmRuleSet => o.kind === 'NpmRuleSet')!;
+    expect(programmed.spec.chains.map((c) => c.rules.length), 'the chain still isolates, without the allow').to.deep.equal([0]);
+    expect(s.applied, 'not reported as applied while a rule is left out').to.deep.equal([]);
+    expect(s.heldBack[0]).to.contain('without 1 allow rule');
+    // Generation 2 guards other pods (a new target set), whose members have not arrived yet.
+    const retargeted = { ...newer, spec: { ...web.spec, chains: web.spec.chains.map((c) => ({ ...c, targetSet: 'KNPM-S-NEWTARGETAAAAAAAAAAAAAA' })) } };
+    expect(selectLocal([retargeted], ipsets, new Set(['10.244.1.2']), new Map()).heldBack[0]).to.contain('not programmed yet');
+    const held = selectLocal([retargeted], ipsets, new Set(['10.244.1.2']), new Map([['prod/web', web]]));
+    expect(held.heldBack.join('\n')).to.contain('kept at generation 1');
+    expect(held.applied.map((a) => a.generation)).to.deep.equal([1]);
   });
 });
