@@ -16,6 +16,7 @@ import type { Converger, SyncResult } from './converge.js';
 import type { Clock } from './exec.js';
 import { buildDesired, type DesiredState, type SetCache } from './model.js';
 import { selectLocal } from './select.js';
+import { TamperWatcher } from './tamper.js';
 import type { Pod } from '../translate/k8s.js';
 import type { NetworkPolicy } from '../translate/k8s.js';
 import { PodStartup, appliedView, localPodsOf, policyTargets, selectionView, type PodStartupMode, type ProgrammedView } from './podstartup.js';
@@ -33,6 +34,12 @@ export interface AgentDaemonOptions {
   resyncMs?: number;
   /** Retry delay after a failed sync (the converger already retried with backoff). Default 2 s. */
   retryMs?: number;
+  /**
+   * Tamper check of the hook and base chains (tamper.ts) this often; a finding forces a full
+   * resync, so a flushed chain or a deleted hook is repaired within about a second instead of at
+   * the next periodic resync. 0 disables. Default 1 s.
+   */
+  tamperCheckMs?: number;
   metrics?: NodeMetrics;
   /**
    * strict: an address of `podCidrs` that is not a local pod the node is programmed for is dropped
@@ -68,6 +75,7 @@ export class AgentDaemon {
   private started = false;
   private lastSyncAt = -Infinity;
   private timer: NodeJS.Timeout | undefined;
+  private tamper: TamperWatcher | undefined;
   private syncs = 0;
   private failures = 0;
   private repairs = 0;
@@ -110,12 +118,27 @@ export class AgentDaemon {
       this.forceFull = true;
       this.request();
     }, resync);
+    const tamperMs = this.o.tamperCheckMs ?? 1000;
+    if (tamperMs > 0) {
+      this.tamper = new TamperWatcher({
+        check: () => this.o.converger.checkTamper(),
+        clock: this.o.clock,
+        intervalMs: tamperMs,
+        log: (s) => this.o.log(s),
+        onTamper: () => {
+          this.forceFull = true;
+          this.request();
+        },
+      });
+      this.tamper.start();
+    }
     this.request();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
+    await this.tamper?.stop();
     await Promise.all([this.rulesets.stop(), this.ipsets.stop(), this.pods.stop(), this.policies.stop()]);
     await this.running;
   }
