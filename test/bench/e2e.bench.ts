@@ -42,8 +42,8 @@ async function main(): Promise<void> {
       await kubectlOk(cp, ['apply', '-f', '-'], JSON.stringify(podManifest(ns, pod, `n${p.node}`, { pod })));
       await setPodRunning(cp, ns, pod, p.ip);
     }
-    const operator = startCli(cp, 'operator', ['operator', '--leader-elect=false', '--metrics-bind-address', '127.0.0.1:0']);
-    const agents = [1, 2].map((k) => startCli(cp, `agent-n${k}`, ['agent', '--node-name', `n${k}`, '--netns', cluster!.nodeNs(k), '--metrics-bind-address', '127.0.0.1:0', '--min-sync-interval-ms', '20']));
+    const operator = startCli(cp, 'operator', ['operator', '--leader-elect=false', '--metrics-bind-address', '127.0.0.1:0', '--metrics-secure=false']);
+    const agents = [1, 2].map((k) => startCli(cp, `agent-n${k}`, ['agent', '--node-name', `n${k}`, '--netns', cluster!.nodeNs(k), '--metrics-bind-address', '127.0.0.1:0', '--metrics-secure=false', '--min-sync-interval-ms', '20']));
     procs.push(operator, ...agents);
     // Baseline: x isolated for ingress.
     await kubectlOk(cp, ['apply', '-f', '-'], JSON.stringify({ apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { name: 'deny', namespace: 'x' }, spec: { podSelector: {} } }));

@@ -32,13 +32,13 @@ describe('operator + agents against a real API server (e2e)', function () {
   const agents = new Map<number, Proc>();
 
   const startAgent = (k: number) => {
-    const p = startCli(cp!, `agent-n${k}`, ['agent', '--node-name', `n${k}`, '--netns', cluster!.nodeNs(k), '--metrics-bind-address', '127.0.0.1:0', '--resync-seconds', '30', '--min-sync-interval-ms', '20']);
+    const p = startCli(cp!, `agent-n${k}`, ['agent', '--node-name', `n${k}`, '--netns', cluster!.nodeNs(k), '--metrics-bind-address', '127.0.0.1:0', '--metrics-secure=false', '--resync-seconds', '30', '--min-sync-interval-ms', '20']);
     agents.set(k, p);
     procs.push(p);
     return p;
   };
   const startOperator = (i: number) => {
-    const p = startCli(cp!, `operator-${i}`, ['operator', '--metrics-bind-address', '127.0.0.1:0', '--leader-election-namespace', 'kube-system', '--identity', `op-${i}`, '--lease-duration-seconds', '4', '--renew-deadline-seconds', '3', '--retry-period-seconds', '1']);
+    const p = startCli(cp!, `operator-${i}`, ['operator', '--metrics-bind-address', '127.0.0.1:0', '--metrics-secure=false', '--leader-election-namespace', 'kube-system', '--identity', `op-${i}`, '--lease-duration-seconds', '4', '--renew-deadline-seconds', '3', '--retry-period-seconds', '1']);
     procs.push(p);
     return p;
   };

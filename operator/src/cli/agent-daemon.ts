@@ -8,7 +8,7 @@ import { detectBackend, type BackendChoice } from '../agent/backend.js';
 import { Converger } from '../agent/converge.js';
 import { realClock, realExec } from '../agent/exec.js';
 import { createNodeMetrics } from '../metrics/node.js';
-import { serveMetrics } from '../metrics/serve.js';
+import { startEndpoints } from '../metrics/serve.js';
 import { loadKubeConfig, parseAddress } from './flags.js';
 import type { CliIO } from './translate.js';
 import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
@@ -31,6 +31,10 @@ export interface DaemonFlags {
   backend: BackendChoice;
   kubeconfig?: string;
   'metrics-bind-address'?: string;
+  /** "false": plain HTTP without authorization, probes on the metrics port (sandbox, tests). */
+  'metrics-secure'?: string;
+  'metrics-cert-dir'?: string;
+  'health-probe-bind-address'?: string;
   'resync-seconds'?: string;
   'min-sync-interval-ms'?: string;
   /** Program the kernel of this network namespace instead of our own (sandbox and e2e tests: the
@@ -62,8 +66,13 @@ export async function runDaemon(f: DaemonFlags, io: CliIO): Promise<number> {
     podStartup: startup.mode, podCidrs: startup.cidrs,
   });
   const addr = parseAddress(f['metrics-bind-address'] ?? '0.0.0.0:10091', '--metrics-bind-address');
-  const server = await serveMetrics({ ...addr, path: '/node-metrics', registry: metrics.registry, probes: { '/healthz': () => true, '/readyz': () => daemon.ready } });
-  log(`backend ${backend}; serving /node-metrics on ${addr.host}:${(server.address() as { port: number }).port}`);
+  const server = await startEndpoints({
+    kc, secure: f['metrics-secure'] !== 'false', metrics: addr, path: '/node-metrics', registry: metrics.registry, log,
+    ...(f['metrics-cert-dir'] ? { certDir: f['metrics-cert-dir'] } : {}),
+    ...(f['health-probe-bind-address'] ? { health: parseAddress(f['health-probe-bind-address'], '--health-probe-bind-address') } : {}),
+    probes: { '/healthz': () => true, '/readyz': () => daemon.ready },
+  });
+  log(`backend ${backend}; ${server.summary}`);
   await daemon.start();
   return new Promise<number>((resolve) => {
     const stop = () => {

@@ -9,7 +9,7 @@ import { AgentDaemonSetManager } from '../controller/daemonset.js';
 import { NpmOperator } from '../controller/operator.js';
 import { LeaderElector } from '../framework/leader.js';
 import { createClusterMetrics } from '../metrics/cluster.js';
-import { serveMetrics } from '../metrics/serve.js';
+import { startEndpoints } from '../metrics/serve.js';
 import { InputError } from './load.js';
 import { loadKubeConfig, parseAddress, parseFlags } from './flags.js';
 import type { CliIO } from './translate.js';
@@ -17,6 +17,9 @@ import type { CliIO } from './translate.js';
 const FLAGS = {
   kubeconfig: 'string',
   'metrics-bind-address': 'string',
+  'metrics-secure': 'bool',
+  'metrics-cert-dir': 'string',
+  'health-probe-bind-address': 'string',
   'leader-elect': 'bool',
   'leader-election-namespace': 'string',
   'lease-name': 'string',
@@ -56,14 +59,20 @@ export async function runOperator(args: string[], io: CliIO): Promise<number> {
     invalid: () => op?.counts().invalid ?? 0,
     isLeader: () => (elector ? elector.isLeader() : op !== undefined),
   });
-  const server = await serveMetrics({
-    ...addr,
+  const healthFlag = f['health-probe-bind-address'] as string | undefined;
+  const server = await startEndpoints({
+    kc,
+    secure: f['metrics-secure'] !== false,
+    ...(f['metrics-cert-dir'] ? { certDir: f['metrics-cert-dir'] as string } : {}),
+    metrics: addr,
+    ...(healthFlag ? { health: parseAddress(healthFlag, '--health-probe-bind-address') } : {}),
     path: '/cluster-metrics',
     registry: metrics.registry,
     // Live while the process runs; ready as a leader with synced caches, or as a standby candidate.
     probes: { '/healthz': () => true, '/readyz': () => (op ? op.isSynced() : elector !== undefined) },
+    log,
   });
-  log(`serving /cluster-metrics, /healthz, /readyz on ${addr.host}:${(server.address() as { port: number }).port}`);
+  log(server.summary);
 
   const workers = f.workers ? Number(f.workers) : 4;
   // OLM bundles cannot carry a DaemonSet: when asked, the leader creates and keeps the agents' one.

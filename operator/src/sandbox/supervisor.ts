@@ -270,9 +270,9 @@ export async function sandboxUp(opts: UpOptions, io: SandboxIO): Promise<number>
     kubelet = new NetnsKubelet({ kc, topology, runner, podServer: podServerPath(root), log: say, onChange: persist });
     await kubelet.registerNodes();
     await kubelet.start();
-    startChild('operator', ['operator', '--kubeconfig', state.kubeconfig, '--metrics-bind-address', `127.0.0.1:${metricsPort}`, '--leader-elect=false']);
+    startChild('operator', ['operator', '--kubeconfig', state.kubeconfig, '--metrics-bind-address', `127.0.0.1:${metricsPort}`, '--metrics-secure=false', '--leader-elect=false']);
     for (const n of topology.nodes()) {
-      startChild(`agent-${n.name}`, ['agent', '--node-name', n.name, '--netns', n.ns, '--kubeconfig', state.kubeconfig, '--metrics-bind-address', `127.0.0.1:${metricsPort + n.index}`]);
+      startChild(`agent-${n.name}`, ['agent', '--node-name', n.name, '--netns', n.ns, '--kubeconfig', state.kubeconfig, '--metrics-bind-address', `127.0.0.1:${metricsPort + n.index}`, '--metrics-secure=false']);
     }
     checkStop();
 
