@@ -74,6 +74,10 @@ class Builder {
 
   /** Returns the set name, null when the block has no IPv4 effect, or undefined on error. */
   ipBlockSet(block: { cidr?: unknown; except?: unknown }, field: string): { name: string; meaning: string } | null | undefined {
+    if (typeof block !== 'object' || Array.isArray(block)) {
+      this.errors.push({ field, message: 'must be an object with cidr and except' });
+      return undefined;
+    }
     if (typeof block.cidr !== 'string') {
       this.errors.push({ field: `${field}.cidr`, message: 'cidr is required' });
       return undefined;
@@ -142,8 +146,9 @@ function compilePeer(b: Builder, peer: NetworkPolicyPeer, policyNs: string, fiel
     b.errors.push({ field, message: 'must be an object' });
     return undefined;
   }
-  const hasSel = peer.podSelector !== undefined || peer.namespaceSelector !== undefined;
-  if (peer.ipBlock !== undefined) {
+  // null is how JSON spells an absent field (the API server decodes it as nil).
+  const hasSel = peer.podSelector != null || peer.namespaceSelector != null;
+  if (peer.ipBlock != null) {
     if (hasSel) {
       b.errors.push({ field, message: 'ipBlock may not be combined with podSelector or namespaceSelector' });
       return undefined;
@@ -159,7 +164,7 @@ function compilePeer(b: Builder, peer: NetworkPolicyPeer, policyNs: string, fiel
   const errs = b.errors.length;
   const pods = compileSelector(peer.podSelector, `${field}.podSelector`, b.errors);
   const scope: Scope =
-    peer.namespaceSelector === undefined
+    peer.namespaceSelector == null
       ? { ns: policyNs }
       : { nsSel: compileSelector(peer.namespaceSelector, `${field}.namespaceSelector`, b.errors) };
   if (b.errors.length > errs) return undefined;

@@ -164,12 +164,24 @@ export function compileSelector(sel: unknown, field: string, errors: FieldError[
         errors.push({ field: `${f}.values`, message: `must be empty for operator ${op}` });
         return;
       }
-      reqs.push({ key: e.key, op, values: [...new Set(values as string[])].sort() });
+      reqs.push({ key: e.key, op, values: values as string[] });
     });
   }
   if (errors.length > before) return { reqs: [], key: canonicalKey([]) };
+  return canonicalize(reqs);
+}
+
+/**
+ * The canonical selector of a list of requirements (already validated): values sorted and unique,
+ * requirements unique and sorted, and the key that names it. Injective: two selectors that differ
+ * as sets of (key, operator, set of values) get different keys, whatever characters they hold.
+ */
+export function canonicalize(reqs: readonly Requirement[]): Selector {
   const unique = new Map<string, Requirement>();
-  for (const r of reqs) unique.set(requirementKey(r), r);
+  for (const r of reqs) {
+    const norm = { key: r.key, op: r.op, values: [...new Set(r.values)].sort() };
+    unique.set(requirementKey(norm), norm);
+  }
   const sorted = [...unique.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   return { reqs: sorted.map(([, r]) => r), key: canonicalKey(sorted.map(([k]) => k)) };
 }
