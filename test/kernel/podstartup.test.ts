@@ -214,20 +214,20 @@ describe(`pod startup, real packets (backend ${backend})`, function () {
 
   function report(label: string, r: Run, guarded: boolean): void {
     const first = (rs: ProbeRecord[], from = 0) => rs.find((x) => x.reached && x.sentAt >= from);
-    const line = (what: string, rs: ProbeRecord[]) => {
+    const line = (what: string, rs: ProbeRecord[], inbound: boolean) => {
       const reached = rs.filter((x) => x.reached);
       const f = first(rs);
       const lastBlockedBeforeOk = f ? rs.filter((x) => !x.reached && x.sentAt < f.sentAt).length : rs.filter((x) => !x.reached).length;
-      const open = f && guarded ? `; reached without its policies for ${ms(Math.max(0, r.operatorEnd - f.sentAt))} (first reached -> programmed)` : '';
+      const open = f && guarded && inbound ? `; reached without its policies for ${ms(Math.max(0, r.operatorEnd - f.sentAt))} (first reached -> programmed)` : '';
       return `${what}: ${rs.length} probes, ${reached.length} reached; first reached ${f ? `at ${ms(f.sentAt - r.created)}` : 'never'}; ${lastBlockedBeforeOk} dropped before${open}`;
     };
     console.log(
       `      [${label}] times from pod creation: server listening ${ms(r.up - r.created)}, agent sync seeing it ${ms(r.agentSeesStart - r.created)}-${ms(r.agentSeesEnd - r.created)}, ` +
         `operator update programmed ${ms(r.operatorStart - r.created)}-${ms(r.operatorEnd - r.created)}`,
     );
-    console.log(`      [${label}]   ${line('same-node in ', r.inLocal)}`);
-    console.log(`      [${label}]   ${line('cross-node in', r.inRemote)}`);
-    console.log(`      [${label}]   ${line('out          ', r.out)}`);
+    console.log(`      [${label}]   ${line('same-node in ', r.inLocal, true)}`);
+    console.log(`      [${label}]   ${line('cross-node in', r.inRemote, true)}`);
+    console.log(`      [${label}]   ${line('out          ', r.out, false)}`);
   }
 
   it('open: a new pod is reachable, and reaches out, before the agent knows it; under deny-all until the operator update is programmed', async () => {
