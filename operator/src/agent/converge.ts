@@ -11,7 +11,8 @@
  *    (`iptables-save -t filter`) and our sets (`ipset list -o save`), compares them with `applied`
  *    to log and count drift, and plans against the kernel. Every drift, the hook's included (gone,
  *    moved from rule 1, duplicated), is therefore repaired by the next full sync, not the next
- *    incremental one. A sync is full when: there is no `applied` (first sync after start, which
+ *    incremental one. Between full syncs, checkTamper() (tamper.ts) looks cheaply at the hook and
+ *    the base chains; the daemon runs it every second and forces a full sync on a finding. A sync is full when: there is no `applied` (first sync after start, which
  *    is how a restart adopts the kernel without writing), the resync interval has passed, the
  *    caller forces it, or the previous attempt failed.
  *  - Ownership: the DesiredState passed to sync() is kept by reference as part of `applied`
