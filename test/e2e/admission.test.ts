@@ -34,6 +34,7 @@ describe('admission: the API as a trust boundary (real tokens, e2e)', function (
   let cp: ControlPlane | undefined;
   let op: NpmOperator | undefined;
   const tokens: Record<string, string> = {};
+  const opLog: string[] = [];
 
   /** kubectl as the holder of `token` (overrides the admin token of the kubeconfig). */
   const as = (who: string, args: string[], input?: string): Promise<RunResult> =>
@@ -102,9 +103,13 @@ describe('admission: the API as a trust boundary (real tokens, e2e)', function (
     }));
     const kc = new KubeConfig();
     kc.loadFromFile(path);
-    op = new NpmOperator({ kc, log: () => undefined });
+    op = new NpmOperator({ kc, log: (l) => opLog.push(`${new Date().toISOString()} ${l}`) });
     await op.start();
     await waitFor('the operator wrote demo/deny', async () => (await cp!.kubectl(['-n', 'demo', 'get', 'nrs', 'deny'])).code === 0);
+  });
+
+  afterEach(function () {
+    if (this.currentTest?.state === 'failed') console.log(`----- operator log (last 30 lines)\n${opLog.slice(-30).join('\n')}`);
   });
 
   after(async () => {
@@ -152,6 +157,16 @@ describe('admission: the API as a trust boundary (real tokens, e2e)', function (
       expect((await nrs()).spec, 'the spec is back to what the operator wrote').to.deep.equal(original);
     }
     console.log(`      revert latency (edit watch event -> revert watch event), 5 edits: median ${median(samples).toFixed(0)} ms, max ${Math.max(...samples).toFixed(0)} ms [${samples.map((s) => s.toFixed(0)).join(', ')}]`);
+  });
+
+  it('without the policies, a hand edit that drops the managed-by label (the operator\'s informer then sees a delete) is reverted too', async () => {
+    const t0 = performance.now();
+    await kubectlOk(cp!, ['-n', 'demo', 'label', 'nrs', 'deny', 'app.kubernetes.io/managed-by-']);
+    await waitFor('the managed-by label and the spec restored', async () => {
+      const o = await nrs();
+      return o.metadata.labels?.['app.kubernetes.io/managed-by'] === 'kube-npm';
+    }, 10_000, 5);
+    console.log(`      label removal reverted after ${(performance.now() - t0).toFixed(0)} ms (kubectl round trips included)`);
   });
 
   describe('with config/admission applied', () => {

@@ -4,7 +4,7 @@
  */
 import { CustomObjectsApi, PatchStrategy, setHeaderOptions, type KubeConfig } from '@kubernetes/client-node';
 import type { Operation } from 'fast-json-patch';
-import { GROUP, IPSET_PLURAL, RULESET_PLURAL, VERSION, type NpmRuleSetStatus } from '../api/types.js';
+import { GROUP, IPSET_PLURAL, RULESET_PLURAL, VERSION, type NpmIPSet, type NpmRuleSet, type NpmRuleSetStatus } from '../api/types.js';
 
 export type OurKind = 'NpmRuleSet' | 'NpmIPSet';
 
@@ -15,6 +15,8 @@ export interface NpmApi {
   /** Deleting what is already gone is success. */
   delete(kind: OurKind, namespace: string | undefined, name: string): Promise<void>;
   patchRuleSetStatus(namespace: string, name: string, status: NpmRuleSetStatus): Promise<void>;
+  /** Read one object from the API server (not the cache); undefined if it does not exist. */
+  get(kind: OurKind, namespace: string | undefined, name: string): Promise<NpmRuleSet | NpmIPSet | undefined>;
 }
 
 export function httpCode(err: unknown): number | undefined {
@@ -44,6 +46,17 @@ export function realNpmApi(kc: KubeConfig): NpmApi {
         else await api.deleteClusterCustomObject({ group: GROUP, version: VERSION, plural: plural(kind), name });
       } catch (err) {
         if (httpCode(err) !== 404) throw err;
+      }
+    },
+    async get(kind, namespace, name) {
+      try {
+        const o: unknown = namespace
+          ? await api.getNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural: plural(kind), name })
+          : await api.getClusterCustomObject({ group: GROUP, version: VERSION, plural: plural(kind), name });
+        return o as NpmRuleSet | NpmIPSet;
+      } catch (err) {
+        if (httpCode(err) === 404) return undefined;
+        throw err;
       }
     },
     async patchRuleSetStatus(namespace, name, status) {

@@ -52,11 +52,25 @@ function owned(o: { metadata: { labels?: object; ownerReferences?: object[] }; s
 
 /** Patch operations turning `actual` into `desired` on the fields we own, paths rooted at the object. */
 export function ownedPatch(actual: NpmRuleSet | NpmIPSet, desired: NpmRuleSet | NpmIPSet): Operation[] {
-  const ops = jsonpatch.compare(owned(actual), owned(desired));
-  return ops.map((op) => {
-    const path = op.path.startsWith('/spec') ? op.path : `/metadata${op.path}`;
-    return { ...op, path } as Operation;
-  });
+  // A map or list the API server dropped (a hand edit removed the last label, say) must be added
+  // whole: an "add" below a missing parent fails the patch (422), which would look like a stale cache.
+  const whole: Operation[] = [];
+  const a = owned(actual);
+  const d = owned(desired);
+  for (const f of ['labels', 'ownerReferences'] as const) {
+    if (actual.metadata[f] === undefined && desired.metadata[f] !== undefined) {
+      whole.push({ op: 'add', path: `/metadata/${f}`, value: d[f] });
+      (a as Record<string, unknown>)[f] = d[f];
+    }
+  }
+  const ops = jsonpatch.compare(a, d);
+  return [
+    ...whole,
+    ...ops.map((op) => {
+      const path = op.path.startsWith('/spec') ? op.path : `/metadata${op.path}`;
+      return { ...op, path } as Operation;
+    }),
+  ];
 }
 
 export class Reconciler {
@@ -78,14 +92,19 @@ export class Reconciler {
     throw new Error(`unknown key ${key}`);
   }
 
-  private async write(kind: OurKind, desired: NpmRuleSet | NpmIPSet, actual: NpmRuleSet | NpmIPSet | undefined): Promise<ReconcileResult> {
+  private async write(kind: OurKind, desired: NpmRuleSet | NpmIPSet, actual: NpmRuleSet | NpmIPSet | undefined, adopt = true): Promise<ReconcileResult> {
     if (!actual) {
       try {
         await this.api.create(kind, desired);
       } catch (err) {
-        // Created meanwhile (our cache is behind): retry as a patch once the informer has it.
-        if (httpCode(err) === 409) throw new RetryLater(`${kind} ${desired.metadata.name} exists but is not in the cache yet`);
-        throw err;
+        if (httpCode(err) !== 409) throw err;
+        // It exists but our cache does not have it: the cache is behind, or someone removed the
+        // managed-by label our informers select on (the object is then invisible to them, and
+        // waiting for the cache would leave the edit in force forever). Read it and patch it back,
+        // labels included.
+        const live = adopt ? await this.api.get(kind, desired.metadata.namespace, desired.metadata.name) : undefined;
+        if (live) return this.write(kind, desired, live, false);
+        throw new RetryLater(`${kind} ${desired.metadata.name} exists but is not in the cache yet`, { cause: err });
       }
       return { action: 'create', bytes: JSON.stringify(desired).length };
     }

@@ -38,7 +38,13 @@ class FakeApi implements NpmApi {
     const [test, ...rest] = ops;
     if (test?.op !== 'test' || (test as { value: unknown }).value !== o.metadata.resourceVersion) throw Object.assign(new Error('test failed'), { code: 422 });
     const jp = (await import('fast-json-patch')).default;
-    const next = jp.applyPatch(structuredClone(o), rest).newDocument;
+    // validate: an op below a missing parent fails like on the API server (422).
+    let next: typeof o;
+    try {
+      next = jp.applyPatch(structuredClone(o), rest, true).newDocument;
+    } catch (err) {
+      throw Object.assign(new Error(String(err)), { code: 422 });
+    }
     next.metadata.resourceVersion = String(++this.rv);
     if (rest.some((op) => op.path.startsWith('/spec'))) next.metadata.generation = (o.metadata.generation ?? 1) + 1;
     this.objects.set(key, next);
@@ -48,6 +54,11 @@ class FakeApi implements NpmApi {
     this.check();
     this.objects.delete(this.k(kind, ns, name));
     this.calls.push(`delete ${this.k(kind, ns, name)}`);
+  }
+  async get(kind: OurKind, ns: string | undefined, name: string) {
+    this.check();
+    const o = this.objects.get(this.k(kind, ns, name));
+    return o && structuredClone(o);
   }
   async patchRuleSetStatus(ns: string, name: string, status: NpmRuleSetStatus) {
     this.check();
@@ -134,6 +145,33 @@ describe('operator reconciler (fake API server)', () => {
     let err: unknown;
     await r.reconcile(ipsetKey(setObj.metadata.name)).catch((e: unknown) => (err = e));
     expect(err).to.be.instanceOf(RetryLater);
+  });
+
+  it('a hand edit that removed the managed-by label (invisible to the label-selected informer) is patched back, not retried forever', async () => {
+    const t = setup();
+    t.engine.upsertPod(pod('web', '10.244.1.2', { app: 'web' }));
+    t.engine.upsertPolicy({ metadata: { name: 'p', namespace: 'prod' }, spec: { podSelector: { matchLabels: { app: 'web' } }, ingress: [] } });
+    await t.converge();
+    const stored = t.api.objects.get('NpmRuleSet/prod/p') as NpmRuleSet;
+    const original = structuredClone(stored);
+    // Its only label: the API server then drops metadata.labels altogether.
+    expect(Object.keys(stored.metadata.labels!)).to.deep.equal(['app.kubernetes.io/managed-by']);
+    delete stored.metadata.labels;
+    stored.spec.chains[0]!.rules.push({ description: 'hand edit: allow any', match: {} });
+    stored.metadata.resourceVersion = '500';
+    // The operator's caches select app.kubernetes.io/managed-by=kube-npm: the object is gone for them.
+    const visible = (o: NpmRuleSet | NpmIPSet | undefined) => (o?.metadata.labels?.['app.kubernetes.io/managed-by'] === 'kube-npm' ? o : undefined);
+    const r = new Reconciler(t.engine, t.api, {
+      ruleset: (ns, name) => visible(t.api.objects.get(`NpmRuleSet/${ns}/${name}`)) as NpmRuleSet | undefined,
+      ipset: (name) => visible(t.api.objects.get(`NpmIPSet//${name}`)) as NpmIPSet | undefined,
+      rulesets: () => [],
+      nodes: () => new Map(),
+    });
+    const res = await r.reconcile(rulesetKey('prod', 'p'));
+    expect(res.action).to.equal('patch');
+    const back = t.api.objects.get('NpmRuleSet/prod/p') as NpmRuleSet;
+    expect(back.metadata.labels).to.deep.equal(original.metadata.labels);
+    expect(back.spec).to.deep.equal(original.spec);
   });
 
   it('deletes a set only after no ruleset references it', async () => {
