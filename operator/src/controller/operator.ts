@@ -8,7 +8,7 @@
  * collapse into one drain per tick and one write per changed shard; the queue dedupes keys, so a hot
  * key cannot grow the backlog and other keys are not starved (FIFO).
  */
-import { EventsV1Api, V1MicroTime, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
+import { CoreV1Api, EventsV1Api, PatchStrategy, V1MicroTime, setHeaderOptions, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
 import {
   GROUP, IPSET_KIND, IPSET_PLURAL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, NODE_KIND, NODE_PLURAL, RULESET_KIND, RULESET_PLURAL, VERSION,
   type Condition, type NpmIPSet, type NpmNode, type NpmRuleSet,
@@ -19,7 +19,8 @@ import { WorkQueue } from '../framework/queue.js';
 import type { ClusterMetrics } from '../metrics/cluster.js';
 import { TranslationEngine } from '../translate/engine.js';
 import type { Namespace, NetworkPolicy, Pod } from '../translate/k8s.js';
-import { realNpmApi, type NpmApi } from './api.js';
+import { httpCode, realNpmApi, type NpmApi } from './api.js';
+import { POD_CONDITION, indexShards, membershipCondition, setProgrammers, type MembershipCondition } from './membership.js';
 import { Reconciler, RetryLater, ipsetKey, rulesetKey, statusKey } from './reconciler.js';
 
 const RULESETS: ResourceRef = { group: GROUP, version: VERSION, plural: RULESET_PLURAL, namespaced: true, kind: RULESET_KIND };
@@ -38,6 +39,28 @@ export interface OperatorOptions {
   workers?: number;
   metrics?: ClusterMetrics;
   api?: NpmApi;
+  /**
+   * Writes the membership condition (POD_CONDITION) on pods that opt in with a readiness gate of that
+   * type (ADR 0007). Default: the pod status patch of the real API server.
+   */
+  patchPodCondition?: (namespace: string, name: string, cond: MembershipCondition & { lastTransitionTime: string }) => Promise<void>;
+  /** Debounce of the membership evaluation. Default 20 ms. */
+  membershipDelayMs?: number;
+}
+
+/** What the membership signal reads of a pod beyond the translation's view. */
+interface GatedPod {
+  metadata: { namespace?: string; name?: string; resourceVersion?: string };
+  spec?: { readinessGates?: { conditionType?: string }[] };
+  status?: { conditions?: { type: string; status: string; reason?: string; message?: string; lastTransitionTime?: string }[] };
+}
+
+const sinceOf = (message: string | undefined): string | undefined => /^membership as of resourceVersion (\d+)/.exec(message ?? '')?.[1];
+
+/** Inputs of a pod's set membership: a change in any of these moves the pod between sets. */
+function membershipInputs(p: Pod): string {
+  const ips = [p.status?.podIP, ...(p.status?.podIPs ?? []).map((x) => x.ip)];
+  return JSON.stringify([p.metadata.labels ?? {}, ips, p.status?.phase, p.spec?.nodeName, p.spec?.hostNetwork ?? false, p.spec?.containers?.map((c) => c.ports), p.spec?.initContainers?.map((c) => c.ports)]);
 }
 
 export class NpmOperator {
@@ -54,6 +77,12 @@ export class NpmOperator {
   private drainTimer: NodeJS.Timeout | undefined;
   private statusAllTimer: NodeJS.Timeout | undefined;
   private synced = false;
+  /** Per gated pod ("ns/name"): resourceVersions of its last membership change (ADR 0007). */
+  private readonly membership = new Map<string, { podRV: string; since: string }>();
+  private membershipTimer: NodeJS.Timeout | undefined;
+  private membershipRunning: Promise<void> | undefined;
+  private membershipAgain = false;
+  private readonly patchPodCondition: NonNullable<OperatorOptions['patchPodCondition']>;
 
   constructor(private readonly o: OperatorOptions) {
     const log = o.log;
@@ -96,9 +125,29 @@ export class NpmOperator {
     this.namespaces.onAdd((ns) => this.touch(() => this.engine.upsertNamespace(ns)));
     this.namespaces.onUpdate((ns) => this.touch(() => this.engine.upsertNamespace(ns)));
     this.namespaces.onDelete((ns) => this.touch(() => this.engine.deleteNamespace(ns.metadata.name ?? '')));
-    this.pods.onAdd((p) => this.touch(() => this.engine.upsertPod(p), true));
-    this.pods.onUpdate((p) => this.touch(() => this.engine.upsertPod(p), true));
-    this.pods.onDelete((p) => this.touch(() => this.engine.deletePod(p.metadata.namespace ?? 'default', p.metadata.name ?? ''), true));
+    this.pods.onAdd((p) => {
+      this.trackMembership(p, undefined);
+      this.touch(() => this.engine.upsertPod(p), true);
+    });
+    this.pods.onUpdate((p, old) => {
+      this.trackMembership(p, old);
+      this.touch(() => this.engine.upsertPod(p), true);
+    });
+    this.pods.onDelete((p) => {
+      this.membership.delete(`${p.metadata.namespace ?? 'default'}/${p.metadata.name ?? ''}`);
+      this.touch(() => this.engine.deletePod(p.metadata.namespace ?? 'default', p.metadata.name ?? ''), true);
+    });
+    // A namespace relabel moves its pods between sets without touching them.
+    this.namespaces.onUpdate((ns, old) => {
+      if (JSON.stringify(ns.metadata.labels ?? {}) === JSON.stringify(old.metadata.labels ?? {})) return;
+      for (const [k, m] of this.membership) if (k.startsWith(`${ns.metadata.name}/`)) m.since = ns.metadata.resourceVersion ?? m.since;
+      this.evaluateMembership();
+    });
+    const core = o.kc.makeApiClient(CoreV1Api);
+    this.patchPodCondition = o.patchPodCondition ?? (async (namespace, name, cond) => {
+      // Strategic merge: pod conditions merge by type, so the kubelet's conditions are left alone.
+      await core.patchNamespacedPodStatus({ namespace, name, body: { status: { conditions: [cond] } } }, setHeaderOptions('Content-Type', PatchStrategy.StrategicMergePatch));
+    });
     // Our own objects: drift (someone edited or deleted them) and status inputs.
     const ownRuleSet = (rs: NpmRuleSet) => {
       if (!this.synced) return;
@@ -110,14 +159,92 @@ export class NpmOperator {
     this.rulesets.onDelete(ownRuleSet);
     const ownSet = (s: NpmIPSet): void => {
       if (this.synced) this.queue.add(ipsetKey(s.metadata.name));
+      this.evaluateMembership();
     };
     this.ipsets.onAdd(ownSet);
     this.ipsets.onUpdate(ownSet);
     this.ipsets.onDelete(ownSet);
-    const nodeChanged = () => this.statusAll(0);
+    const nodeChanged = () => {
+      this.statusAll(0);
+      this.evaluateMembership();
+    };
     this.nodes.onAdd(nodeChanged);
     this.nodes.onUpdate(nodeChanged);
     this.nodes.onDelete(nodeChanged);
+  }
+
+  /**
+   * Record a gated pod's last membership change. Only changes of the pod's membership inputs count:
+   * our own condition write also moves its resourceVersion, and must not restart the wait.
+   */
+  private trackMembership(p: Pod, old: Pod | undefined): void {
+    const key = `${p.metadata.namespace ?? 'default'}/${p.metadata.name ?? ''}`;
+    const gated = (p as GatedPod).spec?.readinessGates?.some((g) => g.conditionType === POD_CONDITION) ?? false;
+    if (!gated) {
+      this.membership.delete(key);
+      return;
+    }
+    const rv = p.metadata.resourceVersion ?? '0';
+    const known = this.membership.get(key);
+    if (!known) {
+      // First sight (a new pod, or an operator restart): a condition written before keeps its
+      // position, so a restart does not rewrite every gated pod's condition.
+      const prev = (p as GatedPod).status?.conditions?.find((c) => c.type === POD_CONDITION);
+      const since = old === undefined && prev ? sinceOf(prev.message) : undefined;
+      this.membership.set(key, { podRV: since ?? rv, since: since ?? rv });
+    } else if (!old || membershipInputs(p) !== membershipInputs(old)) {
+      known.podRV = rv;
+      known.since = rv;
+    }
+    this.evaluateMembership();
+  }
+
+  /** Re-evaluate the gated pods' conditions soon (debounced; one pass at a time). */
+  private evaluateMembership(): void {
+    if (!this.synced || !this.membership.size) return;
+    if (this.membershipRunning) {
+      this.membershipAgain = true;
+      return;
+    }
+    if (this.membershipTimer) return;
+    this.membershipTimer = setTimeout(() => {
+      this.membershipTimer = undefined;
+      this.membershipRunning = this.membershipPass()
+        .catch((err: unknown) => this.o.log(`membership conditions: ${String(err)}`))
+        .finally(() => {
+          this.membershipRunning = undefined;
+          if (this.membershipAgain) {
+            this.membershipAgain = false;
+            this.evaluateMembership();
+          }
+        });
+    }, this.o.membershipDelayMs ?? 20);
+  }
+
+  private async membershipPass(): Promise<void> {
+    const desired = indexShards(this.engine.ipSetObjectNames().flatMap((n) => this.engine.ipSetObject(n) ?? []));
+    const actual = indexShards(this.ipsets.list());
+    const nodes = new Map(this.nodes.list().map((n) => [n.metadata.name, n]));
+    const programmers = setProgrammers(this.rulesets.list(), nodes, (ns, name) => this.engine.concernedNodes(ns, name));
+    for (const [key, m] of this.membership) {
+      const p = this.pods.get(key);
+      if (!p) continue;
+      const ip = p.spec?.hostNetwork || p.status?.phase === 'Succeeded' || p.status?.phase === 'Failed'
+        ? undefined
+        : [p.status?.podIP, ...(p.status?.podIPs ?? []).map((x) => x.ip)].find((x) => x && /^\d+\.\d+\.\d+\.\d+$/.test(x));
+      const cond = membershipCondition({ ip, node: p.spec?.nodeName, podRV: m.podRV, since: m.since }, desired, actual, (n) => this.ipsets.get(n), programmers, nodes);
+      const prev = (p as GatedPod).status?.conditions?.find((c) => c.type === POD_CONDITION);
+      // One write per flip (and per new change covered): not one per node that catches up.
+      if (prev?.status === cond.status && sinceOf(prev.message) === m.since) continue;
+      const [ns, name] = key.split('/') as [string, string];
+      try {
+        // lastTransitionTime moves only on a flip (a newer change covered at the same status keeps it).
+        const at = prev?.status === cond.status && prev.lastTransitionTime;
+        await this.patchPodCondition(ns, name, { ...cond, lastTransitionTime: at || new Date().toISOString().replace(/\.\d+Z$/, 'Z') });
+      } catch (err) {
+        if (httpCode(err) !== 404) this.o.log(`pod ${key}: writing ${POD_CONDITION} failed: ${String(err)}`);
+      }
+    }
   }
 
   /** Apply an event to the engine, then drain soon (bursts coalesce into one drain). */
@@ -199,6 +326,7 @@ export class NpmOperator {
     // Sets first: rulesets wait for their sets anyway, this just saves retries.
     for (const k of [...keys].sort((a, b) => (a.startsWith('NpmIPSet') ? -1 : 0) - (b.startsWith('NpmIPSet') ? -1 : 0))) this.queue.add(k);
     this.queue.start();
+    this.evaluateMembership();
   }
 
   isSynced(): boolean {
@@ -224,6 +352,8 @@ export class NpmOperator {
   async stop(): Promise<void> {
     if (this.drainTimer) clearTimeout(this.drainTimer);
     if (this.statusAllTimer) clearTimeout(this.statusAllTimer);
+    if (this.membershipTimer) clearTimeout(this.membershipTimer);
+    await this.membershipRunning;
     await Promise.all([this.policies, this.pods, this.namespaces, this.rulesets, this.ipsets, this.nodes].map((i) => (i as Informer<KubernetesObject>).stop()));
     await this.queue.stop();
   }
@@ -240,5 +370,6 @@ function countingApi(api: NpmApi, m: ClusterMetrics | undefined): NpmApi {
     patch: async (kind, ns, name, ops) => (await api.patch(kind, ns, name, ops), count(kind, 'patch', ops)),
     delete: async (kind, ns, name) => (await api.delete(kind, ns, name), count(kind, 'delete', undefined)),
     patchRuleSetStatus: async (ns, name, st) => (await api.patchRuleSetStatus(ns, name, st), count('NpmRuleSet', 'status', st)),
+    get: (kind, ns, name) => api.get(kind, ns, name),
   };
 }
