@@ -15,6 +15,10 @@
  *                  (declare + its rules) by one `iptables-restore --noflush`.
  *   policy delete  deletePolicy, sync (and the re-add, to restore the state).
  *   no-op resync   sync with forceFull (full re-read of the kernel): must write 0 lines.
+ *   tamper check   Converger.checkTamper (agent/tamper.ts; the daemon runs one per second): ms per
+ *                  check, the same at 10 policies for comparison; then KNPM-INGRESS flushed / the
+ *                  hook deleted by hand: check + full resync = detection to repair (plus up to one
+ *                  interval until the next check).
  *
  * The script re-runs itself inside each namespace (`ip netns exec NS node --expose-gc ...`), so the
  * agent's commands cost what they cost on a node (no per-command `ip netns exec`), and a major GC
@@ -33,7 +37,7 @@ import { randomBytes } from 'node:crypto';
 import { Converger, type SyncResult } from '../../operator/src/agent/converge.js';
 import { realExec, type Exec } from '../../operator/src/agent/exec.js';
 import type { Backend } from '../../operator/src/agent/backend.js';
-import { buildDesired, type DesiredState, type SetCache } from '../../operator/src/agent/model.js';
+import { buildDesired, cleanupDesired, type DesiredState, type SetCache } from '../../operator/src/agent/model.js';
 import { TranslationEngine, translate } from '../../operator/src/translate/engine.js';
 import type { NetworkPolicy } from '../../operator/src/translate/k8s.js';
 import { syntheticCluster, syntheticPod } from './synthetic.js';
@@ -107,6 +111,29 @@ function recordingExec(): { exec: Exec; take: () => Call[] } {
       return c;
     },
   };
+}
+
+/** Policies of the tiny state the tamper check is also timed on. */
+const TINY_POLICIES = 10;
+
+/**
+ * Times `n` tamper checks, each next to as many spawns of `true` as the check runs commands (the
+ * process cost under the machine's current load: on a shared machine the absolute figures move a
+ * lot, the ratio much less). A finding on an untouched kernel is a bug, said loudly.
+ */
+async function timeChecks(conv: Converger, exec: Exec, n = 20): Promise<{ checks: number[]; spawns: number[]; ratio: number }> {
+  const checks: number[] = [];
+  const spawns: number[] = [];
+  for (let i = 0; i < n; i++) {
+    let t = performance.now();
+    const f = await conv.checkTamper();
+    checks.push(performance.now() - t);
+    if (f.length) console.log(`  !!! tamper check found something on an untouched kernel: ${f.join('; ')}`);
+    t = performance.now();
+    for (let k = 0; k < (conv.bin.backend === 'nft' ? 5 : 1); k++) await exec(['true']);
+    spawns.push(performance.now() - t);
+  }
+  return { checks, spawns, ratio: median(checks) / median(spawns) };
 }
 
 async function sh(exec: Exec, argv: string[], stdin?: string): Promise<string> {
@@ -205,6 +232,16 @@ async function benchBackend(backend: Backend): Promise<Row[]> {
       `\n[${backend}] ${PODS} pods, ${POLICIES} policies -> ${desired.sets.size} sets (${members} members), ${desired.chains.size} chains (${rules} rules); ` +
         `translate ${ms(translateMs)} ms, buildDesired ${ms(buildMs)} ms; one process (\`true\`) ${ms(procMs)} ms`,
     );
+
+    // 0. The tamper check on a tiny state, to compare with the same check at full size (section 6).
+    const tiny = buildDesired(translate(syntheticCluster({ namespaces: 10, pods: 100, policies: TINY_POLICIES, seed: 42 })).items);
+    const tinyConv = new Converger({ exec, backend, retry: { attempts: 1 } });
+    await tinyConv.sync(tiny);
+    take();
+    const tinyChecks = await timeChecks(tinyConv, exec);
+    const tinyCalls = take();
+    await tinyConv.sync(cleanupDesired());
+    take();
 
     // 1. full apply from empty + the floor (raw dump restore), interleaved, 3 rounds (median).
     const clear = async (): Promise<void> => {
@@ -443,6 +480,51 @@ async function benchBackend(backend: Backend): Promise<Row[]> {
       target: 'lines = 0',
       note: `median of ${inc.length}; ${breakdown(incMid.calls)}`,
     });
+    // 6. Tamper check (agent/tamper.ts; the daemon runs one per second) and detection to repair.
+    take();
+    const big = await timeChecks(conv, exec);
+    const checkCalls = take();
+    const perCheck = median(big.checks);
+    /** Mean ms per check of each command the checks ran. */
+    const spawnsOf = (calls: Call[], n: number): string => breakdown(calls.filter((c) => c.cmd !== 'true')).replace(/ ([0-9.]+)(,|$)/g, (_, v: string, e: string) => ` ${ms(Number(v) / n)}${e}`);
+    rows.push({
+      op: 'tamper check',
+      agentMs: `${ms(perCheck)} (max ${ms(max(big.checks))})`,
+      lines: '0',
+      modelMs: '',
+      floorMs: '',
+      ratio: `${big.ratio.toFixed(2)}x`,
+      target: 'flat',
+      note:
+        `median of ${big.checks.length}; ratio = check / as many spawns of \`true\` in the same loop (${ms(median(big.spawns))} ms: the machine's load); ` +
+        `at 1 check/s: ${ms(perCheck)} ms per s of wall time (${(perCheck / 10).toFixed(1)}% of a core); per check: ${spawnsOf(checkCalls, big.checks.length)}; ` +
+        `at ${TINY_POLICIES} policies: ${ms(median(tinyChecks.checks))} ms, ratio ${tinyChecks.ratio.toFixed(2)}x (${spawnsOf(tinyCalls, tinyChecks.checks.length)})`,
+    });
+    for (const [what, argv] of [
+      ['KNPM-INGRESS flushed', [`iptables-${backend}`, '-w', '5', '-F', 'KNPM-INGRESS']],
+      ['hook deleted', [`iptables-${backend}`, '-w', '5', '-D', 'FORWARD', '1']],
+    ] as const) {
+      await sh(exec, [...argv]);
+      gc();
+      t = performance.now();
+      const findings = await conv.checkTamper();
+      const detectMs = performance.now() - t;
+      const r = await conv.sync(desired, { forceFull: true });
+      const totalMs = performance.now() - t;
+      const after = await conv.checkTamper();
+      rows.push({
+        op: `tamper: ${what}`,
+        agentMs: ms(totalMs),
+        lines: fmtLines(r),
+        modelMs: '',
+        floorMs: '',
+        ratio: '',
+        target: '< 5000 incl. wait',
+        note: `check ${ms(detectMs)} (${findings.length} finding(s)) + full resync ${ms(totalMs - detectMs)}; add up to 1000 ms waiting for the next check; after: ${after.length ? after.join('; ') : 'in order'}`,
+      });
+      take();
+    }
+
     const bad = [...noop, ...inc].filter((x) => lineCount(x.r) !== 0);
     if (bad.length) console.log(`  !!! a no-op sync wrote lines: ${bad.map((x) => fmtLines(x.r)).join(' ')}`);
     return rows;

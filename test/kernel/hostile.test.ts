@@ -189,6 +189,8 @@ describe('hostile kernel state (real packets, one node)', function () {
       c = converger();
       await c.sync(desired);
       expect(await verdicts()).to.deep.equal([]);
+      // No false alarm on the state just written (the hook and chains read back exactly).
+      expect(await c.checkTamper()).to.deep.equal([]);
       // What the daemon does (agent/daemon.ts): a finding forces a full resync through the one writer.
       watcher = new TamperWatcher({
         check: () => c.checkTamper(),
@@ -212,8 +214,9 @@ describe('hostile kernel state (real packets, one node)', function () {
      * every probe sent at or after REPAIR_DEADLINE_MS must be denied.
      */
     async function underTamper(what: string, tamper: () => Promise<unknown>): Promise<void> {
-      repairs = [];
       await sleep(300);
+      expect(await c.checkTamper(), 'in order before tampering').to.deep.equal([]);
+      repairs = [];
       const t0 = performance.now();
       await tamper();
       const samples: Promise<{ at: number; ok: boolean }>[] = [];
