@@ -7,10 +7,12 @@
  * Input parsing (issue #9 item 12): a generated 50k-pod cluster written as one JSON List, read
  * (a) by the YAML parser, as every input was before, (b) by JSON.parse, as JSON input is now, each
  * followed by the same translation and output, and (c) by `kube-npm translate -f FILE -o json`
- * end to end. Each in its own process (peak RSS is its own). Measured on the 2-core CI machine
- * (Node 20), 50k pods / 100 namespaces / 1000 policies, 42 MiB of JSON:
- *   before: YAML parser 15.1 s, whole run 16.6 s, peak RSS 1.7 GiB
- *   after:  JSON.parse 0.4 s,  whole run 1.7 s,  peak RSS 0.5 GiB
+ * end to end. Each in its own process (peak RSS is its own). Measured 2026-12-01 on the shared
+ * 2-core machine under heavy load (load average ~12: absolute times are inflated),
+ * Node 20, 50k pods / 100 namespaces / 1000 policies, 38 MiB of JSON:
+ *   before: YAML parser parse 56.9 s, whole run 65.3 s, peak RSS 2.40 GiB
+ *   after:  JSON.parse  parse  0.7 s, whole run  7.3 s, peak RSS 0.28 GiB
+ *   kube-npm translate -f (JSON) end to end: 6.3 s, peak RSS 0.30 GiB
  * (`npm run bench:translate -- --parse-only` reproduces these lines.)
  */
 import { spawnSync } from 'node:child_process';
