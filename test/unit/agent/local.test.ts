@@ -59,7 +59,7 @@ describe('agent: member deltas from changed shards', () => {
     const d2 = buildDesired(mixed, { cache });
     const name = [...d2.sets.keys()].find((n) => n.startsWith('KNPM-S-'))!;
     expect(deltaOf(d2.sets.get(name)!.members)?.base, 'derived from the cached map').to.equal(d1.sets.get(name)!.members);
-    const plan = planIpsets(d2.sets, new Map([...d1.sets].map(([n, s]) => [n, { name: n, type: s.type, family: 'inet', maxelem: 65536, members: s.members }])) as never);
+    const plan = planIpsets(d2.sets, new Map([...d1.sets].map(([n, s]) => [n, { name: n, type: s.type, family: 'inet', maxelem: 65536, options: [], members: s.members }])) as never);
     expect(plan.apply).to.deep.equal([`add -exist ${name} 10.244.99.1`, `del -exist ${name} ${pods[5]!.status.podIP}`]);
     const full = buildDesired(after);
     expect(new Map([...d2.sets.get(name)!.members].sort())).to.deep.equal(new Map([...full.sets.get(name)!.members].sort()));
