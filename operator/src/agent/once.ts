@@ -90,7 +90,7 @@ export function checkOnceInput(items: readonly Located[], source: string, allowE
   for (const { where, value: o } of items) {
     const at = `${source}: ${where}`;
     if (!isObj(o) || o.apiVersion !== API_VERSION || (o.kind !== RULESET_KIND && o.kind !== IPSET_KIND)) {
-      const what = isObj(o) ? `${String(o.apiVersion)} ${idOf(o)}` : JSON.stringify(o);
+      const what = isObj(o) ? `${String(o.apiVersion)} ${idOf(o)}` : Array.isArray(o) ? 'a list' : String(JSON.stringify(o)).slice(0, 80);
       errors.push(`${at}: ${what} is not a ${API_VERSION} ${RULESET_KIND} or ${IPSET_KIND} (agent --once reads what \`kube-npm translate\` writes, not its input)`);
       continue;
     }
@@ -130,7 +130,8 @@ export function checkOnceInput(items: readonly Located[], source: string, allowE
 function describe(e: unknown): string {
   const parts: string[] = [];
   for (let x: unknown = e; x !== undefined && parts.length < 5; x = x instanceof Error ? x.cause : undefined) {
-    parts.push(x instanceof Error ? x.message : String(x));
+    const m = x instanceof Error ? x.message : String(x);
+    if (!parts.some((p) => p.includes(m.split('\n')[0]!))) parts.push(m); // a cause already quoted in its wrapper
   }
   return parts.join(': ');
 }
