@@ -4,9 +4,17 @@
 #   docker build -t ghcr.io/kube-npm/kube-npm:0.1.0 .
 # The build steps are the CI's (.ci/run: npm ci --no-audit --no-fund; npm run build);
 # test/unit/install/dockerfile.test.ts checks that they stay the same.
+#
+# Base images are pinned by digest (the tag alone can be repointed), each the multi-arch manifest
+# list digest of the official Docker Hub tag, so amd64 and arm64 builds both resolve. No registry is
+# reachable from where this was written: the digests were taken from public repositories that pin
+# the same tags (several independent ones agree). To refresh after a Node or Debian update:
+#   docker buildx imagetools inspect node:20.X.Y-bookworm-slim   # "Digest:" of the manifest list
+#   (or: crane digest node:20.X.Y-bookworm-slim)
+# and replace tag and digest together in both FROM lines.
 
 # ---- build: compile TypeScript, then drop dev dependencies ----
-FROM node:20.20.2-bookworm AS build
+FROM node:20.20.2-bookworm@sha256:8f693eaa7e0a8e71560c9a82b55fd54c2ae920a2ba5d2cde28bac7d1c01c9ba5 AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
@@ -16,7 +24,7 @@ RUN npm run build \
  && npm prune --omit=dev --no-audit --no-fund
 
 # ---- runtime: Node 20 on Debian 12 with the kernel tools the agent drives ----
-FROM node:20.20.2-bookworm-slim AS runtime
+FROM node:20.20.2-bookworm-slim@sha256:2cf067cfed83d5ea958367df9f966191a942351a2df77d6f0193e162b5febfc0 AS runtime
 # iptables ships both backends (iptables-nft* and iptables-legacy*); the agent picks one per node.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iptables ipset conntrack \
@@ -28,5 +36,6 @@ COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist ./dist
 # The operator's user (nonroot in distroless terms); the agent's DaemonSet overrides it with 0.
 USER 65532:65532
-EXPOSE 10091
+# 10091: metrics (HTTPS, token authorized); 10092: /healthz and /readyz (plain HTTP).
+EXPOSE 10091 10092
 ENTRYPOINT ["node", "/app/dist/operator/src/cli/main.js"]

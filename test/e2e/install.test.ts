@@ -49,7 +49,7 @@ describe('install manifests against a real API server (e2e)', function () {
 
   it('every manifest of config/default passes apply --dry-run=server --validate=strict', async () => {
     const objs = docs(rendered);
-    expect(objs.length).to.equal(16);
+    expect(objs.length).to.equal(17);
     const r = await cp.kubectl(['apply', '--dry-run=server', '--validate=strict', '-f', '-'], { input: rendered });
     expect(r.code, r.stderr).to.equal(0);
     for (const o of objs) expect(r.stdout, `${o.kind}/${o.metadata.name}`).to.match(new RegExp(`${o.metadata.name}\\b.*\\(server dry run\\)`));
@@ -178,11 +178,14 @@ describe('install manifests against a real API server (e2e)', function () {
           ['patch', 'npmrulesets.kubenpm.io', { sub: 'status' }], ['update', 'npmrulesets.kubenpm.io', { sub: 'status' }],
           ['create', 'events.events.k8s.io', { ns: 'demo' }], ['patch', 'events.events.k8s.io', { ns: 'demo' }],
           ['create', 'leases.coordination.k8s.io', { ns: NS }], ['get', 'leases.coordination.k8s.io/kube-npm-operator', { ns: NS }], ['update', 'leases.coordination.k8s.io/kube-npm-operator', { ns: NS }],
+          ['create', 'tokenreviews.authentication.k8s.io'], ['create', 'subjectaccessreviews.authorization.k8s.io'],
+        ],
+        [
+          // The default install ships the agent DaemonSet: the operator may not create or change
+          // DaemonSets (#9 item 9; only config/rbac/olm, the OLM install, grants that).
           ['create', 'daemonsets.apps', { ns: NS }],
           ...['get', 'list', 'watch', 'patch', 'update', 'delete'].map((v): Row => [v, 'daemonsets.apps/kube-npm-agent', { ns: NS }]),
           ['get', 'deployments.apps/kube-npm-operator', { ns: NS }],
-        ],
-        [
           ...read('secrets'), ['get', 'secrets', { ns: NS }], ['list', 'configmaps', { ns: NS }],
           ...write('npmnodes.kubenpm.io'), ['patch', 'npmnodes.kubenpm.io', { sub: 'status' }], ['update', 'npmnodes.kubenpm.io', { sub: 'status' }],
           ...write('networkpolicies.networking.k8s.io'), ...write('pods'), ['create', 'events', { ns: 'demo' }], ['create', 'pods/exec', { ns: NS }],
@@ -203,6 +206,7 @@ describe('install manifests against a real API server (e2e)', function () {
           ...read('networkpolicies.networking.k8s.io'), ['get', 'nodes'],
           ['get', 'npmnodes.kubenpm.io'], ['create', 'npmnodes.kubenpm.io'],
           ['patch', 'npmnodes.kubenpm.io', { sub: 'status' }], ['update', 'npmnodes.kubenpm.io', { sub: 'status' }],
+          ['create', 'tokenreviews.authentication.k8s.io'], ['create', 'subjectaccessreviews.authorization.k8s.io'],
         ],
         [
           ...write('npmrulesets.kubenpm.io'), ['patch', 'npmrulesets.kubenpm.io', { sub: 'status' }], ...write('npmipsets.kubenpm.io'),
@@ -214,6 +218,33 @@ describe('install manifests against a real API server (e2e)', function () {
         ],
       );
     });
+
+    it('with config/rbac/olm (OLM installs) the operator may manage the agent DaemonSet, and only it', async () => {
+      await kubectlOk(cp, ['apply', '-f', '-'], await kubectlOk(cp, ['kustomize', join(REPO, 'config/rbac/olm')]));
+      try {
+        await check(
+          'kube-npm-operator',
+          [
+            ['create', 'daemonsets.apps', { ns: NS }],
+            ...['get', 'list', 'watch', 'patch', 'update', 'delete'].map((v): Row => [v, 'daemonsets.apps/kube-npm-agent', { ns: NS }]),
+            ['get', 'deployments.apps/kube-npm-operator', { ns: NS }],
+          ],
+          [['create', 'daemonsets.apps', { ns: 'kube-system' }], ['patch', 'daemonsets.apps/kube-proxy', { ns: NS }], ['list', 'daemonsets.apps', { ns: NS }], ['patch', 'deployments.apps/kube-npm-operator', { ns: NS }]],
+        );
+      } finally {
+        await kubectlOk(cp, ['delete', '-f', '-'], await kubectlOk(cp, ['kustomize', join(REPO, 'config/rbac/olm')]));
+      }
+    });
+
+    it('the metrics reader may get /node-metrics and /cluster-metrics, nobody else may', async () => {
+      await kubectlOk(cp, ['create', 'serviceaccount', 'prom', '-n', NS]);
+      await kubectlOk(cp, ['create', 'clusterrolebinding', 'prom-kube-npm', '--clusterrole=kube-npm-metrics-reader', `--serviceaccount=${NS}:prom`]);
+      const url = async (sa: string, path: string) => (await cp.kubectl(['auth', 'can-i', 'get', path, `--as=system:serviceaccount:${NS}:${sa}`])).stdout.trim() === 'yes';
+      expect(await url('prom', '/node-metrics')).to.equal(true);
+      expect(await url('prom', '/cluster-metrics')).to.equal(true);
+      expect(await url('prom', '/metrics')).to.equal(false);
+      expect(await url('kube-npm-agent', '/node-metrics')).to.equal(false);
+    });
   });
 
   describe('AgentDaemonSetManager (as the operator ServiceAccount)', () => {
@@ -223,6 +254,8 @@ describe('install manifests against a real API server (e2e)', function () {
     before(async () => {
       // RBAC, the options ConfigMap and the operator Deployment (its owner) for real.
       await kubectlOk(cp, ['apply', '-f', '-'], await kubectlOk(cp, ['kustomize', join(REPO, 'config/rbac')]));
+      // The manager runs as in an OLM install: with the DaemonSet rights of config/rbac/olm.
+      await kubectlOk(cp, ['apply', '-f', '-'], await kubectlOk(cp, ['kustomize', join(REPO, 'config/rbac/olm')]));
       await kubectlOk(cp, ['apply', '-f', '-'], await kubectlOk(cp, ['kustomize', join(REPO, 'config/manager')]));
       const token = (await kubectlOk(cp, ['-n', NS, 'create', 'token', 'kube-npm-operator', '--duration=1h'])).trim();
       const kc = new KubeConfig();

@@ -52,6 +52,8 @@ export const DEFAULT_IMAGE = 'ghcr.io/kube-npm/kube-npm:0.1.0';
 export const DEFAULT_NAMESPACE = 'kube-npm-system';
 export const FIELD_MANAGER = 'kube-npm-operator';
 export const METRICS_PORT = 10091;
+/** Plain-HTTP /healthz and /readyz (metrics are HTTPS with authorization: metrics/serve.ts). */
+export const HEALTH_PORT = 10092;
 export const AGENT_LABELS = { 'app.kubernetes.io/name': 'kube-npm', 'app.kubernetes.io/component': 'agent' } as const;
 
 const DAEMONSETS: ResourceRef = { group: 'apps', version: 'v1', plural: 'daemonsets', namespaced: true, kind: 'DaemonSet' };
@@ -121,9 +123,12 @@ export function agentDaemonSet(opts: AgentDaemonSetOptions = {}): V1DaemonSet {
                 option('RESYNC_SECONDS', 'agent-resync-seconds', cm),
                 option('MIN_SYNC_INTERVAL_MS', 'agent-min-sync-interval-ms', cm),
               ],
-              ports: [{ name: 'metrics', containerPort: METRICS_PORT, protocol: 'TCP' }],
-              livenessProbe: { httpGet: { path: '/healthz', port: 'metrics' }, initialDelaySeconds: 10, periodSeconds: 20, failureThreshold: 3 },
-              readinessProbe: { httpGet: { path: '/readyz', port: 'metrics' }, periodSeconds: 10, failureThreshold: 3 },
+              ports: [
+                { name: 'metrics', containerPort: METRICS_PORT, protocol: 'TCP' },
+                { name: 'health', containerPort: HEALTH_PORT, protocol: 'TCP' },
+              ],
+              livenessProbe: { httpGet: { path: '/healthz', port: 'health' }, initialDelaySeconds: 10, periodSeconds: 20, failureThreshold: 3 },
+              readinessProbe: { httpGet: { path: '/readyz', port: 'health' }, periodSeconds: 10, failureThreshold: 3 },
               resources: opts.resources ?? { requests: { cpu: '50m', memory: '64Mi' }, limits: { memory: '256Mi' } },
               // Root for netlink and the xtables lock, but only the two capabilities iptables,
               // ipset and conntrack need; no privilege escalation, nothing written but the lock.

@@ -95,11 +95,11 @@ describe('Dockerfile', () => {
 
   it('is multi-stage: a node:20 build stage and a Debian node:20 runtime stage', () => {
     expect(df.stages.map((s) => s.name)).to.deep.equal(['build', 'runtime']);
-    expect(build.image).to.match(/^node:20\.\d+\.\d+-bookworm$/);
-    expect(runtime.image).to.match(/^node:20\.\d+\.\d+-bookworm-slim$/);
+    expect(build.image).to.match(/^node:20\.\d+\.\d+-bookworm@sha256:[0-9a-f]{64}$/);
+    expect(runtime.image).to.match(/^node:20\.\d+\.\d+-bookworm-slim@sha256:[0-9a-f]{64}$/);
   });
 
-  it('pins every base image by a full version tag (never latest, never untagged)', () => {
+  it('pins every base image by a full version tag and a digest (never latest, never untagged)', () => {
     const names = new Set(df.stages.map((s) => s.name));
     for (const s of df.stages) {
       if (names.has(s.image)) continue;
@@ -107,6 +107,8 @@ describe('Dockerfile', () => {
       expect(tag, s.image).to.be.a('string');
       expect(tag, s.image).to.not.equal('latest');
       expect(tag, s.image).to.match(/\d+\.\d+\.\d+/);
+      // A tag can be repointed; the digest cannot (#9 item 9).
+      expect(s.image, s.image).to.match(/@sha256:[0-9a-f]{64}$/);
     }
   });
 

@@ -147,7 +147,10 @@ describe('install manifests (kustomize, no API server)', function () {
       expect(c.resources?.requests).to.include.keys('cpu', 'memory');
       expect(c.resources?.limits).to.include.keys('memory');
       expect(pod.volumes).to.deep.equal([{ name: 'xtables-lock', hostPath: { path: '/run/xtables.lock', type: 'FileOrCreate' } }]);
-      expect(c.ports).to.deep.equal([{ name: 'metrics', containerPort: 10091, protocol: 'TCP' }]);
+      // metrics (HTTPS, authorized) and the kubelet's probes on their own plain-HTTP port
+      expect(c.ports).to.deep.equal([{ name: 'metrics', containerPort: 10091, protocol: 'TCP' }, { name: 'health', containerPort: 10092, protocol: 'TCP' }]);
+      expect(c.livenessProbe?.httpGet).to.deep.equal({ path: '/healthz', port: 'health' });
+      expect(c.readinessProbe?.httpGet).to.deep.equal({ path: '/readyz', port: 'health' });
       expect(c.args?.slice(0, 3)).to.deep.equal(['agent', '--node-name', '$(NODE_NAME)']);
     });
     it('an owner reference is added only when given', () => {
@@ -189,6 +192,7 @@ describe('install manifests (kustomize, no API server)', function () {
       const names = objs.map((o) => `${o.kind}/${o.metadata.name}`).sort();
       expect(names).to.deep.equal([
         'ClusterRole/kube-npm-agent',
+        'ClusterRole/kube-npm-metrics-reader',
         'ClusterRole/kube-npm-operator',
         'ClusterRoleBinding/kube-npm-agent',
         'ClusterRoleBinding/kube-npm-operator',
@@ -218,7 +222,7 @@ describe('install manifests (kustomize, no API server)', function () {
         for (const s of (b as unknown as { subjects: { namespace: string }[] }).subjects) expect(s.namespace).to.equal('kube-npm-system');
       }
     });
-    it('the operator Deployment: 2 replicas, probes on 10091, non-root, read-only, no capabilities', () => {
+    it('the operator Deployment: 2 replicas, probes on 10092 (metrics on 10091), non-root, read-only, no capabilities', () => {
       const d = find<V1Deployment>(objs, 'Deployment', 'kube-npm-operator');
       expect(d.spec?.replicas).to.equal(2);
       const pod = d.spec!.template.spec!;
@@ -227,9 +231,9 @@ describe('install manifests (kustomize, no API server)', function () {
       const env = new Map(c.env?.map((e) => [e.name, e]));
       expect(env.get('POD_NAMESPACE')?.valueFrom?.fieldRef?.fieldPath).to.equal('metadata.namespace');
       expect(env.get('POD_NAME')?.valueFrom?.fieldRef?.fieldPath).to.equal('metadata.name');
-      expect(c.livenessProbe?.httpGet).to.deep.equal({ path: '/healthz', port: 'metrics' });
-      expect(c.readinessProbe?.httpGet).to.deep.equal({ path: '/readyz', port: 'metrics' });
-      expect(c.ports).to.deep.equal([{ name: 'metrics', containerPort: 10091, protocol: 'TCP' }]);
+      expect(c.livenessProbe?.httpGet).to.deep.equal({ path: '/healthz', port: 'health' });
+      expect(c.readinessProbe?.httpGet).to.deep.equal({ path: '/readyz', port: 'health' });
+      expect(c.ports).to.deep.equal([{ name: 'metrics', containerPort: 10091, protocol: 'TCP' }, { name: 'health', containerPort: 10092, protocol: 'TCP' }]);
       expect(pod.securityContext?.runAsNonRoot).to.equal(true);
       expect(pod.securityContext?.runAsUser).to.equal(65532);
       expect(c.securityContext).to.deep.equal({ allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } });
@@ -276,18 +280,23 @@ describe('install manifests (kustomize, no API server)', function () {
           'update kubenpm.io/npmrulesets/status',
           'create events.k8s.io/events',
           'patch events.k8s.io/events',
+          'create authentication.k8s.io/tokenreviews',
+          'create authorization.k8s.io/subjectaccessreviews',
         ].sort(),
       );
+      // The default install ships the agent DaemonSet (config/agent): no DaemonSet rights (#9 item 9).
       expect(grants(find<V1Role>(o, 'Role', 'kube-npm-operator').rules)).to.deep.equal(
-        [
-          'create coordination.k8s.io/leases',
-          'get coordination.k8s.io/leases[kube-npm-operator]',
-          'update coordination.k8s.io/leases[kube-npm-operator]',
-          'create apps/daemonsets',
-          ...['get', 'list', 'watch', 'patch', 'update', 'delete'].map((v) => `${v} apps/daemonsets[kube-npm-agent]`),
-          'get apps/deployments[kube-npm-operator]',
-        ].sort(),
+        ['create coordination.k8s.io/leases', 'get coordination.k8s.io/leases[kube-npm-operator]', 'update coordination.k8s.io/leases[kube-npm-operator]'].sort(),
       );
+      expect(o.flatMap((x) => (x as { rules?: V1PolicyRule[] }).rules ?? []).some((r) => r.resources?.includes('daemonsets') || r.resources?.includes('deployments'))).to.equal(false);
+    });
+    it('only the OLM-style install (config/rbac/olm) lets the operator manage the agent DaemonSet', () => {
+      expect(grants(find<V1Role>(kustomize('config/rbac/olm'), 'Role', 'kube-npm-operator-daemonset-manager').rules)).to.deep.equal(
+        ['create apps/daemonsets', ...['get', 'list', 'watch', 'patch', 'update', 'delete'].map((v) => `${v} apps/daemonsets[kube-npm-agent]`), 'get apps/deployments[kube-npm-operator]'].sort(),
+      );
+    });
+    it('the metrics reader may get the two metrics paths and nothing else', () => {
+      expect(find<V1ClusterRole>(objs(), 'ClusterRole', 'kube-npm-metrics-reader').rules).to.deep.equal([{ nonResourceURLs: ['/node-metrics', '/cluster-metrics'], verbs: ['get'] }]);
     });
     it('the agent gets exactly what it uses', () => {
       expect(grants(find<V1ClusterRole>(objs(), 'ClusterRole', 'kube-npm-agent').rules)).to.deep.equal(
@@ -298,6 +307,8 @@ describe('install manifests (kustomize, no API server)', function () {
           'create kubenpm.io/npmnodes',
           'patch kubenpm.io/npmnodes/status',
           'update kubenpm.io/npmnodes/status',
+          'create authentication.k8s.io/tokenreviews',
+          'create authorization.k8s.io/subjectaccessreviews',
         ].sort(),
       );
     });
@@ -364,7 +375,9 @@ describe('install manifests (kustomize, no API server)', function () {
       expect(canonicalRules(by(clusterPermissions, 'kube-npm-operator'))).to.deep.equal(canonicalRules(find<V1ClusterRole>(rbac, 'ClusterRole', 'kube-npm-operator').rules));
       expect(canonicalRules(by(clusterPermissions, 'kube-npm-agent'))).to.deep.equal(canonicalRules(find<V1ClusterRole>(rbac, 'ClusterRole', 'kube-npm-agent').rules));
       expect(permissions.map((p) => p.serviceAccountName)).to.deep.equal(['kube-npm-operator']);
-      expect(canonicalRules(by(permissions, 'kube-npm-operator'))).to.deep.equal(canonicalRules(find<V1Role>(rbac, 'Role', 'kube-npm-operator').rules));
+      // OLM's operator manages the agent DaemonSet: config/rbac's Role plus config/rbac/olm's.
+      const olm = find<V1Role>(kustomize('config/rbac/olm'), 'Role', 'kube-npm-operator-daemonset-manager').rules ?? [];
+      expect(canonicalRules(by(permissions, 'kube-npm-operator'))).to.deep.equal(canonicalRules([...(find<V1Role>(rbac, 'Role', 'kube-npm-operator').rules ?? []), ...olm]));
     });
     it('its Deployment is config/manager plus the flags that make the operator run the agents', () => {
       const d = csv().spec.install.spec.deployments;
@@ -380,9 +393,10 @@ describe('install manifests (kustomize, no API server)', function () {
       for (const [file, kind, name] of [
         ['kube-npm-options_v1_configmap.yaml', 'ConfigMap', 'kube-npm-options'],
         ['npm-metrics-cluster-service_v1_service.yaml', 'Service', 'npm-metrics-cluster-service'],
+        ['kube-npm-metrics-reader_rbac.authorization.k8s.io_v1_clusterrole.yaml', 'ClusterRole', 'kube-npm-metrics-reader'],
       ] as const) {
         const got = parseYaml(readFileSync(join(dir, file), 'utf8'))[0]!;
-        const want = structuredClone(find(mgr, kind, name));
+        const want = structuredClone(find(kind === 'ClusterRole' ? kustomize('config/rbac') : mgr, kind, name));
         delete want.metadata.namespace; // OLM installs into the OperatorGroup's namespace
         expect(got, file).to.deep.equal(want);
       }

@@ -118,6 +118,9 @@ describe('config/grafana and config/prometheus', () => {
         job_name: string;
         metrics_path: string;
         kubernetes_sd_configs: { role: string; namespaces?: { names: string[] } }[];
+        scheme: string;
+        tls_config?: { insecure_skip_verify?: boolean; ca_file?: string };
+        authorization?: { type?: string; credentials_file?: string };
         relabel_configs: { source_labels?: string[]; regex?: string; action?: string; target_label?: string; replacement?: string }[];
       }[];
     };
@@ -128,6 +131,17 @@ describe('config/grafana and config/prometheus', () => {
       expect(cfg.scrape_configs.map((j) => j.job_name).sort()).to.deep.equal(['kube-npm-cluster', 'kube-npm-node']);
       const dash = readFileSync(join(REPO, 'config/grafana/kube-npm-dashboard.json'), 'utf8');
       expect(dash).to.include('"query": "kube-npm-cluster"').and.include('"query": "kube-npm-node"');
+    });
+
+    it('both jobs scrape over HTTPS with the ServiceAccount token (the endpoints authorize it)', () => {
+      for (const j of cfg.scrape_configs) {
+        expect(j.scheme, j.job_name).to.equal('https');
+        expect(j.tls_config, j.job_name).to.deep.equal({ insecure_skip_verify: true });
+        expect(j.authorization, j.job_name).to.deep.equal({ type: 'Bearer', credentials_file: '/var/run/secrets/kubernetes.io/serviceaccount/token' });
+      }
+      // secure is the default of both CLIs; plain HTTP needs the explicit flag
+      expect(cli('operator.ts')).to.include(`secure: f['metrics-secure'] !== false`);
+      expect(cli('agent-daemon.ts')).to.include(`secure: f['metrics-secure'] !== 'false'`);
     });
 
     it('node metrics: /node-metrics on each agent pod (= node) at 10091', () => {
