@@ -5,7 +5,8 @@
  * A pod's membership lives in the NpmIPSet shards that hold its IP (pod-selector sets: "10.244.1.10";
  * named-port sets: "10.244.1.10,tcp:8080"). For a pod with IP `ip`, the relevant shards are those the
  * engine wants to hold `ip` and those the API server still holds with `ip` (the sets it is leaving).
- * The membership is enforced when
+ * The shards it held when the change was seen (`former`) count too: once written they no longer hold
+ * it. The membership is enforced when
  *  (a) written: every relevant shard exists on the API server and holds `ip` exactly when the engine
  *      wants it to;
  *  (b) applied: every node that programs a relevant shard's set reports in its NpmNode
@@ -41,6 +42,12 @@ export interface PodMembership {
   podRV: string;
   /** resourceVersion of the change the condition covers (the pod's, or its namespace's relabel). */
   since: string;
+  /**
+   * Shards that held the pod's IP when the change was seen (before the operator wrote it): the
+   * sets it may be leaving. Once written they no longer hold the IP, so they cannot be found from
+   * the caches afterwards, and their nodes must still be waited for.
+   */
+  former?: readonly string[];
 }
 
 /** IP -> shards holding it (pod-derived shards only). */
@@ -112,11 +119,14 @@ export function membershipCondition(
   if (pod.ip) {
     const wanted = new Set((desired.get(pod.ip) ?? []).map((s) => s.metadata.name));
     const held = new Set((actual.get(pod.ip) ?? []).map((s) => s.metadata.name));
-    for (const name of new Set([...wanted, ...held])) {
+    for (const name of new Set([...wanted, ...held, ...(pod.former ?? [])])) {
       // (a) written: the shard holds the IP exactly when it should.
       if (wanted.has(name) !== held.has(name)) return pending(`NpmIPSet ${name} not written yet`);
       const shard = actualShard(name);
-      if (!shard) return pending(`NpmIPSet ${name} not written yet`);
+      if (!shard) {
+        if (wanted.has(name)) return pending(`NpmIPSet ${name} not written yet`);
+        continue; // a former shard deleted: its set left every ruleset before (make-before-break)
+      }
       // (b) applied by every node programming its set.
       for (const n of programmers.get(shard.spec.setName) ?? []) {
         needed.add(n);

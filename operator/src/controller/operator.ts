@@ -78,7 +78,7 @@ export class NpmOperator {
   private statusAllTimer: NodeJS.Timeout | undefined;
   private synced = false;
   /** Per gated pod ("ns/name"): resourceVersions of its last membership change (ADR 0007). */
-  private readonly membership = new Map<string, { podRV: string; since: string }>();
+  private readonly membership = new Map<string, { podRV: string; since: string; former: Set<string> }>();
   private membershipTimer: NodeJS.Timeout | undefined;
   private membershipRunning: Promise<void> | undefined;
   private membershipAgain = false;
@@ -140,7 +140,12 @@ export class NpmOperator {
     // A namespace relabel moves its pods between sets without touching them.
     this.namespaces.onUpdate((ns, old) => {
       if (JSON.stringify(ns.metadata.labels ?? {}) === JSON.stringify(old.metadata.labels ?? {})) return;
-      for (const [k, m] of this.membership) if (k.startsWith(`${ns.metadata.name}/`)) m.since = ns.metadata.resourceVersion ?? m.since;
+      for (const [k, m] of this.membership) {
+        if (!k.startsWith(`${ns.metadata.name}/`)) continue;
+        m.since = ns.metadata.resourceVersion ?? m.since;
+        const p = this.pods.get(k);
+        if (p) for (const n of this.shardsHolding(p)) m.former.add(n);
+      }
       this.evaluateMembership();
     });
     const core = o.kc.makeApiClient(CoreV1Api);
@@ -191,12 +196,21 @@ export class NpmOperator {
       // position, so a restart does not rewrite every gated pod's condition.
       const prev = (p as GatedPod).status?.conditions?.find((c) => c.type === POD_CONDITION);
       const since = old === undefined && prev ? sinceOf(prev.message) : undefined;
-      this.membership.set(key, { podRV: since ?? rv, since: since ?? rv });
+      this.membership.set(key, { podRV: since ?? rv, since: since ?? rv, former: new Set(this.shardsHolding(old ?? p)) });
     } else if (!old || membershipInputs(p) !== membershipInputs(old)) {
       known.podRV = rv;
       known.since = rv;
+      // The sets it may be leaving: what the API server holds for it before our write.
+      for (const n of this.shardsHolding(old ?? p)) known.former.add(n);
     }
     this.evaluateMembership();
+  }
+
+  /** NpmIPSet shards (API server's view) holding one of the pod's IPs. O(members): gated pods only. */
+  private shardsHolding(p: Pod): string[] {
+    const ips = new Set([p.status?.podIP, ...(p.status?.podIPs ?? []).map((x) => x.ip)].filter((x): x is string => !!x));
+    if (!ips.size) return [];
+    return this.ipsets.list().filter((s) => s.spec.members.some((m) => ips.has(m.split(',')[0]!))).map((s) => s.metadata.name);
   }
 
   /** Re-evaluate the gated pods' conditions soon (debounced; one pass at a time). */
@@ -232,7 +246,8 @@ export class NpmOperator {
       const ip = p.spec?.hostNetwork || p.status?.phase === 'Succeeded' || p.status?.phase === 'Failed'
         ? undefined
         : [p.status?.podIP, ...(p.status?.podIPs ?? []).map((x) => x.ip)].find((x) => x && /^\d+\.\d+\.\d+\.\d+$/.test(x));
-      const cond = membershipCondition({ ip, node: p.spec?.nodeName, podRV: m.podRV, since: m.since }, desired, actual, (n) => this.ipsets.get(n), programmers, nodes);
+      const cond = membershipCondition({ ip, node: p.spec?.nodeName, podRV: m.podRV, since: m.since, former: [...m.former] }, desired, actual, (n) => this.ipsets.get(n), programmers, nodes);
+      if (cond.status === 'True') m.former.clear();
       const prev = (p as GatedPod).status?.conditions?.find((c) => c.type === POD_CONDITION);
       // One write per flip (and per new change covered): not one per node that catches up.
       if (prev?.status === cond.status && sinceOf(prev.message) === m.since) continue;

@@ -275,6 +275,7 @@ describe('install manifests (kustomize, no API server)', function () {
       expect(grants(find<V1ClusterRole>(o, 'ClusterRole', 'kube-npm-operator').rules)).to.deep.equal(
         [
           ...['get', 'list', 'watch'].flatMap((v) => [`${v} networking.k8s.io/networkpolicies`, `${v} pods`, `${v} namespaces`, `${v} kubenpm.io/npmnodes`]),
+          'patch pods/status', // the membership condition on pods that opt in (ADR 0007)
           ...['get', 'list', 'watch', 'create', 'patch', 'update', 'delete'].flatMap((v) => [`${v} kubenpm.io/npmrulesets`, `${v} kubenpm.io/npmipsets`]),
           'patch kubenpm.io/npmrulesets/status',
           'update kubenpm.io/npmrulesets/status',
