@@ -13,7 +13,7 @@ import { FakeKernel } from './fakekernel.js';
 import { objects, snapshot } from './fixtures.js';
 
 const shape = { namespaces: 2, podsPerNamespace: 3, policiesPerNamespace: 1 };
-const items = objects(shape);
+const items = objects(shape) as (NpmRuleSet | NpmIPSet)[];
 const rulesets = items.filter((o): o is NpmRuleSet => o.kind === RULESET_KIND);
 const ipsets = items.filter((o): o is NpmIPSet => o.kind !== RULESET_KIND);
 const pol = rulesets[0]!;
