@@ -70,6 +70,12 @@ export interface ConvergerOptions {
 
 export interface SyncOptions {
   forceFull?: boolean;
+  /**
+   * Re-read iptables (not the sets) before planning, even when the sync would be incremental: the
+   * repair after a tamper finding (tamper.ts). Sets are trusted as last applied; reading and
+   * comparing them (`ipset list`: 107k members at 1,000 policies) is most of a full sync's cost.
+   */
+  rereadIptables?: boolean;
   /** Plan (reading the kernel fully) but write nothing. */
   dryRun?: boolean;
 }
@@ -228,6 +234,9 @@ export class Converger {
     if (full) {
       actual = await this.readKernel();
       if (expected) drift = detectDrift(expected, actual);
+    } else if (opts.rereadIptables && expected) {
+      actual = { sets: expected.sets, iptables: parseIptablesSave(await this.run([this.bin.save, '-t', 'filter'])) };
+      drift = detectDrift(expected, actual);
     } else {
       // Incremental: trust what we wrote (drift, the hook's included, waits for the next full sync).
       actual = expected as ActualState;

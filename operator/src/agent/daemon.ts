@@ -19,7 +19,7 @@ import { selectLocal } from './select.js';
 import { TamperWatcher } from './tamper.js';
 import type { Pod } from '../translate/k8s.js';
 import type { NetworkPolicy } from '../translate/k8s.js';
-import { PodStartup, appliedView, localPodsOf, policyTargets, selectionView, type PodStartupMode, type ProgrammedView } from './podstartup.js';
+import { PodStartup, appliedView, inPodCidrs, localPodsOf, policyTargets, selectionView, type PodStartupMode, type ProgrammedView } from './podstartup.js';
 
 export interface AgentDaemonOptions {
   kc: KubeConfig;
@@ -65,6 +65,8 @@ export class AgentDaemon {
   private programmed: ProgrammedView | undefined;
   /** Sync again without the minimum interval: a waiting pod became ready to enter KNPM-LOCAL. */
   private urgent = false;
+  /** Strict found a local pod outside the pod CIDR: the strict rules are off until restart. */
+  private strictSuspended = false;
   private readonly api: CustomObjectsApi;
   private readonly lastApplied = new Map<string, NpmRuleSet>();
   private readonly setCache: SetCache = new Map();
@@ -76,6 +78,8 @@ export class AgentDaemon {
   private lastSyncAt = -Infinity;
   private timer: NodeJS.Timeout | undefined;
   private tamper: TamperWatcher | undefined;
+  /** The next sync re-reads iptables: the tamper check found something. */
+  private rereadIptables = false;
   private syncs = 0;
   private failures = 0;
   private repairs = 0;
@@ -125,8 +129,10 @@ export class AgentDaemon {
         clock: this.o.clock,
         intervalMs: tamperMs,
         log: (s) => this.o.log(s),
+        // Only iptables is re-read for the repair: the check looks at iptables only, and reading
+        // every set (most of a full sync's cost at scale) would delay the repair.
         onTamper: () => {
-          this.forceFull = true;
+          this.rereadIptables = true;
           this.request();
         },
       });
@@ -165,6 +171,8 @@ export class AgentDaemon {
     const t0 = this.o.clock.now();
     const full = this.forceFull;
     this.forceFull = false;
+    const rereadIptables = this.rereadIptables;
+    this.rereadIptables = false;
     // Read in the same tick as the caches below: an informer updates its cache and its position
     // together, so the state computed here reflects every event up to these resourceVersions.
     const observed: ObservedRevisions = { ipsets: this.ipsets.lastResourceVersion(), pods: this.pods.lastResourceVersion() };
@@ -179,13 +187,25 @@ export class AgentDaemon {
     const admission = this.startup.admit(pods, targets, this.programmed, next, t0);
     for (const w of admission.newlyWaiting) this.o.log(`pod startup: ${w}; its traffic is dropped until then`);
     this.o.metrics?.podStartup?.waiting(admission.waiting);
-    const strict = this.startup.mode === 'strict';
-    const desired = buildDesired(sel.objects, { localPods: admission.ips, cache: this.setCache, ...(strict ? { podCidrs: this.o.podCidrs } : {}) });
+    // A local pod outside the pod CIDR means the CNI does not allocate from it (e.g. Calico IPAM
+    // next to controller-manager CIDRs): other nodes' pods may then hold addresses of "our" CIDR,
+    // and dropping them would cut running traffic. Strict is suspended for good, loudly.
+    const outside = this.startup.mode === 'strict' && !this.strictSuspended ? pods.find((p) => !inPodCidrs(p.ip, this.o.podCidrs ?? [])) : undefined;
+    if (outside) {
+      this.strictSuspended = true;
+      this.o.log(
+        `pod-startup strict SUSPENDED (new pods start unprotected, as with open): pod ${outside.namespace}/${outside.name} has address ${outside.ip} outside the pod CIDR ` +
+          `${(this.o.podCidrs ?? []).join(',')}, so the CNI does not allocate from it; give --pod-cidr with the CNI's per-node block, or --pod-startup=open`,
+      );
+      this.o.metrics?.podStartup?.strict(false);
+    }
+    const strict = this.startup.mode === 'strict' && !this.strictSuspended;
+    const desired = buildDesired(sel.objects, { localPods: strict || this.startup.mode === 'open' ? admission.ips : [...local], cache: this.setCache, ...(strict ? { podCidrs: this.o.podCidrs } : {}) });
     for (const p of desired.problems) this.o.log(`problem: ${p}`);
     let result: SyncResult | undefined;
     let error: string | undefined;
     try {
-      result = await this.o.converger.sync(desired, { forceFull: full });
+      result = await this.o.converger.sync(desired, { forceFull: full, rereadIptables });
       this.lastApplied.clear();
       for (const o of sel.objects) if (o.kind === RULESET_KIND) this.lastApplied.set(`${o.metadata.namespace}/${o.metadata.name}`, o);
       this.programmed = appliedView(new Map(this.lastApplied), desired.sets);

@@ -173,6 +173,8 @@ export function detectDrift(expected: ActualState, kernel: ActualState): Drift[]
   }
   for (const [name, want] of expected.sets) {
     const got = kernel.sets.get(name);
+    // The same entry (an iptables-only re-read trusts the sets): nothing to compare.
+    if (got === want) continue;
     if (!got) {
       out.push({ kind: 'set_missing', name, detail: 'set destroyed' });
       continue;

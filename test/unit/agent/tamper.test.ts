@@ -1,6 +1,6 @@
 /** Tamper detection (agent/tamper.ts) against the fake kernel, and its wiring to a full resync. */
 import { expect } from 'chai';
-import { Converger } from '../../../operator/src/agent/converge.js';
+import { Converger, type SyncResult } from '../../../operator/src/agent/converge.js';
 import type { Backend } from '../../../operator/src/agent/backend.js';
 import { HOOK_RULE } from '../../../operator/src/agent/iptables/render.js';
 import { buildDesired, cleanupDesired } from '../../../operator/src/agent/model.js';
@@ -124,23 +124,27 @@ describe('tamper watcher wiring: detection -> full resync -> repaired (fake kern
     const { k, c } = await synced('nft');
     const clock = new FakeClock();
     const resyncs: string[][] = [];
-    let repair: Promise<unknown> = Promise.resolve();
+    let repair: Promise<SyncResult | undefined> = Promise.resolve(undefined);
     const w = new TamperWatcher({
       check: () => c.checkTamper(),
       clock,
       intervalMs: 1000,
       onTamper: (f) => {
         resyncs.push(f);
-        repair = c.sync(all, { forceFull: true });
+        // What the daemon asks for: iptables re-read, sets trusted (no `ipset list`).
+        repair = c.sync(all, { rereadIptables: true });
       },
     });
     expect(await w.tick()).to.deep.equal([]);
     expect(resyncs).to.deep.equal([]);
     k.chains.set('KNPM-INGRESS', []);
     k.chains.set('FORWARD', ['-j KUBE-FORWARD']);
+    k.calls = [];
     const f = await w.tick();
     expect(f.length).to.equal(2);
-    await repair;
+    const r = await repair;
+    expect(r?.drift.map((d) => d.kind).sort()).to.deep.equal(['chain_flushed', 'hook']);
+    expect(k.calls.some((x) => x.argv[0] === 'ipset' && x.argv[1] === 'list')).to.equal(false);
     expect(resyncs.length).to.equal(1);
     expect(k.chains.get('FORWARD')).to.deep.equal([HOOK_RULE, '-j KUBE-FORWARD']);
     expect(k.chains.get('KNPM-INGRESS')?.length).to.equal(all.chains.get('KNPM-INGRESS')?.length);
