@@ -6,6 +6,8 @@
  *
  *   npx tsx test/bench/heapdiff.ts BEFORE.heapsnapshot AFTER.heapsnapshot [--top N]
  *
+ * Then the growth by shortest retainer path (growthByPath): which field holds what accumulates.
+ *
  * Retained sizes come from the dominator tree (Cooper, Harvey and Kennedy's iterative algorithm over
  * a reverse postorder), ignoring weak edges as V8 does. A constructor's retained size counts only its
  * outermost instances (those with no instance of the same constructor among their dominators), so a
@@ -30,6 +32,9 @@ export interface HeapSummary {
   total: number;
   nodes: number;
   byClass: Map<string, ClassStats>;
+  /** Reachable objects: self size, and how the first breadth-first path from the root reaches it
+   *  ("Class.edge > Class.edge > ... > Class", the last 10 steps, indices erased). */
+  objects: { self: number; path: () => string }[];
 }
 
 /** Per-constructor count, shallow and retained bytes of one snapshot (JSON text). */
@@ -176,10 +181,69 @@ export function summarize(text: string): HeapSummary {
       walk.pop();
     }
   }
-  return { total: retained[rootPo]!, nodes: m, byClass };
+  // Shortest retainer path from the root (breadth first over strong edges), for the new-object report.
+  const eName = ef.indexOf('name_or_index');
+  const parent = new Int32Array(n).fill(-1);
+  const parentEdge = new Int32Array(n).fill(-1);
+  const queue = new Uint32Array(n);
+  let qh = 0;
+  let qt = 0;
+  queue[qt++] = 0;
+  parent[0] = 0;
+  while (qh < qt) {
+    const v = queue[qh++]!;
+    for (let e = firstEdge[v]!; e < firstEdge[v + 1]!; e += EF) {
+      if (!strong(e)) continue;
+      const w = raw.edges[e + eTo]! / NF;
+      if (parent[w] !== -1) continue;
+      parent[w] = v;
+      parentEdge[w] = e;
+      queue[qt++] = w;
+    }
+  }
+  const element = new Set(['element', 'hidden'].map((t) => edgeTypes.indexOf(t)));
+  // Indices are erased so that the N entries of one collection share a path.
+  const edgeName = (e: number) => {
+    const name = element.has(raw.edges[e + eType]!) ? '[]' : String(raw.strings[raw.edges[e + eName]!] ?? raw.edges[e + eName]);
+    return /^\d+$/.test(name) ? '[]' : name;
+  };
+  const path = (v: number): string => {
+    const steps: string[] = [];
+    for (let x = v; x !== 0 && steps.length < 10; x = parent[x]!) {
+      const p = parent[x]!;
+      steps.push(`${className(p)}.${edgeName(parentEdge[x]!)}`);
+    }
+    return `${steps.reverse().join(' > ')} > ${className(v)}`;
+  };
+  const objects = post.map((v) => ({ self: raw.nodes[v * NF + nSelf]!, path: () => path(v) }));
+  return { total: retained[rootPo]!, nodes: m, byClass, objects };
 }
 
 const mib = (b: number) => `${(b / 1048576).toFixed(2)} MiB`;
+
+/**
+ * Growth by retainer path: objects counted per shortest path from the root in each snapshot, the
+ * paths that gained the most bytes first. Objects replaced by newer ones (churn) cancel out; what is
+ * left is what accumulates, and the path names the field that holds it.
+ */
+export function growthByPath(a: HeapSummary, b: HeapSummary, top = 10): string {
+  const count = (h: HeapSummary) => {
+    const m = new Map<string, { count: number; bytes: number }>();
+    for (const o of h.objects) {
+      const p = o.path();
+      const g = m.get(p) ?? { count: 0, bytes: 0 };
+      g.count++;
+      g.bytes += o.self;
+      m.set(p, g);
+    }
+    return m;
+  };
+  const x = count(a);
+  const y = count(b);
+  const rows = [...new Set([...x.keys(), ...y.keys()])].map((p) => ({ p, count: (y.get(p)?.count ?? 0) - (x.get(p)?.count ?? 0), bytes: (y.get(p)?.bytes ?? 0) - (x.get(p)?.bytes ?? 0) }));
+  rows.sort((r, q) => q.bytes - r.bytes);
+  return ['growth by retainer path (shortest from the root, last 10 steps):', ...rows.slice(0, top).map((r) => `  ${String(r.count).padStart(7)} ${mib(r.bytes).padStart(11)}  ${r.p}`)].join('\n');
+}
 
 /** The comparison as text: the top constructors by retained growth. */
 export function diffReport(a: HeapSummary, b: HeapSummary, top = 20): string {
@@ -209,4 +273,5 @@ if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split('/').pop()
   }
   const [a, b] = args.map((f) => summarize(readFileSync(f!, 'utf8')));
   console.log(diffReport(a!, b!, top));
+  console.log(growthByPath(a!, b!, top));
 }
