@@ -135,13 +135,21 @@ export interface TamperWatcherOptions {
   clock: Clock;
   /** Between two checks; default 1000 ms (detection within ~1 s plus one check). */
   intervalMs?: number;
+  /**
+   * At most this share of wall time checking (default 0.05): after a check that took C ms the
+   * watcher waits at least C * (1 / maxDuty - 1) ms, up to maxIntervalMs. A check whose cost grows
+   * with the table (legacy) or a loaded machine then costs a bounded share of a core, and detection
+   * slows down instead (default bound 3000 ms: detection to repair stays under 5 s).
+   */
+  maxDuty?: number;
+  maxIntervalMs?: number;
   log?: (s: string) => void;
 }
 
 /** Runs `check` every interval until stopped; one check at a time. */
 export class TamperWatcher {
   /** Checks run, findings reported, total time spent checking (ms): for metrics and the bench. */
-  readonly stats = { checks: 0, detections: 0, errors: 0, busyMs: 0 };
+  readonly stats = { checks: 0, detections: 0, errors: 0, busyMs: 0, lastCheckMs: 0 };
   private stopped = false;
   private loop: Promise<void> | undefined;
 
@@ -150,14 +158,21 @@ export class TamperWatcher {
   start(): void {
     if (this.loop) return;
     this.stopped = false;
-    const every = this.o.intervalMs ?? 1000;
     this.loop = (async () => {
       while (!this.stopped) {
-        await this.o.clock.sleep(every);
+        await this.o.clock.sleep(this.nextWaitMs());
         if (this.stopped) break;
         await this.tick();
       }
     })();
+  }
+
+  /** The wait before the next check: the interval, stretched after a costly check (maxDuty). */
+  nextWaitMs(): number {
+    const every = this.o.intervalMs ?? 1000;
+    const duty = this.o.maxDuty ?? 0.05;
+    const stretched = Math.min(this.o.maxIntervalMs ?? 3000, this.stats.lastCheckMs * (1 / duty - 1));
+    return Math.max(every, stretched);
   }
 
   /** Stops after the current sleep or check. */
@@ -178,7 +193,8 @@ export class TamperWatcher {
       this.o.log?.(`tamper check failed: ${e instanceof Error ? e.message : String(e)}`);
     }
     this.stats.checks++;
-    this.stats.busyMs += this.o.clock.now() - t0;
+    this.stats.lastCheckMs = this.o.clock.now() - t0;
+    this.stats.busyMs += this.stats.lastCheckMs;
     if (findings.length) {
       this.stats.detections++;
       this.o.log?.(`tampering detected, full resync: ${findings.join('; ')}`);

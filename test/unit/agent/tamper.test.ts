@@ -181,6 +181,20 @@ describe('tamper watcher wiring: detection -> full resync -> repaired (fake kern
     expect(clock.t).to.equal(4000);
   });
 
+  it('a costly check stretches the interval (bounded share of a core), up to the bound that keeps detection under 5 s', async () => {
+    const clock = new FakeClock();
+    let cost = 10;
+    const w = new TamperWatcher({ check: async () => ((clock.t += cost), []), clock, intervalMs: 1000, onTamper: () => undefined });
+    await w.tick();
+    expect(w.nextWaitMs()).to.equal(1000);
+    cost = 100;
+    await w.tick();
+    expect(w.nextWaitMs()).to.equal(1900);
+    cost = 400;
+    await w.tick();
+    expect(w.nextWaitMs()).to.equal(3000);
+  });
+
   it('a check that cannot run is logged and counted, never thrown', async () => {
     const logs: string[] = [];
     const w = new TamperWatcher({ check: () => Promise.reject(new Error('spawn iptables-nft ENOENT')), clock: new FakeClock(), onTamper: () => expect.fail('no finding'), log: (s) => logs.push(s) });
