@@ -45,14 +45,14 @@ describe('pod startup with the agent daemon, strict (e2e)', function () {
     procs.push(startCli(cp, 'operator', ['operator', '--metrics-bind-address', '127.0.0.1:0', '--metrics-secure=false', '--leader-elect=false']));
     agent = startCli(cp, 'agent-n1', [
       'agent', '--node-name', 'n1', '--netns', cluster.nodeNs(1), '--metrics-bind-address', '127.0.0.1:0', '--metrics-secure=false',
-      '--min-sync-interval-ms', '20', '--pod-startup=strict', '--pod-cidr=10.244.1.0/24',
+      '--min-sync-interval-ms', '20', '--pod-startup=strict', '--pod-cidr=10.244.1.0/25',
     ]);
     procs.push(agent);
     await waitFor('agent n1 Ready', async () => {
       const r = await cp!.kubectl(['get', 'npmnode', 'n1', '-o', 'json']);
       return r.code === 0 && (JSON.parse(r.stdout) as { status?: { conditions?: { type: string; status: string }[] } }).status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True');
     });
-    expect(readFileSync(agent.log, 'utf8')).to.contain('pod-startup strict: addresses of 10.244.1.0/24 (from --pod-cidr)');
+    expect(readFileSync(agent.log, 'utf8')).to.contain('pod-startup strict: addresses of 10.244.1.0/25 (from --pod-cidr)');
   });
 
   after(async () => {
@@ -130,5 +130,21 @@ describe('pod startup with the agent daemon, strict (e2e)', function () {
     expect(value('npm_pod_unprotected_seconds_count')).to.equal(2);
     expect(value('kubenpm_pod_startup_strict')).to.equal(1);
     expect(value('kubenpm_pod_startup_waiting')).to.equal(0);
+  });
+
+  // Last: the suspension lasts until the agent restarts.
+  it('a local pod outside the pod CIDR suspends strict (the CNI does not allocate from it), loudly', async () => {
+    const ip = '10.244.1.200'; // outside 10.244.1.0/25
+    await cluster!.addPod({ name: 'w/odd', node: 1, ip });
+    await kubectlOk(cp!, ['apply', '-f', '-'], JSON.stringify(podManifest('w', 'odd', 'n1', { pod: 'odd' })));
+    await setPodRunning(cp!, 'w', 'odd', ip);
+    await waitFor('strict suspended', async () => readFileSync(agent!.log, 'utf8').includes('pod-startup strict SUSPENDED') || undefined, 20_000);
+    expect(readFileSync(agent!.log, 'utf8')).to.contain(`pod w/odd has address ${ip} outside the pod CIDR 10.244.1.0/25`);
+    await waitFor('w/odd reachable', async () => (await cluster!.probe(CLIENT.name, ip, 80, 'TCP', 300)) || undefined, 20_000, 50);
+    const port = Number(/serving \/node-metrics.* on 127\.0\.0\.1:(\d+)/.exec(readFileSync(agent!.log, 'utf8'))?.[1]);
+    const text = await (await fetch(`http://127.0.0.1:${port}/node-metrics`)).text();
+    expect(/^kubenpm_pod_startup_strict (\S+)$/m.exec(text)?.[1]).to.equal('0');
+    const rules = (await cluster!.exec(cluster!.nodeNs(1), ['iptables-save', '-t', 'filter'])).stdout;
+    expect(rules).to.not.contain('pod-startup=strict');
   });
 });

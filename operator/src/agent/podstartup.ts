@@ -21,7 +21,7 @@
  * A pod is keyed by uid and address: a pod that reuses an address of a deleted one starts unknown.
  */
 import type { NpmRuleSet } from '../api/types.js';
-import { formatCidr, parseCidr, parseIPv4 } from '../translate/cidr.js';
+import { cidrContains, formatCidr, parseCidr, parseIPv4 } from '../translate/cidr.js';
 import type { NetworkPolicy, Pod } from '../translate/k8s.js';
 import { compileSelector, matches, type FieldError, type Selector } from '../translate/selector.js';
 
@@ -275,4 +275,14 @@ export function decidePodStartup(flag: PodStartupMode | undefined, flagCidrs: re
   }
   log.push(`pod-startup strict: addresses of ${cidrs.join(', ')} (from ${source}) that are not pods the node is programmed for are dropped`);
   return { mode: 'strict', cidrs, log };
+}
+
+/** True when `ip` lies in one of `cidrs` (canonical IPv4 CIDRs). */
+export function inPodCidrs(ip: string, cidrs: readonly string[]): boolean {
+  const addr = parseIPv4(ip);
+  if (addr === undefined) return false;
+  return cidrs.some((c) => {
+    const p = parseCidr(c);
+    return typeof p !== 'string' && p.family === 'IPv4' && cidrContains(p, { family: 'IPv4', base: addr, prefix: 32 });
+  });
 }

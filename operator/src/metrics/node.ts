@@ -53,6 +53,8 @@ export interface PodStartupMetrics {
   programmed(seconds: number): void;
   /** Local pods kept out of KNPM-LOCAL (strict: their traffic is dropped) after the last plan. */
   waiting(pods: number): void;
+  /** Strict mode switched off at run time (the pod CIDR does not describe this node's pods). */
+  strict(on: boolean): void;
 }
 
 export interface NodeMetrics {
@@ -156,10 +158,12 @@ export function createNodeMetrics(opts: NodeMetricsOptions): NodeMetrics {
     registers,
   });
   const waiting = new Gauge({ name: 'kubenpm_pod_startup_waiting', help: 'Local pods the node is not yet programmed for (with pod_startup strict their traffic is dropped until it is)', registers });
-  new Gauge({ name: 'kubenpm_pod_startup_strict', help: '1 when new pods start isolated (--pod-startup strict: unknown addresses of the node pod CIDR are dropped), 0 when open', registers }).set(opts.podStartup === 'strict' ? 1 : 0);
+  const strict = new Gauge({ name: 'kubenpm_pod_startup_strict', help: '1 when new pods start isolated (--pod-startup strict: unknown addresses of the node pod CIDR are dropped), 0 when open or suspended', registers });
+  strict.set(opts.podStartup === 'strict' ? 1 : 0);
   const podStartup: PodStartupMetrics = {
     programmed: (seconds) => unprotected.observe(seconds),
     waiting: (n) => waiting.set(n),
+    strict: (on) => strict.set(on ? 1 : 0),
   };
   return { registry, observer, kernelCounts, podStartup };
 }

@@ -7,6 +7,7 @@ import {
   PodStartup,
   appliedView,
   decidePodStartup,
+  inPodCidrs,
   localPodsOf,
   normalizePodCidrs,
   notProgrammed,
@@ -66,6 +67,12 @@ describe('pod startup: which pods and CIDRs count', () => {
       p('pending', { status: { phase: 'Pending' } }),
     ];
     expect(localPodsOf(pods).map((x) => x.name)).to.deep.equal(['run']);
+  });
+  it('inPodCidrs', () => {
+    expect(inPodCidrs('10.244.1.200', ['10.244.1.0/24'])).to.equal(true);
+    expect(inPodCidrs('10.244.1.200', ['10.244.1.0/25'])).to.equal(false);
+    expect(inPodCidrs('10.244.2.1', ['10.244.1.0/24', '10.244.2.0/24'])).to.equal(true);
+    expect(inPodCidrs('fd00::1', ['10.244.1.0/24'])).to.equal(false);
   });
   it('pod CIDRs: IPv4, canonical, deduplicated; IPv6 skipped; /0 and garbage refused', () => {
     expect(normalizePodCidrs(['10.244.1.7/24', '10.244.1.0/24', 'fd00::/64', ' '])).to.deep.equal({ cidrs: ['10.244.1.0/24'], errors: [], skipped: ['fd00::/64'] });
