@@ -48,6 +48,8 @@ export interface PodMembership {
    * the caches afterwards, and their nodes must still be waited for.
    */
   former?: readonly string[];
+  /** No IPv4 address yet, and one will come (not hostNetwork, not finished): nothing is enforced for it yet. */
+  awaitingIP?: boolean;
 }
 
 /** IP -> shards holding it (pod-derived shards only). */
@@ -114,6 +116,7 @@ export function membershipCondition(
     reason: MEMBERSHIP_REASON.Pending,
     message: `membership as of resourceVersion ${pod.since} not yet enforced: ${why}`,
   });
+  if (!pod.ip && pod.awaitingIP) return pending('the pod has no IPv4 address yet');
   const needed = new Set<string>();
   const waits: string[] = [];
   if (pod.ip) {

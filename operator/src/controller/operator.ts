@@ -243,10 +243,9 @@ export class NpmOperator {
     for (const [key, m] of this.membership) {
       const p = this.pods.get(key);
       if (!p) continue;
-      const ip = p.spec?.hostNetwork || p.status?.phase === 'Succeeded' || p.status?.phase === 'Failed'
-        ? undefined
-        : [p.status?.podIP, ...(p.status?.podIPs ?? []).map((x) => x.ip)].find((x) => x && /^\d+\.\d+\.\d+\.\d+$/.test(x));
-      const cond = membershipCondition({ ip, node: p.spec?.nodeName, podRV: m.podRV, since: m.since, former: [...m.former] }, desired, actual, (n) => this.ipsets.get(n), programmers, nodes);
+      const settled = p.spec?.hostNetwork || p.status?.phase === 'Succeeded' || p.status?.phase === 'Failed';
+      const ip = settled ? undefined : [p.status?.podIP, ...(p.status?.podIPs ?? []).map((x) => x.ip)].find((x) => x && /^\d+\.\d+\.\d+\.\d+$/.test(x));
+      const cond = membershipCondition({ ip, node: p.spec?.nodeName, podRV: m.podRV, since: m.since, former: [...m.former], awaitingIP: !settled }, desired, actual, (n) => this.ipsets.get(n), programmers, nodes);
       if (cond.status === 'True') m.former.clear();
       const prev = (p as GatedPod).status?.conditions?.find((c) => c.type === POD_CONDITION);
       // One write per flip (and per new change covered): not one per node that catches up.

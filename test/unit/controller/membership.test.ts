@@ -106,6 +106,9 @@ describe('membership signal (pod condition kubenpm.io/PolicyProgrammed)', () => 
     expect(w.condition(p, nodes).message).to.contain('waiting for n1');
     nodes.set('n1', node('n1', { ipsets: rv, pods: '80' }));
     expect(w.condition(p, nodes)).to.include({ status: 'True' });
+    // A pod still waiting for its address is not programmed; a hostNetwork or finished one needs nothing.
+    expect(w.condition({ ip: undefined, node: 'n1', podRV: '90', since: '90', awaitingIP: true }, nodes)).to.include({ status: 'False' });
+    expect(w.condition({ ip: undefined, node: 'n1', podRV: '90', since: '90' }, nodes)).to.include({ status: 'True' });
     // A node without any report vouches for nothing.
     nodes.delete('n2');
     expect(w.condition(p, nodes)).to.include({ status: 'False' });
