@@ -144,7 +144,12 @@ describe('pod startup with the agent daemon, strict (e2e)', function () {
     const port = Number(/serving \/node-metrics.* on 127\.0\.0\.1:(\d+)/.exec(readFileSync(agent!.log, 'utf8'))?.[1]);
     const text = await (await fetch(`http://127.0.0.1:${port}/node-metrics`)).text();
     expect(/^kubenpm_pod_startup_strict (\S+)$/m.exec(text)?.[1]).to.equal('0');
-    const rules = (await cluster!.exec(cluster!.nodeNs(1), ['iptables-save', '-t', 'filter'])).stdout;
-    expect(rules).to.not.contain('pod-startup=strict');
+    try {
+      await waitFor('strict rules removed', async () => !(await cluster!.exec(cluster!.nodeNs(1), ['iptables-save', '-t', 'filter'])).stdout.includes('pod-startup=strict') || undefined, 5_000);
+    } catch (err) {
+      console.log(readFileSync(agent!.log, 'utf8').split('\n').slice(-15).join('\n'));
+      console.log((await cluster!.exec(cluster!.nodeNs(1), ['iptables-save', '-t', 'filter'])).stdout);
+      throw err;
+    }
   });
 });
