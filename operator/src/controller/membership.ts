@@ -17,7 +17,8 @@
  *      applied, or if the engine says the ruleset's policy selects a pod on it (nodes about to
  *      program it);
  *  (c) known locally: the pod's own node reports `status.observed.pods` >= the pod's resourceVersion
- *      at its last relevant change (its agent has seen the pod with its IP and labels).
+ *      at its last change of address, phase or node (its agent has seen the pod with its IP; a
+ *      label-only change needs nothing from that node beyond (b)).
  * resourceVersions are compared as integers: etcd revisions, comparable within a resource since
  * Kubernetes 1.35 (KEP-5504); a value that is not an integer never satisfies a check (fail closed).
  */
@@ -38,7 +39,10 @@ export interface MembershipCondition {
 export interface PodMembership {
   ip: string | undefined;
   node: string | undefined;
-  /** The pod's resourceVersion at its last change that can move its membership. */
+  /**
+   * The pod's resourceVersion at its last change of what its own node holds of it (address, phase,
+   * node); label-only changes keep it.
+   */
   podRV: string;
   /** resourceVersion of the change the condition covers (the pod's, or its namespace's relabel). */
   since: string;

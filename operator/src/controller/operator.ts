@@ -57,6 +57,12 @@ interface GatedPod {
 
 const sinceOf = (message: string | undefined): string | undefined => /^membership as of resourceVersion (\d+)/.exec(message ?? '')?.[1];
 
+/** What the pod's own node's kernel holds of it (its address in KNPM-LOCAL): see membership.ts (c). */
+function addressInputs(p: Pod): string {
+  const ips = [p.status?.podIP, ...(p.status?.podIPs ?? []).map((x) => x.ip)];
+  return JSON.stringify([ips, p.status?.phase, p.spec?.nodeName, p.spec?.hostNetwork ?? false]);
+}
+
 /** Inputs of a pod's set membership: a change in any of these moves the pod between sets. */
 function membershipInputs(p: Pod): string {
   const ips = [p.status?.podIP, ...(p.status?.podIPs ?? []).map((x) => x.ip)];
@@ -198,7 +204,9 @@ export class NpmOperator {
       const since = old === undefined && prev ? sinceOf(prev.message) : undefined;
       this.membership.set(key, { podRV: since ?? rv, since: since ?? rv, former: new Set(this.shardsHolding(old ?? p)) });
     } else if (!old || membershipInputs(p) !== membershipInputs(old)) {
-      known.podRV = rv;
+      // Its own node must see the pod again only if what that node's kernel holds of it changed: a
+      // label change alone changes no kernel there (no NpmNode write would ever follow, #10).
+      if (!old || addressInputs(p) !== addressInputs(old)) known.podRV = rv;
       known.since = rv;
       // The sets it may be leaving: what the API server holds for it before our write.
       for (const n of this.shardsHolding(old ?? p)) known.former.add(n);
