@@ -81,3 +81,52 @@ describe('metrics endpoint over HTTPS', () => {
     expect((await get(port, '/healthz')).code).to.equal(404);
   });
 });
+
+describe('startEndpoints: secure by default, plain HTTP only when asked', () => {
+  const plain = (port: number, path: string) => fetch(`http://127.0.0.1:${port}${path}`).then(async (r) => ({ code: r.status, body: await r.text() }));
+  const registry = () => {
+    const r = new Registry();
+    new Gauge({ name: 'npm_test_gauge', help: 'x', registers: [r] }).set(1);
+    return r;
+  };
+
+  it('secure: HTTPS metrics refuse an anonymous caller; probes on a separate plain-HTTP port', async function () {
+    this.timeout(20_000);
+    const { KubeConfig } = await import('@kubernetes/client-node');
+    const { startEndpoints } = await import('../../../operator/src/metrics/serve.js');
+    const kc = new KubeConfig();
+    kc.loadFromOptions({ clusters: [{ name: 'c', server: 'https://127.0.0.1:1' }], users: [{ name: 'u' }], contexts: [{ name: 'x', cluster: 'c', user: 'u' }], currentContext: 'x' });
+    const e = await startEndpoints({ kc, secure: true, metrics: { host: '127.0.0.1', port: 0 }, path: '/node-metrics', registry: registry(), probes: { '/healthz': () => true, '/readyz': () => false }, log: () => undefined });
+    try {
+      expect(e.healthPort).to.not.equal(e.metricsPort);
+      expect(e.summary).to.match(/https, token \+ SubjectAccessReview, self-signed certificate/);
+      expect((await plain(e.healthPort, '/healthz')).code).to.equal(200);
+      expect((await plain(e.healthPort, '/readyz')).code).to.equal(503);
+      expect((await plain(e.healthPort, '/node-metrics')).code).to.equal(404);
+      const anon = await new Promise<number>((resolve, reject) => {
+        request({ host: '127.0.0.1', port: e.metricsPort, path: '/node-metrics', rejectUnauthorized: false }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        })
+          .on('error', reject)
+          .end();
+      });
+      expect(anon).to.equal(401);
+    } finally {
+      e.close();
+    }
+  });
+
+  it('--metrics-secure=false: one plain-HTTP listener with metrics and probes', async () => {
+    const { KubeConfig } = await import('@kubernetes/client-node');
+    const { startEndpoints } = await import('../../../operator/src/metrics/serve.js');
+    const e = await startEndpoints({ kc: new KubeConfig(), secure: false, metrics: { host: '127.0.0.1', port: 0 }, path: '/node-metrics', registry: registry(), probes: { '/healthz': () => true }, log: () => undefined });
+    try {
+      expect(e.healthPort).to.equal(e.metricsPort);
+      expect((await plain(e.metricsPort, '/node-metrics')).body).to.match(/^npm_test_gauge 1$/m);
+      expect((await plain(e.metricsPort, '/healthz')).code).to.equal(200);
+    } finally {
+      e.close();
+    }
+  });
+});
