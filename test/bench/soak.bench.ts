@@ -1,5 +1,5 @@
 /**
- * npm run bench:soak -- [--minutes N] [--warmup M] [--pods P] [--policies K] [--rate R] [--heap-snapshots]
+ * npm run bench:soak -- [--minutes N] [--warmup M] [--pods P] [--policies K] [--rate R] [--heap-snapshots] | --model
  *
  * Memory soak (issue #9 item 7): a real control plane, the real operator and two real agents (built
  * CLI, `npm run build` first) programming the real kernel of two node network namespaces made here
@@ -13,6 +13,7 @@
  * GOAL_MIB_PER_MIN). A growing RSS over a flat live heap is V8/allocator slack, not a JS leak.
  * Figures, not pass/fail: the exit code is 0 whatever the slope. Needs root.
  *
+ * --model: only the agent's model in this process (no root, seconds): see modelOnly().
  * --heap-snapshots: the agents run with --heapsnapshot-signal; agent n1 writes a snapshot at the end
  * of the warm-up and one at the end, and the comparison by constructor (heapdiff.ts) is printed.
  * Defaults: 30 minutes, warm-up 5 (N/5 for shorter runs, at least 1), 100 pods, 1000 policies, R=1
@@ -27,7 +28,7 @@ import { CoreV1Api, KubeConfig, NetworkingV1Api, PatchStrategy, setHeaderOptions
 import { startControlPlane, type ControlPlane } from '../support/controlplane.js';
 import { CLI, kubectlOk, podManifest, waitFor } from '../support/e2e.js';
 import { createCluster, type Cluster } from '../kernel/harness/cluster.js';
-import { diffReport, summarize } from './heapdiff.js';
+import { diffReport, growthByPath, summarize } from './heapdiff.js';
 
 /** Flat after the warm-up: at most this growth, either way (0.1 MiB/min = 144 MiB/day). */
 const GOAL_MIB_PER_MIN = 0.1;
@@ -154,7 +155,46 @@ async function pool(n: number, fns: (() => Promise<unknown>)[]): Promise<void> {
   }));
 }
 
+/**
+ * --model: the agent's model alone, in this process (no root, ~10 s): 1,000 pod events on one set of
+ * MODEL_PODS members built as the daemon builds them (set cache, unchanged objects keep their
+ * identity), live heap after a full GC before and after. Isolates the model's growth from the rest.
+ */
+async function modelOnly(): Promise<void> {
+  const { setFlagsFromString } = await import('node:v8');
+  const { runInNewContext } = await import('node:vm');
+  const { buildDesired } = await import('../../operator/src/agent/model.js');
+  const { translate } = await import('../../operator/src/translate/engine.js');
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const MODEL_PODS = 500;
+  const EVENTS = 1000;
+  const policies = [{ metadata: { name: 'deny', namespace: 'x' }, spec: { podSelector: {} } }];
+  const pod = (i: number) => ({ metadata: { name: `p${i}`, namespace: 'x' }, status: { phase: 'Running', podIP: `10.244.${2 + ((i >> 8) % 200)}.${i & 255}` } });
+  let live = Array.from({ length: MODEL_PODS }, (_, i) => pod(i));
+  let prev: { kind: string }[] = [];
+  const cache = new Map();
+  let keep: unknown;
+  const round = (r: number) => {
+    live = [...live.slice(1), pod(MODEL_PODS + r)];
+    const byJson = new Map(prev.map((o) => [JSON.stringify(o), o]));
+    prev = translate({ namespaces: [], pods: live, policies }).items.map((o) => byJson.get(JSON.stringify(o)) ?? o);
+    keep = buildDesired(prev, { cache });
+  };
+  for (let r = 1; r <= 50; r++) round(r);
+  const heap = () => {
+    gc();
+    gc();
+    return process.memoryUsage().heapUsed / 1048576;
+  };
+  const h0 = heap();
+  for (let r = 51; r < 51 + EVENTS; r++) round(r);
+  const h1 = heap();
+  console.log(`model: live heap ${h0.toFixed(2)} -> ${h1.toFixed(2)} MiB after ${EVENTS} pod events on a ${MODEL_PODS}-member set: ${(h1 - h0 >= 0 ? '+' : '')}${(h1 - h0).toFixed(2)} MiB (the newest state, ${String((keep as { sets: Map<string, unknown> }).sets.size)} sets, is kept as the converger keeps it)`);
+}
+
 async function main(): Promise<void> {
+  if (process.argv.includes('--model')) return modelOnly();
   if (process.getuid?.() !== 0) throw new Error('bench:soak needs root (node network namespaces)');
   const dir = mkdtempSync(join(tmpdir(), 'knpm-soak-'));
   console.log(`soak: ${MINUTES} min (warm-up ${WARMUP}), ${PODS} pods, ${POLICIES} policies, churn ${RATE} pods/s + ${RATE} policy updates/s + 1 policy replaced/s; logs in ${dir}`);
@@ -303,7 +343,9 @@ async function main(): Promise<void> {
         return files.length >= 2 && files.every((f) => closed(join(dir, f))) ? files : undefined;
       }, 600_000, 1000);
       console.log(`agent n1 heap, end of warm-up -> end (${snaps.join(', ')} in ${dir}):`);
-      console.log(diffReport(summarize(readFileSync(join(dir, snaps[0]!), 'utf8')), summarize(readFileSync(join(dir, snaps[1]!), 'utf8')), 15));
+      const [a, b] = snaps.slice(0, 2).map((f) => summarize(readFileSync(join(dir, f), 'utf8')));
+      console.log(diffReport(a!, b!, 15));
+      console.log(growthByPath(a!, b!, 10));
     }
   } finally {
     for (const p of procs) await p.stop().catch(() => undefined);
