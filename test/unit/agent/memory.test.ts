@@ -19,7 +19,7 @@ const policies = [{ metadata: { name: 'deny', namespace: 'x' }, spec: { podSelec
 const pod = (i: number) => ({ metadata: { name: `p${i}`, namespace: 'x' }, status: { phase: 'Running', podIP: `10.244.${1 + (i >> 8)}.${i & 255}` } });
 
 /** Pod churn as the daemon sees it: one pod replaced per round, unchanged objects keep their identity (informer). */
-function* churn(rounds: number, pods = 200): Generator<Obj[]> {
+function* churn(rounds: number, pods = 100): Generator<Obj[]> {
   let live = Array.from({ length: pods }, (_, i) => pod(i));
   let prev: Obj[] = [];
   for (let r = 0; r <= rounds; r++) {
@@ -60,7 +60,7 @@ describe('agent: memory across builds (set cache + member deltas)', () => {
     let first: WeakRef<object> | undefined;
     let last: ReadonlyMap<string, string> | undefined;
     let round = 0;
-    for (const objects of churn(300)) {
+    for (const objects of churn(150)) {
       const d = buildDesired(objects, { cache });
       const m = d.sets.get(targetSet(objects))!.members;
       if (round++ === 1) {
@@ -72,7 +72,7 @@ describe('agent: memory across builds (set cache + member deltas)', () => {
     // WeakRef targets stay alive until the current job ends: collect on a later macrotask.
     await new Promise((r) => setImmediate(r));
     gc();
-    expect(last!.size).to.equal(200);
-    expect(first!.deref(), 'the Map of round 1, replaced 299 builds ago').to.equal(undefined);
+    expect(last!.size).to.equal(100);
+    expect(first!.deref(), 'the Map of round 1, replaced 149 builds ago').to.equal(undefined);
   });
 });
