@@ -41,6 +41,7 @@ import { buildDesired, cleanupDesired, type DesiredState, type SetCache } from '
 import { TranslationEngine, translate } from '../../operator/src/translate/engine.js';
 import type { NetworkPolicy } from '../../operator/src/translate/k8s.js';
 import { syntheticCluster, syntheticPod } from './synthetic.js';
+import { assertValidSnapshot } from './validate.js';
 
 const TARGETS = { fullRatio: 1.3, podMs: 15, policyRatio: 2 };
 
@@ -218,6 +219,7 @@ async function benchBackend(backend: Backend): Promise<Row[]> {
     const procMs = median(tProc);
 
     const snap = syntheticCluster({ namespaces: NAMESPACES, pods: PODS, policies: POLICIES, seed: 42 });
+    assertValidSnapshot(snap); // measure only clusters the API server would hold (issue #10)
     let t = performance.now();
     const { items } = translate(snap);
     const translateMs = performance.now() - t;
@@ -234,7 +236,9 @@ async function benchBackend(backend: Backend): Promise<Row[]> {
     );
 
     // 0. The tamper check on a tiny state, to compare with the same check at full size (section 6).
-    const tiny = buildDesired(translate(syntheticCluster({ namespaces: 10, pods: 100, policies: TINY_POLICIES, seed: 42 })).items);
+    const tinySnap = syntheticCluster({ namespaces: 10, pods: 100, policies: TINY_POLICIES, seed: 42 });
+    assertValidSnapshot(tinySnap);
+    const tiny = buildDesired(translate(tinySnap).items);
     const tinyConv = new Converger({ exec, backend, retry: { attempts: 1 } });
     await tinyConv.sync(tiny);
     take();

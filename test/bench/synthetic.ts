@@ -51,16 +51,20 @@ export function syntheticCluster(opts: { namespaces: number; pods: number; polic
         podSelector: { matchLabels: { tier: 'api' } },
         ingress: [{ from: [{ namespaceSelector: { matchLabels: { team: `team-${r.int(10)}` } }, podSelector: { matchLabels: { tier: 'web' } } }] }],
       };
-    else if (kind < 15)
+    else if (kind < 15) {
+      // The except lies inside its cidr, as the API server requires (it rejected 153 of these when
+      // the except was always in 172.16/16). Same draws in the same order: the rest of the cluster
+      // is unchanged.
+      const b = 16 + r.int(16);
       spec = {
         podSelector: { matchLabels: { app } },
         policyTypes: ['Egress'],
         egress: [
-          { to: [{ ipBlock: { cidr: `172.${16 + r.int(16)}.0.0/16`, except: [`172.16.${r.int(255)}.0/24`] } }], ports: [{ protocol: 'TCP', port: 443 }] },
+          { to: [{ ipBlock: { cidr: `172.${b}.0.0/16`, except: [`172.${b}.${r.int(255)}.0/24`] } }], ports: [{ protocol: 'TCP', port: 443 }] },
           { ports: [{ protocol: 'UDP', port: 53 }] },
         ],
       };
-    else if (kind < 18)
+    } else if (kind < 18)
       spec = { podSelector: { matchLabels: { tier: 'web' } }, ingress: [{ from: [{ namespaceSelector: {} }], ports: [{ port: 'http' }, { port: 'metrics' }] }] };
     else
       spec = {
