@@ -5,6 +5,7 @@
 // kubenpm.io/PolicyProgrammed get that condition (docs/adr/0007-membership-signal.md): once it is
 // True for the change, the packet verdict already follows the new membership, on every node.
 import { expect } from 'chai';
+import { KubeConfig, Watch } from '@kubernetes/client-node';
 import { startControlPlane, type ControlPlane } from '../support/controlplane.js';
 import { kubectlOk, podManifest, setPodRunning, startCli, waitFor, type Proc } from '../support/e2e.js';
 import { createCluster, type Cluster } from '../kernel/harness/cluster.js';
@@ -86,6 +87,20 @@ describe('membership signal: kubenpm.io/PolicyProgrammed on pods (e2e, real pack
 
   it('relabel in and out: once the condition covers the change, the verdict follows it (3 round trips)', async () => {
     const lag: number[] = [];
+    // Count the operator's writes of the condition (each changes the condition as seen on the watch).
+    const kc = new KubeConfig();
+    kc.loadFromFile(cp!.kubeconfigPath);
+    let writes = 0;
+    const initial = JSON.parse(await kubectlOk(cp!, ['-n', 'demo', 'get', 'pod', 'client', '-o', 'json'])) as PodJson;
+    const start = initial.metadata.resourceVersion;
+    const c0 = initial.status?.conditions?.find((x) => x.type === CONDITION);
+    let last = `${c0?.status}|${c0?.message}`;
+    const req = await new Watch(kc).watch('/api/v1/namespaces/demo/pods', { resourceVersion: start, fieldSelector: 'metadata.name=client' }, (_t: string, o: PodJson) => {
+      const c = o.status?.conditions?.find((x) => x.type === CONDITION);
+      const now = `${c?.status}|${c?.message}`;
+      if (c && now !== last) writes++;
+      last = now;
+    }, () => undefined);
     for (let i = 0; i < 3; i++) {
       let t0 = performance.now();
       let rv = await relabel('client', 'role=trusted');
@@ -104,7 +119,11 @@ describe('membership signal: kubenpm.io/PolicyProgrammed on pods (e2e, real pack
     const trusted = sets.items.find((s) => s.spec.meaning.includes('role=trusted'))!;
     const n2 = JSON.parse(await kubectlOk(cp!, ['get', 'npmnode', 'n2', '-o', 'json'])) as { status: { observed?: { ipsets?: string } } };
     expect(BigInt(n2.status.observed!.ipsets!) >= BigInt(trusted.metadata.resourceVersion)).to.equal(true);
-    console.log(`      relabel -> condition True (kubectl round trips included), 6 changes: ${lag.map((x) => x.toFixed(0)).join(', ')} ms`);
+    await new Promise((r) => setTimeout(r, 500));
+    req.abort();
+    console.log(`      relabel -> condition True (kubectl round trips included), 6 changes: ${lag.map((x) => x.toFixed(0)).join(', ')} ms; condition writes: ${writes}`);
+    // The write budget of ADR 0007: at most a False and a True per membership change.
+    expect(writes).to.be.within(6, 12);
   });
 
   it('a pod without the readiness gate gets no condition (no write)', async () => {

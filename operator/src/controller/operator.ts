@@ -84,7 +84,7 @@ export class NpmOperator {
   private statusAllTimer: NodeJS.Timeout | undefined;
   private synced = false;
   /** Per gated pod ("ns/name"): resourceVersions of its last membership change (ADR 0007). */
-  private readonly membership = new Map<string, { podRV: string; since: string; former: Set<string> }>();
+  private readonly membership = new Map<string, { podRV: string; since: string; former: Set<string>; done: boolean }>();
   private membershipTimer: NodeJS.Timeout | undefined;
   private membershipRunning: Promise<void> | undefined;
   private membershipAgain = false;
@@ -149,6 +149,7 @@ export class NpmOperator {
       for (const [k, m] of this.membership) {
         if (!k.startsWith(`${ns.metadata.name}/`)) continue;
         m.since = ns.metadata.resourceVersion ?? m.since;
+        m.done = false;
         const p = this.pods.get(k);
         if (p) for (const n of this.shardsHolding(p)) m.former.add(n);
       }
@@ -202,12 +203,13 @@ export class NpmOperator {
       // position, so a restart does not rewrite every gated pod's condition.
       const prev = (p as GatedPod).status?.conditions?.find((c) => c.type === POD_CONDITION);
       const since = old === undefined && prev ? sinceOf(prev.message) : undefined;
-      this.membership.set(key, { podRV: since ?? rv, since: since ?? rv, former: new Set(this.shardsHolding(old ?? p)) });
+      this.membership.set(key, { podRV: since ?? rv, since: since ?? rv, former: new Set(this.shardsHolding(old ?? p)), done: false });
     } else if (!old || membershipInputs(p) !== membershipInputs(old)) {
       // Its own node must see the pod again only if what that node's kernel holds of it changed: a
       // label change alone changes no kernel there (no NpmNode write would ever follow, #10).
       if (!old || addressInputs(p) !== addressInputs(old)) known.podRV = rv;
       known.since = rv;
+      known.done = false;
       // The sets it may be leaving: what the API server holds for it before our write.
       for (const n of this.shardsHolding(old ?? p)) known.former.add(n);
     }
@@ -223,7 +225,8 @@ export class NpmOperator {
 
   /** Re-evaluate the gated pods' conditions soon (debounced; one pass at a time). */
   private evaluateMembership(): void {
-    if (!this.synced || !this.membership.size) return;
+    // Nothing pending (every gated pod True for its last change): no pass, whatever else moves.
+    if (!this.synced || ![...this.membership.values()].some((m) => !m.done)) return;
     if (this.membershipRunning) {
       this.membershipAgain = true;
       return;
@@ -244,11 +247,13 @@ export class NpmOperator {
   }
 
   private async membershipPass(): Promise<void> {
+    const pending = [...this.membership].filter(([, m]) => !m.done);
+    if (!pending.length) return;
     const desired = indexShards(this.engine.ipSetObjectNames().flatMap((n) => this.engine.ipSetObject(n) ?? []));
     const actual = indexShards(this.ipsets.list());
     const nodes = new Map(this.nodes.list().map((n) => [n.metadata.name, n]));
     const programmers = setProgrammers(this.rulesets.list(), nodes, (ns, name) => this.engine.concernedNodes(ns, name));
-    for (const [key, m] of this.membership) {
+    for (const [key, m] of pending) {
       const p = this.pods.get(key);
       if (!p) continue;
       const settled = p.spec?.hostNetwork || p.status?.phase === 'Succeeded' || p.status?.phase === 'Failed';
@@ -257,12 +262,18 @@ export class NpmOperator {
       if (cond.status === 'True') m.former.clear();
       const prev = (p as GatedPod).status?.conditions?.find((c) => c.type === POD_CONDITION);
       // One write per flip (and per new change covered): not one per node that catches up.
-      if (prev?.status === cond.status && sinceOf(prev.message) === m.since) continue;
+      if (prev?.status === cond.status && sinceOf(prev.message) === m.since) {
+        m.done = cond.status === 'True';
+        continue;
+      }
       const [ns, name] = key.split('/') as [string, string];
       try {
         // lastTransitionTime moves only on a flip (a newer change covered at the same status keeps it).
         const at = prev?.status === cond.status && prev.lastTransitionTime;
+        const since = m.since;
         await this.patchPodCondition(ns, name, { ...cond, lastTransitionTime: at || new Date().toISOString().replace(/\.\d+Z$/, 'Z') });
+        // A change seen while the patch was in flight keeps the pod pending.
+        m.done = cond.status === 'True' && m.since === since;
       } catch (err) {
         if (httpCode(err) !== 404) this.o.log(`pod ${key}: writing ${POD_CONDITION} failed: ${String(err)}`);
       }
