@@ -7,8 +7,8 @@
  * status write). K policies over P pods, then N minutes of churn: every second R pods are replaced
  * (new name, new IP), R policies change a port, and one policy is deleted and another created under a
  * new name (names that come and go, as label sets or caches keyed by name would keep them).
- * RSS of each process is sampled every 10 s; the table prints one sample per minute, with the live JS
- * heap after the latest full GC (the processes run with --trace-gc), then the least squares slopes in
+ * RSS of each process is sampled every 10 s; the table prints one sample per minute, with the heap V8
+ * holds and the live JS heap after the latest full GC (the processes run with --trace-gc), then the least squares slopes in
  * MiB/min after the warm-up and the verdict against the goal (RSS flat: a slope of at most
  * GOAL_MIB_PER_MIN). A growing RSS over a flat live heap is V8/allocator slack, not a JS leak.
  * Figures, not pass/fail: the exit code is 0 whatever the slope. Needs root.
@@ -86,11 +86,11 @@ function rssMiB(pid: number): number {
   return Number(m[1]) / 1024;
 }
 
-/** Live heap (MiB) after the latest full GC the process logged with --trace-gc, NaN before the first. */
-function liveHeapMiB(log: string): number {
+/** Live heap and V8's committed heap (MiB) after the latest full GC the process logged with --trace-gc; NaN before the first. */
+function heapMiB(log: string): { heap: number; v8: number } {
   const text = readFileSync(log, 'utf8');
-  const all = [...text.matchAll(/Mark-Compact(?: \(reduce\))? [\d.]+ \([\d.]+\) -> ([\d.]+) \([\d.]+\) MB/g)];
-  return all.length ? Number(all.at(-1)![1]) : NaN;
+  const last = [...text.matchAll(/Mark-Compact(?: \(reduce\))? [\d.]+ \([\d.]+\) -> ([\d.]+) \(([\d.]+)\) MB/g)].at(-1);
+  return last ? { heap: Number(last[1]), v8: Number(last[2]) } : { heap: NaN, v8: NaN };
 }
 
 function cpuSeconds(pid: number): number {
@@ -275,14 +275,15 @@ async function main(): Promise<void> {
     // RSS every 10 s, kept per minute (the minute's last sample) for the table and the slope, with the
     // live JS heap after the process's latest full GC (its --trace-gc line).
     const watched = [...agents, operator];
-    const perMinute: { rss: number; heap: number }[][] = [];
-    const sample = () => watched.map((p) => ({ rss: rssMiB(p.child.pid!), heap: liveHeapMiB(p.log) }));
+    type Sample = { rss: number; heap: number; v8: number };
+    const perMinute: Sample[][] = [];
+    const sample = (): Sample[] => watched.map((p) => ({ rss: rssMiB(p.child.pid!), ...heapMiB(p.log) }));
     const cpu0 = watched.map((p) => cpuSeconds(p.child.pid!));
     const s0 = performance.now();
     const cell = (x: number) => (Number.isNaN(x) ? '-' : x.toFixed(1)).padStart(9);
-    const row = (m: number, v: { rss: number; heap: number }[]) => console.log(`  ${String(m).padStart(4)}${v.map((x) => `${cell(x.rss)}${cell(x.heap)}`).join('   ')}`);
-    console.log(`  ${''.padStart(4)}${watched.map((p) => p.name.padStart(18)).join('   ')}`);
-    console.log(`  ${'min'.padStart(4)}${watched.map(() => `${'RSS'.padStart(9)}${'heap'.padStart(9)}`).join('   ')}   (MiB; heap: live after the latest full GC)`);
+    const row = (m: number, v: Sample[]) => console.log(`  ${String(m).padStart(4)}${v.map((x) => `${cell(x.rss)}${cell(x.v8)}${cell(x.heap)}`).join('   ')}`);
+    console.log(`  ${''.padStart(4)}${watched.map((p) => p.name.padStart(27)).join('   ')}`);
+    console.log(`  ${'min'.padStart(4)}${watched.map(() => `${'RSS'.padStart(9)}${'V8'.padStart(9)}${'live'.padStart(9)}`).join('   ')}   (MiB; V8: heap V8 holds, live: JS objects, both after the latest full GC)`);
     const first = sample();
     perMinute.push(first);
     row(0, first);
