@@ -83,7 +83,30 @@ export function computeStatus(
   };
 }
 
-/** Whether a status write would change anything (lastTransitionTime moves only on flips). */
+/**
+ * Whether a status write would change anything (lastTransitionTime moves only on flips). Compared
+ * structurally: the API server returns custom objects with sorted keys, so comparing serialisations
+ * would see a change in every status we built in another key order, and write it again.
+ */
 export function sameStatus(a: NpmRuleSetStatus | undefined, b: NpmRuleSetStatus): boolean {
-  return JSON.stringify(a ?? {}) === JSON.stringify(b);
+  return sameJson(a ?? {}, b);
+}
+
+/**
+ * Equality of two JSON values as the API server stores them: object key order is ignored, list
+ * order is not, and a key holding `undefined` is the same as an absent key (JSON drops it).
+ */
+export function sameJson(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false;
+  if (Array.isArray(a) !== Array.isArray(b)) return false;
+  if (Array.isArray(a)) {
+    const bb = b as unknown[];
+    return a.length === bb.length && a.every((x, i) => sameJson(x, bb[i]));
+  }
+  const ao = a as Record<string, unknown>;
+  const bo = b as Record<string, unknown>;
+  const ak = Object.keys(ao).filter((k) => ao[k] !== undefined);
+  const bk = Object.keys(bo).filter((k) => bo[k] !== undefined);
+  return ak.length === bk.length && ak.every((k) => Object.hasOwn(bo, k) && sameJson(ao[k], bo[k]));
 }
