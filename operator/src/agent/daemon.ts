@@ -8,7 +8,8 @@
 import { CustomObjectsApi, PatchStrategy, setHeaderOptions, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
 import { GROUP, IPSET_KIND, IPSET_PLURAL, NODE_KIND, NODE_PLURAL, RULESET_KIND, RULESET_PLURAL, VERSION, API_VERSION, type AppliedRuleSet, type ObservedRevisions, type NpmIPSet, type NpmNodeStatus, type NpmRuleSet, type Condition, type KernelCounts } from '../api/types.js';
 import { metaTime, setCondition } from '../framework/conditions.js';
-import { Informer } from '../framework/informer.js';
+import { Informer, type ListFn, type WatchFn } from '../framework/informer.js';
+import { nodeLabelKey } from '../api/names.js';
 import { CORE, type ResourceRef } from '../framework/kube.js';
 import type { NodeMetrics } from '../metrics/node.js';
 import type { Backend } from './backend.js';
@@ -49,6 +50,10 @@ export interface AgentDaemonOptions {
   podStartup?: PodStartupMode;
   /** This node's IPv4 pod CIDRs, canonical (podstartup.ts normalizePodCidrs); required by strict. */
   podCidrs?: readonly string[];
+  /** Test seam: the informers' list/watch transport per resource (default: the API server of `kc`). */
+  transport?: (r: ResourceRef) => { listFn: ListFn<KubernetesObject>; watchFn: WatchFn };
+  /** Test seam: writes this node's NpmNode status (default: status merge patch, NpmNode created on 404). */
+  writeStatus?: (status: NpmNodeStatus) => Promise<void>;
 }
 
 const RULESETS: ResourceRef = { group: GROUP, version: VERSION, plural: RULESET_PLURAL, namespaced: true, kind: RULESET_KIND };
@@ -67,7 +72,7 @@ export class AgentDaemon {
   private urgent = false;
   /** Strict found a local pod outside the pod CIDR: the strict rules are off until restart. */
   private strictSuspended = false;
-  private readonly api: CustomObjectsApi;
+  private api: CustomObjectsApi | undefined;
   private readonly lastApplied = new Map<string, NpmRuleSet>();
   private readonly setCache: SetCache = new Map();
   private dirty = false;
@@ -91,10 +96,16 @@ export class AgentDaemon {
 
   constructor(private readonly o: AgentDaemonOptions) {
     const log = (s: string) => o.log(s);
-    this.rulesets = new Informer({ kc: o.kc, resource: RULESETS, log, resyncMs: 0 });
-    this.ipsets = new Informer({ kc: o.kc, resource: IPSETS, log, resyncMs: 0 });
-    this.pods = new Informer({ kc: o.kc, resource: CORE.pods, fieldSelector: `spec.nodeName=${o.nodeName}`, log, resyncMs: 0 });
-    this.policies = new Informer({ kc: o.kc, resource: CORE.networkPolicies, log, resyncMs: 0 });
+    const via = <T extends KubernetesObject>(r: ResourceRef) => (o.transport ? (o.transport(r) as { listFn: ListFn<T>; watchFn: WatchFn }) : {});
+    // Only the rulesets and sets the operator labelled for this node (ADR 0011): an agent neither
+    // caches nor wakes up for the rest of the cluster, so a pod event costs the nodes it concerns.
+    // select.ts still holds a ruleset back until its sets are complete (the operator labels the
+    // sets before the ruleset, but a watch may deliver them in any order).
+    const concernsUs = nodeLabelKey(o.nodeName);
+    this.rulesets = new Informer({ kc: o.kc, resource: RULESETS, labelSelector: concernsUs, log, resyncMs: 0, ...via(RULESETS) });
+    this.ipsets = new Informer({ kc: o.kc, resource: IPSETS, labelSelector: concernsUs, log, resyncMs: 0, ...via(IPSETS) });
+    this.pods = new Informer({ kc: o.kc, resource: CORE.pods, fieldSelector: `spec.nodeName=${o.nodeName}`, log, resyncMs: 0, ...via(CORE.pods) });
+    this.policies = new Informer({ kc: o.kc, resource: CORE.networkPolicies, log, resyncMs: 0, ...via(CORE.networkPolicies) });
     if (o.podStartup === 'strict' && !o.podCidrs?.length) throw new Error('pod-startup strict needs the node pod CIDR');
     this.startup = new PodStartup(o.podStartup ?? 'open');
     // The moment a pod's address is first seen (npm_pod_unprotected_seconds starts here), taken at
@@ -109,7 +120,6 @@ export class AgentDaemon {
       inf.onUpdate(() => this.request());
       inf.onDelete(() => this.request());
     }
-    this.api = o.kc.makeApiClient(CustomObjectsApi);
   }
 
   async start(): Promise<void> {
@@ -147,6 +157,11 @@ export class AgentDaemon {
     await this.tamper?.stop();
     await Promise.all([this.rulesets.stop(), this.ipsets.stop(), this.pods.stop(), this.policies.stop()]);
     await this.running;
+  }
+
+  /** Resolves when no sync is running or pending (tests, shutdown). */
+  async settled(): Promise<void> {
+    while (this.running) await this.running;
   }
 
   /** Ask for a sync; bursts coalesce into one. */
@@ -273,13 +288,15 @@ export class AgentDaemon {
       ...(this.observed ? { observed: this.observed } : {}),
       conditions: this.readyCondition,
     };
+    if (this.o.writeStatus) return this.o.writeStatus(status);
+    const api = (this.api ??= this.o.kc.makeApiClient(CustomObjectsApi));
     const opt = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
     try {
-      await this.api.patchClusterCustomObjectStatus({ group: GROUP, version: VERSION, plural: NODE_PLURAL, name: this.o.nodeName, body: { status } }, opt);
+      await api.patchClusterCustomObjectStatus({ group: GROUP, version: VERSION, plural: NODE_PLURAL, name: this.o.nodeName, body: { status } }, opt);
     } catch (err) {
       if ((err as { code?: number }).code !== 404) throw err;
-      await this.api.createClusterCustomObject({ group: GROUP, version: VERSION, plural: NODE_PLURAL, body: { apiVersion: API_VERSION, kind: NODE_KIND, metadata: { name: this.o.nodeName } } });
-      await this.api.patchClusterCustomObjectStatus({ group: GROUP, version: VERSION, plural: NODE_PLURAL, name: this.o.nodeName, body: { status } }, opt);
+      await api.createClusterCustomObject({ group: GROUP, version: VERSION, plural: NODE_PLURAL, body: { apiVersion: API_VERSION, kind: NODE_KIND, metadata: { name: this.o.nodeName } } });
+      await api.patchClusterCustomObjectStatus({ group: GROUP, version: VERSION, plural: NODE_PLURAL, name: this.o.nodeName, body: { status } }, opt);
     }
   }
 }

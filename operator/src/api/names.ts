@@ -33,6 +33,12 @@ export const CHAIN_ALLOW = 'KNPM-ALLOW' as KernelName;
  * ingress when the destination is local. The remote side is judged on its own node.
  */
 export const LOCAL_PODS_SET = 'KNPM-LOCAL' as KernelName;
+/**
+ * Empty set the agent's long-lived ipset process lists after each batch to learn that the batch is
+ * done (agent/ipset/session.ts). Deliberately outside OWNED_PREFIX: the planner must never see,
+ * count as drift or destroy it while the session uses it.
+ */
+export const SESSION_PROBE_SET = 'knpm-session-probe' as KernelName;
 /** The comment that identifies our FORWARD hook rule. */
 export const HOOK_COMMENT = 'kube-npm: NetworkPolicy enforcement';
 
@@ -112,4 +118,27 @@ export function isOwned(name: string): boolean {
 export function clampComment(text: string): string {
   const clean = text.replace(/[^\x20-\x7e]/g, '?').replace(/"/g, "'");
   return clean.length <= MAX_COMMENT ? clean : `${clean.slice(0, MAX_COMMENT - 3)}...`;
+}
+
+/** A label name part (the part after the prefix): at most 63 characters, alphanumeric at both ends. */
+const LABEL_NAME = /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
+
+/**
+ * Label key that marks an NpmRuleSet or NpmIPSet as concerning node `node` (value ""): agents
+ * watch only objects carrying their own key (docs/adr/0011-node-scoped-watches.md). A node name
+ * that is not a valid label name part (longer than 63 characters: node names may be DNS
+ * subdomains of 253) is replaced by a digest, the same on every side that builds it.
+ */
+export function nodeLabelKey(node: string): string {
+  const part = node.length <= 63 && LABEL_NAME.test(node) ? node : `h-${digest(node, 40).toLowerCase()}`;
+  return `node.kubenpm.io/${part}`;
+}
+
+/**
+ * Name of the Lease an agent renews as its liveness heartbeat (holder: the node name). Lease
+ * names are DNS subdomains (253 characters), so only names past that limit are hashed.
+ */
+export function agentLeaseName(node: string): string {
+  const name = `kube-npm-agent-${node}`;
+  return name.length <= 253 ? name : `kube-npm-agent-h-${digest(node, 40).toLowerCase()}`;
 }

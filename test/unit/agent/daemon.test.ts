@@ -1,0 +1,124 @@
+// AgentDaemon with its real parts (informers, selection, model, Converger) over a scripted API
+// transport and a fake kernel: what it watches, and how many NpmNode writes it makes.
+import { KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
+import { expect } from 'chai';
+import { AgentDaemon } from '../../../operator/src/agent/daemon.js';
+import { Converger } from '../../../operator/src/agent/converge.js';
+import { nodeLabelKey } from '../../../operator/src/api/names.js';
+import type { NpmNodeStatus } from '../../../operator/src/api/types.js';
+import type { ResourceRef } from '../../../operator/src/framework/kube.js';
+import type { Pod } from '../../../operator/src/translate/k8s.js';
+import { FakeTransport, flush } from '../framework/fakes.js';
+import { FakeClock, FakeKernel } from './fakekernel.js';
+import { objects, snapshot } from './fixtures.js';
+
+interface Harness {
+  daemon: AgentDaemon;
+  kernel: FakeKernel;
+  transports: Map<string, FakeTransport>;
+  /** Every list request: plural and its label selector. */
+  lists: { plural: string; labelSelector?: string }[];
+  writes: NpmNodeStatus[];
+  logs: string[];
+  /** Waits until no sync runs or is pending. */
+  settle(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+let rv = 100;
+const nextRv = (): string => String(++rv);
+
+function withRv<T extends KubernetesObject>(o: T): T {
+  return { ...o, metadata: { ...o.metadata, resourceVersion: nextRv() } };
+}
+
+const SHAPE = { namespaces: 1, podsPerNamespace: 3, policiesPerNamespace: 1 };
+
+async function harness(opts: { retryMs?: number } = {}): Promise<Harness> {
+  const kernel = new FakeKernel();
+  const clock = new FakeClock();
+  const logs: string[] = [];
+  const log = (s: string): void => void logs.push(s);
+  const items = objects(SHAPE) as KubernetesObject[];
+  const pods = snapshot(SHAPE).pods.map((p, i) => withRv({ ...p, metadata: { ...p.metadata, uid: `uid-${i}` } }) as Pod & KubernetesObject);
+  const byPlural: Record<string, KubernetesObject[]> = {
+    npmrulesets: items.filter((o) => o.kind === 'NpmRuleSet').map(withRv),
+    npmipsets: items.filter((o) => o.kind === 'NpmIPSet').map(withRv),
+    pods,
+    networkpolicies: snapshot(SHAPE).policies.map((p) => withRv(p as KubernetesObject)),
+  };
+  const transports = new Map<string, FakeTransport>();
+  const lists: Harness['lists'] = [];
+  for (const [plural, objs] of Object.entries(byPlural)) {
+    const t = new FakeTransport();
+    t.lists = [{ items: objs, resourceVersion: nextRv() }];
+    transports.set(plural, t);
+  }
+  const writes: NpmNodeStatus[] = [];
+  const converger = new Converger({ exec: kernel.exec, backend: 'nft', clock, log, resyncIntervalMs: 3_600_000, retry: { attempts: 2, initialDelayMs: 1 } });
+  const daemon = new AgentDaemon({
+    kc: new KubeConfig(),
+    nodeName: 'n1',
+    backend: 'nft',
+    converger,
+    clock,
+    log,
+    resyncMs: 3_600_000,
+    tamperCheckMs: 0,
+    retryMs: opts.retryMs ?? 3_600_000,
+    podStartup: 'open',
+    transport: (r: ResourceRef) => {
+      const t = transports.get(r.plural);
+      if (!t) throw new Error(`no transport for ${r.plural}`);
+      return {
+        listFn: (req) => {
+          lists.push({ plural: r.plural, ...(req.labelSelector !== undefined ? { labelSelector: req.labelSelector } : {}) });
+          return t.listFn(req);
+        },
+        watchFn: t.watchFn,
+      };
+    },
+    writeStatus: async (s) => void writes.push(JSON.parse(JSON.stringify(s)) as NpmNodeStatus),
+  });
+  await daemon.start();
+  const settle = async (): Promise<void> => {
+    await flush(20);
+    await daemon.settled();
+    await flush(20);
+  };
+  await settle();
+  return { daemon, kernel, transports, lists, writes, logs, settle, stop: () => daemon.stop() };
+}
+
+describe('AgentDaemon', () => {
+  let h: Harness | undefined;
+  afterEach(async () => {
+    await h?.stop();
+    h = undefined;
+  });
+
+  it('watches only the NpmRuleSets and NpmIPSets labelled for its node (ADR 0011)', async () => {
+    h = await harness();
+    const key = nodeLabelKey('n1');
+    expect(key).to.equal('node.kubenpm.io/n1');
+    for (const plural of ['npmrulesets', 'npmipsets']) {
+      expect(h.lists.filter((l) => l.plural === plural), plural).to.deep.equal([{ plural, labelSelector: key }]);
+      expect(h.transports.get(plural)!.current.query.labelSelector, `${plural} watch`).to.equal(key);
+    }
+    // Pods: its own node's, by field selector; NetworkPolicies: all (pod startup needs them).
+    expect(h.transports.get('pods')!.current.query.fieldSelector).to.equal('spec.nodeName=n1');
+    expect(h.transports.get('networkpolicies')!.current.query.labelSelector).to.equal(undefined);
+  });
+});
+
+describe('nodeLabelKey', () => {
+  it('uses the node name when it is a valid label name part, a digest otherwise', () => {
+    expect(nodeLabelKey('worker-1.example')).to.equal('node.kubenpm.io/worker-1.example');
+    const long = `${'a'.repeat(60)}.example.com`;
+    const k = nodeLabelKey(long);
+    expect(k).to.match(/^node\.kubenpm\.io\/h-[a-z2-7]{40}$/);
+    expect(nodeLabelKey(long)).to.equal(k);
+    expect(nodeLabelKey(`${long}x`)).to.not.equal(k);
+    expect(nodeLabelKey('-bad')).to.match(/^node\.kubenpm\.io\/h-/);
+  });
+});
