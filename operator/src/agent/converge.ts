@@ -32,6 +32,7 @@ import { binaries, type Backend, type Binaries } from './backend.js';
 import { realClock, type Clock, type Exec } from './exec.js';
 import { parseIptablesSave } from './iptables/parse.js';
 import { parseIpsetSave } from './ipset/parse.js';
+import type { IpsetSession } from './ipset/session.js';
 import type { DesiredState } from './model.js';
 import { tempSetName } from '../api/names.js';
 import { checkTamper, tamperProbes } from './tamper.js';
@@ -66,6 +67,13 @@ export interface ConvergerOptions {
   resyncIntervalMs?: number;
   retry?: RetryOptions;
   observer?: ConvergeObserver;
+  /**
+   * Long-lived ipset process (ipset/session.ts) for small phase-1/3 writes: no process start per
+   * pod change. Without it every ipset write starts `ipset restore`.
+   */
+  ipsetSession?: IpsetSession;
+  /** Writes of more lines than this start `ipset restore` even with a session; default 500. */
+  sessionMaxLines?: number;
 }
 
 export interface SyncOptions {
@@ -104,6 +112,8 @@ export interface Counters {
   /** Syncs that wrote at least one line. */
   writes: number;
   restoreFailures: Record<Tool, number>;
+  /** ipset writes that went through the long-lived session (a subset of all ipset writes). */
+  sessionWrites: number;
   driftRepairs: Partial<Record<DriftKind, number>>;
 }
 
@@ -143,7 +153,7 @@ export function failedLineOf(stderr: string): number | undefined {
 }
 
 export class Converger {
-  readonly counters: Counters = { syncs: 0, fullSyncs: 0, failedAttempts: 0, writes: 0, restoreFailures: { ipset: 0, iptables: 0 }, driftRepairs: {} };
+  readonly counters: Counters = { syncs: 0, fullSyncs: 0, failedAttempts: 0, writes: 0, restoreFailures: { ipset: 0, iptables: 0 }, sessionWrites: 0, driftRepairs: {} };
   readonly bin: Binaries;
   private readonly exec: Exec;
   private readonly clock: Clock;
@@ -152,6 +162,10 @@ export class Converger {
   private readonly resyncMs: number;
   private readonly retry: Required<RetryOptions>;
   private readonly observer: ConvergeObserver;
+  private readonly session: IpsetSession | undefined;
+  private readonly sessionMaxLines: number;
+  /** The last session write failed: the next ipset write starts `ipset restore` (the session restarts after). */
+  private sessionSuspect = false;
   private applied: ActualState | undefined;
   private lastFullAt = Number.NEGATIVE_INFINITY;
   /** Bumped when a write starts: a reader of `applied` can tell that it changed meanwhile. */
@@ -166,6 +180,8 @@ export class Converger {
     this.resyncMs = opts.resyncIntervalMs ?? 90_000;
     this.retry = { attempts: 5, initialDelayMs: 500, maxDelayMs: 30_000, factor: 2, ...opts.retry };
     this.observer = opts.observer ?? {};
+    this.session = opts.ipsetSession;
+    this.sessionMaxLines = opts.sessionMaxLines ?? 500;
   }
 
   /** Forget what we last wrote: the next sync reads the kernel fully. */
@@ -329,19 +345,28 @@ export class Converger {
   private async restore(tool: Tool, phase: 1 | 2 | 3, argv: string[], lines: string[]): Promise<void> {
     const input = `${lines.join('\n')}\n`;
     const t0 = this.clock.now();
-    let r;
+    const session = tool === 'ipset' && !this.sessionSuspect && lines.length <= this.sessionMaxLines && this.session?.takes(lines) ? this.session : undefined;
+    // Once a session write failed, one write goes through `ipset restore`: a helper that keeps
+    // failing (a broken probe set, a missing stdbuf) cannot stall every change.
+    if (tool === 'ipset') this.sessionSuspect = false;
+    let r: { code: number; stderr: string; failedLine?: number };
     try {
-      r = await this.exec(argv, input);
+      r = session ? await session.apply(lines) : await this.exec(argv, input);
     } catch (e) {
       this.counters.restoreFailures[tool]++;
       this.observer.restore?.(tool, phase, (this.clock.now() - t0) / 1000, false);
-      throw new Error(`running ${argv.join(' ')}`, { cause: e });
+      throw new Error(`running ${argv.join(' ')}${session ? ' (ipset session)' : ''}`, { cause: e });
     }
     const ok = r.code === 0;
     this.observer.restore?.(tool, phase, (this.clock.now() - t0) / 1000, ok);
+    if (session) {
+      this.counters.sessionWrites++;
+      if (!ok) this.sessionSuspect = true;
+    }
     if (!ok) {
       this.counters.restoreFailures[tool]++;
-      throw new RestoreError(tool, phase, argv, input, r.code, r.stderr, failedLineOf(r.stderr));
+      // Same error as a failed `ipset restore` of these lines: the converger re-reads and replans.
+      throw new RestoreError(tool, phase, session ? [...argv, '(session)'] : argv, input, r.code, r.stderr, session ? r.failedLine : failedLineOf(r.stderr));
     }
   }
 }

@@ -70,3 +70,59 @@ export function realExec(opts: RealExecOptions = {}): Exec {
       child.stdin.end(stdin ?? '');
     });
 }
+
+/** What a long-lived child reports: output chunks as they arrive, then its end (exactly once). */
+export interface ChildEvents {
+  stdout(chunk: string): void;
+  stderr(chunk: string): void;
+  exit(code: number | null, signal: string | null): void;
+}
+
+/** A long-lived child process: its stdin and a way to end it. */
+export interface Child {
+  readonly pid: number | undefined;
+  write(data: string): void;
+  /** SIGKILL: a hung or confused child gets no second chance. */
+  kill(): void;
+}
+
+/**
+ * Starts a long-lived process (no shell). A child that cannot start reports exit(null, ...) through
+ * `events` rather than throwing, so a caller has one path for "it is gone".
+ */
+export type Spawn = (argv: string[], events: ChildEvents) => Child;
+
+/** The real Spawn: child_process.spawn with pipes; `netns` as in realExec. */
+export function realSpawn(opts: { netns?: string } = {}): Spawn {
+  const prefix = opts.netns !== undefined ? ['ip', 'netns', 'exec', opts.netns] : [];
+  return (argv, events) => {
+    const [cmd, ...args] = [...prefix, ...argv];
+    if (cmd === undefined) throw new Error('spawn: empty argv');
+    const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    let ended = false;
+    const end = (code: number | null, signal: string | null) => {
+      if (ended) return;
+      ended = true;
+      events.exit(code, signal);
+    };
+    child.stdout.setEncoding('utf8').on('data', (s: string) => events.stdout(s));
+    child.stderr.setEncoding('utf8').on('data', (s: string) => events.stderr(s));
+    // EPIPE after the child died: its exit reports it.
+    child.stdin.on('error', () => undefined);
+    child.on('error', (e) => {
+      events.stderr(`spawn ${[cmd, ...args].join(' ')}: ${e.message}\n`);
+      end(null, null);
+    });
+    // 'close' (not 'exit'): the last stderr chunk, the kernel's message, has been delivered by then.
+    child.on('close', (code, signal) => end(code, signal));
+    return {
+      pid: child.pid,
+      write: (data) => {
+        if (!ended && child.stdin.writable) child.stdin.write(data);
+      },
+      kill: () => {
+        if (!ended) child.kill('SIGKILL');
+      },
+    };
+  };
+}
