@@ -6,6 +6,8 @@ import { buildDesired, cleanupDesired, type DesiredState } from '../../../operat
 import { tempSetName } from '../../../operator/src/api/names.js';
 import { HOOK_RULE } from '../../../operator/src/agent/iptables/render.js';
 import { FakeClock, FakeKernel } from './fakekernel.js';
+import { FakeSpawn, ManualTimer, sessionWrite } from './fakesession.js';
+import { IpsetSession } from '../../../operator/src/agent/ipset/session.js';
 import { objects } from './fixtures.js';
 
 const small = buildDesired(objects({ namespaces: 2, podsPerNamespace: 4, policiesPerNamespace: 2 }));
@@ -380,5 +382,92 @@ describe('agent helpers', () => {
     let msg = '';
     await detectBackend(k.exec, 'auto').catch((e: Error) => (msg = e.message));
     expect(msg).to.match(/no usable iptables backend/);
+  });
+});
+
+describe('agent converge with the long-lived ipset session (fake process)', () => {
+  function withSession(): ReturnType<typeof setup> & { sp: FakeSpawn; timer: ManualTimer; s: IpsetSession } {
+    const k = new FakeKernel();
+    const sp = new FakeSpawn(k);
+    const timer = new ManualTimer();
+    const s = new IpsetSession({ spawn: sp.spawn, setTimer: timer.set });
+    const clock = new FakeClock();
+    const logs: string[] = [];
+    const c = new Converger({ exec: k.exec, backend: 'nft', clock, log: (l) => logs.push(l), resyncIntervalMs: 60_000, retry: { attempts: 3, initialDelayMs: 100 }, ipsetSession: s });
+    return { k, clock, c, logs, sp, timer, s };
+  }
+  const snapshot = (k: FakeKernel): Map<string, Set<string>> => new Map([...k.sets].filter(([n]) => n.startsWith('KNPM-')).map(([n, s]) => [n, new Set(s.members.keys())]));
+  const ipsetRestores = (k: FakeKernel): number => k.calls.filter((x) => x.argv.join(' ') === 'ipset restore').length;
+
+  it('a pod change is written through the session, not a new ipset restore', async () => {
+    const { k, c, sp } = withSession();
+    await c.sync(small);
+    const before = ipsetRestores(k);
+    const r = await c.sync(moved);
+    expect(r.full).to.equal(false);
+    expect(r.plan.ipset.added + r.plan.ipset.removed).to.be.greaterThan(0);
+    expect(ipsetRestores(k)).to.equal(before);
+    expect(c.counters.sessionWrites).to.equal(1);
+    expect(sp.spawned.length).to.equal(1);
+    expect((await c.sync(moved, { forceFull: true })).drift).to.deep.equal([]);
+  });
+
+  it('a helper that crashes mid-batch: the sync retries with a full re-read through ipset restore, and the next change restarts the helper', async () => {
+    const { k, c, sp, s } = withSession();
+    await c.sync(small);
+    await c.sync(moved); // starts the helper
+    sp.faults.push({ kind: 'crash', applyLines: 1 });
+    const before = ipsetRestores(k);
+    const r = await c.sync(small);
+    expect(r.attempts).to.equal(2);
+    expect(r.full).to.equal(true);
+    expect(ipsetRestores(k)).to.equal(before + 1);
+    expect((await c.sync(small, { forceFull: true })).drift).to.deep.equal([]);
+    await c.sync(moved);
+    expect(sp.spawned.length).to.equal(2);
+    expect(s.starts).to.equal(2);
+    expect((await c.sync(moved, { forceFull: true })).drift).to.deep.equal([]);
+  });
+
+  it('an error line mid-batch stops the rest of the batch (every set between old∩new and old∪new), is reported with context, and the retry replans', async () => {
+    const { k, c } = withSession();
+    await c.sync(small);
+    await c.sync(moved); // the helper runs: the failing batch is not its first
+    const old = snapshot(k);
+    k.failNext(sessionWrite, { applyLines: 1, stderr: 'The set with the given name does not exist' });
+    let err: unknown;
+    await c.syncOnce(small).catch((e: unknown) => (err = e));
+    expect(err).to.be.instanceOf(RestoreError);
+    const re = err as RestoreError;
+    expect(re.failedLine).to.equal(2);
+    expect(re.message).to.match(/ipset restore \(session\) \(phase 1\) failed with exit 1: .*Error in line 2: The set with the given name does not exist/);
+    expect(re.message).to.match(/\n> {4}2: /);
+    const mid = snapshot(k);
+    const r = await c.sync(small);
+    expect(r.full).to.equal(true); // replanned from a full re-read
+    const neu = snapshot(k);
+    let applied = 0;
+    for (const [name, m] of mid) {
+      const o = old.get(name) ?? new Set<string>();
+      const n = neu.get(name) ?? new Set<string>();
+      for (const x of o) if (n.has(x)) expect(m.has(x), `${name} keeps ${x}`).to.equal(true);
+      for (const x of m) expect(o.has(x) || n.has(x), `${name} holds only old or new members`).to.equal(true);
+      applied += [...m].filter((x) => !o.has(x)).length + [...o].filter((x) => !m.has(x)).length;
+    }
+    expect(applied).to.equal(1); // line 1 only: the lines after the failing one were not run
+    expect((await c.sync(small, { forceFull: true })).drift).to.deep.equal([]);
+  });
+
+  it('a hung helper is killed when the timeout fires; the sync retries and converges', async () => {
+    const { c, sp, timer } = withSession();
+    await c.sync(small);
+    sp.faults.push({ kind: 'hang' });
+    const p = c.sync(moved);
+    for (let i = 0; i < 20 && timer.pending.length === 0; i++) await new Promise((r) => setImmediate(r));
+    expect(timer.fire()).to.equal(1);
+    const r = await p;
+    expect(r.attempts).to.equal(2);
+    expect(sp.spawned[0]?.ended).to.equal(true);
+    expect((await c.sync(moved, { forceFull: true })).drift).to.deep.equal([]);
   });
 });
