@@ -89,6 +89,8 @@ export class NpmOperator {
   private membershipRunning: Promise<void> | undefined;
   private membershipAgain = false;
   private readonly patchPodCondition: NonNullable<OperatorOptions['patchPodCondition']>;
+  /** Keys waiting (expected waits) for an object's event: woken by it at once. */
+  private readonly waiters = new Waiters();
 
   constructor(private readonly o: OperatorOptions) {
     const log = o.log;
@@ -115,9 +117,18 @@ export class NpmOperator {
       log,
       worker: async (key) => {
         try {
-          await this.reconciler.reconcile(key);
-          o.metrics?.reconciles.inc({ result: 'ok' });
+          const res = await this.reconciler.reconcile(key);
+          o.metrics?.reconciles.inc({ result: res.action === 'wait' ? 'wait' : 'ok' });
+          if (res.action !== 'wait') return void this.waiters.done(key);
+          // An expected wait: no failure, no backoff. The awaited object's event wakes the key;
+          // if it arrived while we were working (its event already passed), run again at once.
+          if (res.waitFor) {
+            this.waiters.wait(res.waitFor, key);
+            if (this.present(res.waitFor)) this.queue.add(key);
+          }
+          return { requeueAfterMs: res.requeueAfterMs };
         } catch (err) {
+          this.waiters.done(key);
           o.metrics?.reconciles.inc({ result: err instanceof RetryLater ? 'retry' : 'error' });
           throw err;
         }
@@ -163,6 +174,7 @@ export class NpmOperator {
     // Our own objects: drift (someone edited or deleted them) and status inputs.
     const ownRuleSet = (rs: NpmRuleSet) => {
       if (!this.synced) return;
+      for (const k of this.waiters.wake(rulesetKey(rs.metadata.namespace ?? '', rs.metadata.name))) this.queue.add(k);
       this.queue.add(rulesetKey(rs.metadata.namespace ?? '', rs.metadata.name));
       this.queue.add(statusKey(rs.metadata.namespace ?? '', rs.metadata.name));
     };
@@ -170,7 +182,10 @@ export class NpmOperator {
     this.rulesets.onUpdate(ownRuleSet);
     this.rulesets.onDelete(ownRuleSet);
     const ownSet = (s: NpmIPSet): void => {
-      if (this.synced) this.queue.add(ipsetKey(s.metadata.name));
+      if (this.synced) {
+        for (const k of this.waiters.wake(ipsetKey(s.metadata.name))) this.queue.add(k);
+        this.queue.add(ipsetKey(s.metadata.name));
+      }
       this.evaluateMembership();
     };
     this.ipsets.onAdd(ownSet);
@@ -278,6 +293,14 @@ export class NpmOperator {
         if (httpCode(err) !== 404) this.o.log(`pod ${key}: writing ${POD_CONDITION} failed: ${String(err)}`);
       }
     }
+  }
+
+  /** Whether the awaited object of a wait is in the cache now (a set's arrival, a ruleset's change). */
+  private present(waitFor: string): boolean {
+    const [kind, ns, ...rest] = waitFor.split('/');
+    const name = rest.join('/');
+    // A set arrives; a ruleset that keeps a set in use must change or go: re-check is cheap.
+    return kind === 'NpmIPSet' ? this.ipsets.get(name) !== undefined : this.rulesets.get(`${ns}/${name}`) === undefined;
   }
 
   /** Apply an event to the engine, then drain soon (bursts coalesce into one drain). */
@@ -389,6 +412,47 @@ export class NpmOperator {
     await this.membershipRunning;
     await Promise.all([this.policies, this.pods, this.namespaces, this.rulesets, this.ipsets, this.nodes].map((i) => (i as Informer<KubernetesObject>).stop()));
     await this.queue.stop();
+  }
+}
+
+/**
+ * Keys waiting for another object's event (see ReconcileResult.waitFor). A key waits for one object
+ * at most (its latest wait), and forgets it when it stops waiting: bounded by the number of keys.
+ */
+export class Waiters {
+  private readonly byObject = new Map<string, Set<string>>();
+  private readonly byKey = new Map<string, string>();
+
+  wait(object: string, key: string): void {
+    this.done(key);
+    let keys = this.byObject.get(object);
+    if (!keys) this.byObject.set(object, (keys = new Set()));
+    keys.add(key);
+    this.byKey.set(key, object);
+  }
+
+  /** `key` no longer waits. */
+  done(key: string): void {
+    const object = this.byKey.get(key);
+    if (object === undefined) return;
+    this.byKey.delete(key);
+    const keys = this.byObject.get(object);
+    keys?.delete(key);
+    if (keys && !keys.size) this.byObject.delete(object);
+  }
+
+  /** The keys waiting for `object`, forgotten: a key that must still wait registers again. */
+  wake(object: string): string[] {
+    const keys = this.byObject.get(object);
+    if (!keys) return [];
+    this.byObject.delete(object);
+    for (const k of keys) this.byKey.delete(k);
+    return [...keys];
+  }
+
+  /** Keys waiting. */
+  get size(): number {
+    return this.byKey.size;
   }
 }
 

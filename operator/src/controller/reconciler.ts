@@ -28,12 +28,27 @@ export interface Caches {
   nodes(): ReadonlyMap<string, NpmNode>;
 }
 
+/** A write that lost a race (stale cache, conflict): retried with backoff, a failure. */
 export class RetryLater extends Error {}
 
+/**
+ * How long a key waiting for another object sleeps before it looks again by itself. The arrival of
+ * the awaited object wakes it at once (the operator maps `waitFor` back to the key); this is only
+ * the fallback when no such event comes (the awaited object could not be created, say).
+ */
+export const WAIT_FALLBACK_MS = 2_000;
+
 export interface ReconcileResult {
-  /** What was sent: 'create' | 'patch' | 'delete' | 'status' | 'none'. */
+  /**
+   * What was sent: 'create' | 'patch' | 'delete' | 'status' | 'none', or 'wait': an expected wait
+   * (not a failure: a ruleset waiting for its sets), with what it waits for.
+   */
   action: string;
   bytes: number;
+  /** With 'wait': the key of the object (ipsetKey / rulesetKey) whose change should wake this key. */
+  waitFor?: string;
+  /** With 'wait': look again after this delay even if nothing wakes it. */
+  requeueAfterMs?: number;
 }
 
 export function rulesetKey(namespace: string, name: string): string {
@@ -115,7 +130,7 @@ export class Reconciler {
       await this.api.patch(kind, desired.metadata.namespace, desired.metadata.name, body);
     } catch (err) {
       const code = httpCode(err);
-      if (code === 422 || code === 409) throw new RetryLater(`${kind} ${desired.metadata.name} changed since it was read (resourceVersion ${actual.metadata.resourceVersion})`);
+      if (code === 422 || code === 409) throw new RetryLater(`${kind} ${desired.metadata.name} changed since it was read (resourceVersion ${actual.metadata.resourceVersion})`, { cause: err });
       throw err;
     }
     return { action: 'patch', bytes: JSON.stringify(body).length };
@@ -129,7 +144,8 @@ export class Reconciler {
       await this.api.delete('NpmRuleSet', ns, name);
       return { action: 'delete', bytes: 0 };
     }
-    // Every pod-derived set it references must exist first (see the header).
+    // Every pod-derived set it references must exist first (see the header). Waiting for one is
+    // expected, not a failure: no error, no backoff; the shard's arrival in the cache wakes us.
     for (const ref of desired.spec.ipsets) {
       if (ref.kind === 'IPBlock') continue;
       const shards = this.engine.ipSetObject(ipSetObjectName(ref.name, 0))?.spec.shardCount ?? 1;
@@ -137,10 +153,14 @@ export class Reconciler {
         const shard = ipSetObjectName(ref.name, i);
         if (this.caches.ipset(shard)) continue;
         const want = this.engine.ipSetObject(shard);
-        if (want) await this.write('NpmIPSet', want, undefined).catch((err: unknown) => {
-          if (!(err instanceof RetryLater)) throw err;
-        });
-        throw new RetryLater(`NpmRuleSet ${ns}/${name} waits for NpmIPSet ${shard}`);
+        let bytes = 0;
+        if (want) {
+          bytes = await this.write('NpmIPSet', want, undefined).then((r) => r.bytes, (err: unknown) => {
+            if (!(err instanceof RetryLater)) throw err;
+            return 0;
+          });
+        }
+        return { action: 'wait', bytes, waitFor: ipsetKey(shard), requeueAfterMs: WAIT_FALLBACK_MS };
       }
     }
     return this.write('NpmRuleSet', desired, actual);
@@ -153,7 +173,8 @@ export class Reconciler {
     if (!actual) return { action: 'none', bytes: 0 };
     const set = actual.spec.setName;
     const user = this.caches.rulesets().find((rs) => rs.spec.ipsets.some((s) => s.name === set));
-    if (user) throw new RetryLater(`NpmIPSet ${name} is still referenced by NpmRuleSet ${user.metadata.namespace}/${user.metadata.name}`);
+    // Still referenced: wait (expected) for that ruleset to change or go.
+    if (user) return { action: 'wait', bytes: 0, waitFor: rulesetKey(user.metadata.namespace ?? '', user.metadata.name), requeueAfterMs: WAIT_FALLBACK_MS };
     await this.api.delete('NpmIPSet', undefined, name);
     return { action: 'delete', bytes: 0 };
   }

@@ -13,6 +13,10 @@
  *    second after a burst of `burst`. Success resets the key's failure count. A TerminalError
  *    (invalid input, say) is logged and not retried.
  *  - Worker errors never escape: no unhandled rejection, no crash.
+ *  - A worker that returns `{ requeueAfterMs }` asked to run again later (an expected wait: a
+ *    ruleset waiting for its sets, say): not a failure, not logged, no backoff, no token; it
+ *    resets the key's failure count like a success. Whatever it waits for usually wakes it sooner
+ *    with add(); the delay is only the fallback.
  *  - addAfter(key, ms) keeps the earliest pending due time per key.
  *  - stop() drops queued and delayed keys, stops handing out work and resolves once the workers in
  *    flight have returned.
@@ -29,9 +33,15 @@ export class TerminalError extends Error {
   }
 }
 
+/** What a worker may return: nothing (done), or a request to run the key again later. */
+export interface WorkResult {
+  /** Run the key again after this delay (ms), unless it is added sooner. */
+  requeueAfterMs?: number;
+}
+
 export interface WorkQueueOptions {
   name: string;
-  worker: (key: string) => Promise<void>;
+  worker: (key: string) => Promise<void | WorkResult>;
   /** Workers running at once; default 4. */
   concurrency?: number;
   /** First retry delay of a key; default 5 ms. */
@@ -59,6 +69,8 @@ export interface WorkQueueStats {
   failures: number;
   /** Worker calls that succeeded. */
   processed: number;
+  /** Worker calls that asked to run again later (expected waits, not failures). */
+  requeues: number;
 }
 
 export class WorkQueue {
@@ -80,7 +92,7 @@ export class WorkQueue {
   private started = false;
   private stopped = false;
   private pumpScheduled = false;
-  private counters = { retries: 0, failures: 0, processed: 0 };
+  private counters = { retries: 0, failures: 0, processed: 0, requeues: 0 };
 
   constructor(private readonly o: WorkQueueOptions) {
     this.clock = o.clock ?? realClock;
@@ -183,9 +195,14 @@ export class WorkQueue {
 
   private async process(key: string): Promise<void> {
     try {
-      await this.o.worker(key);
+      const result = await this.o.worker(key);
       this.counters.processed++;
       this.failuresByKey.delete(key);
+      const after = result?.requeueAfterMs;
+      if (after !== undefined && !this.stopped) {
+        this.counters.requeues++;
+        this.addAfter(key, after);
+      }
     } catch (err) {
       this.counters.failures++;
       if (err instanceof TerminalError) {

@@ -84,7 +84,7 @@ function setup() {
     },
     () => new Date('2026-11-26T00:00:00Z'),
   );
-  /** Runs the keys until nothing is RetryLater, like the work queue would. */
+  /** Runs the keys until nothing is RetryLater or waiting, like the work queue would. */
   const converge = async () => {
     const ch = engine.drain();
     let keys = [
@@ -95,7 +95,7 @@ function setup() {
       const retry: string[] = [];
       for (const k of keys) {
         try {
-          await reconciler.reconcile(k);
+          if ((await reconciler.reconcile(k)).action === 'wait') retry.push(k);
         } catch (e) {
           if (e instanceof RetryLater) retry.push(k);
           else throw e;
@@ -119,11 +119,12 @@ describe('operator reconciler (fake API server)', () => {
     const t = setup();
     t.engine.upsertPod(pod('web', '10.244.1.2', { app: 'web' }));
     t.engine.upsertPolicy({ metadata: { name: 'p', namespace: 'prod', uid: 'u1' }, spec: { podSelector: { matchLabels: { app: 'web' } }, ingress: [{}] } });
-    // Reconcile the ruleset first on purpose: it must create its set itself and wait.
-    let err: unknown;
-    await t.reconciler.reconcile(rulesetKey('prod', 'p')).catch((e: unknown) => (err = e));
-    expect(err).to.be.instanceOf(RetryLater);
+    // Reconcile the ruleset first on purpose: it must create its set itself and wait, without
+    // failing (an expected wait is no error: no failure log, no backoff), naming what wakes it.
+    const res = await t.reconciler.reconcile(rulesetKey('prod', 'p'));
     expect(t.api.calls[0]).to.match(/^create NpmIPSet\/\/knpm-s-/);
+    expect(res).to.include({ action: 'wait', waitFor: ipsetKey(t.api.calls[0]!.slice('create NpmIPSet//'.length)) });
+    expect(res.requeueAfterMs).to.be.greaterThan(0);
     await t.converge();
     expect(t.api.calls.some((c) => c === 'create NpmRuleSet/prod/p')).to.equal(true);
     t.api.calls.length = 0;
@@ -180,9 +181,7 @@ describe('operator reconciler (fake API server)', () => {
     await t.converge();
     const setName = [...t.api.objects.values()].find((o) => o.kind === 'NpmIPSet')!.metadata.name;
     t.engine.deletePolicy('prod', 'p');
-    let err: unknown;
-    await t.reconciler.reconcile(ipsetKey(setName)).catch((e: unknown) => (err = e));
-    expect(err).to.be.instanceOf(RetryLater);
+    expect(await t.reconciler.reconcile(ipsetKey(setName))).to.include({ action: 'wait', waitFor: rulesetKey('prod', 'p') });
     await t.reconciler.reconcile(rulesetKey('prod', 'p'));
     await t.reconciler.reconcile(ipsetKey(setName));
     expect([...t.api.objects.keys()]).to.deep.equal([]);

@@ -2,7 +2,7 @@
 import { expect } from 'chai';
 import sinon from 'sinon';
 import { fakeTimersWithoutUnhandledRejections, flush } from './fakes.js';
-import { TerminalError, WorkQueue, type WorkQueueOptions } from '../../../operator/src/framework/queue.js';
+import { TerminalError, WorkQueue, type WorkQueueOptions, type WorkResult } from '../../../operator/src/framework/queue.js';
 
 interface Gate {
   promise: Promise<void>;
@@ -27,7 +27,7 @@ describe('framework WorkQueue', () => {
   let logs: string[];
   const clockOf = fakeTimersWithoutUnhandledRejections();
 
-  function queue(worker: (key: string) => Promise<void>, o: Partial<WorkQueueOptions> = {}): WorkQueue {
+  function queue(worker: (key: string) => Promise<void | WorkResult>, o: Partial<WorkQueueOptions> = {}): WorkQueue {
     return new WorkQueue({ name: 't', worker, log: (m) => logs.push(m), ...o });
   }
 
@@ -208,6 +208,34 @@ describe('framework WorkQueue', () => {
     const firstColds = runs.slice(0, 12);
     for (let i = 0; i < 5; i++) expect(firstColds, `cold${i} ran`).to.include(`cold${i}`);
     expect(runs.slice(0, 6)).to.deep.equal(['hot', 'cold0', 'cold1', 'cold2', 'cold3', 'cold4']);
+    await q.stop();
+  });
+
+  it('a worker that asks to be requeued is not a failure: no log, no backoff, no token, and add() wakes it sooner', async () => {
+    const runsAt: number[] = [];
+    let waits = 3;
+    const q = queue(async () => {
+      runsAt.push(Date.now());
+      if (waits-- > 0) return { requeueAfterMs: 1000 };
+    }, { baseDelayMs: 100, ratePerSecond: 1, burst: 1 });
+    q.start();
+    const t0 = Date.now();
+    q.add('k');
+    await flush();
+    // Two expected waits of 1000 ms each (a failure would have backed off 100, 200: and the
+    // bucket of one token would have pushed the second retry to 1 s after the first).
+    await advance(2000);
+    await flush();
+    expect(runsAt.map((t) => t - t0)).to.deep.equal([0, 1000, 2000]);
+    // What it waits for arrives: add() runs it at once, not at the next requeue.
+    const addedAt = Date.now() - t0;
+    q.add('k');
+    await advance(5);
+    await flush();
+    expect(runsAt.map((t) => t - t0)).to.deep.equal([0, 1000, 2000, addedAt]);
+    expect(q.failuresOf('k')).to.equal(0);
+    expect(q.stats()).to.include({ failures: 0, retries: 0, requeues: 3 });
+    expect(logs).to.deep.equal([]);
     await q.stop();
   });
 
