@@ -5,9 +5,10 @@
  * sync. It never writes NpmRuleSets: N nodes x M rulesets writes would not scale; the operator
  * aggregates NpmNodes instead.
  */
+import { isDeepStrictEqual } from 'node:util';
 import { CustomObjectsApi, PatchStrategy, setHeaderOptions, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
 import { GROUP, IPSET_KIND, IPSET_PLURAL, NODE_KIND, NODE_PLURAL, RULESET_KIND, RULESET_PLURAL, VERSION, API_VERSION, type AppliedRuleSet, type ObservedRevisions, type NpmIPSet, type NpmNodeStatus, type NpmRuleSet, type Condition, type KernelCounts } from '../api/types.js';
-import { metaTime, setCondition } from '../framework/conditions.js';
+import { setCondition } from '../framework/conditions.js';
 import { Informer, type ListFn, type WatchFn } from '../framework/informer.js';
 import { nodeLabelKey } from '../api/names.js';
 import { CORE, type ResourceRef } from '../framework/kube.js';
@@ -85,9 +86,11 @@ export class AgentDaemon {
   private tamper: TamperWatcher | undefined;
   /** The next sync re-reads iptables: the tamper check found something. */
   private rereadIptables = false;
-  private syncs = 0;
-  private failures = 0;
-  private repairs = 0;
+  /** The NpmNode status this process last wrote successfully (nothing is written while equal). */
+  private written: NpmNodeStatus | undefined;
+  /** Kernel counts and rulesets of the last successful sync. */
+  private kernel: KernelCounts | undefined;
+  private applied: AppliedRuleSet[] = [];
   private readyCondition: Condition[] = [];
   /** Watch positions of the last successful sync's input (NpmNode status.observed, ADR 0007). */
   private observed: ObservedRevisions | undefined;
@@ -224,7 +227,6 @@ export class AgentDaemon {
       this.lastApplied.clear();
       for (const o of sel.objects) if (o.kind === RULESET_KIND) this.lastApplied.set(`${o.metadata.namespace}/${o.metadata.name}`, o);
       this.programmed = appliedView(new Map(this.lastApplied), desired.sets);
-      this.observed = observed;
       const done = this.startup.synced(pods, targets, new Set(admission.ips), this.programmed, this.o.clock.now());
       for (const sec of done.programmedSeconds) this.o.metrics?.podStartup?.programmed(sec);
       if (done.followUp) {
@@ -233,20 +235,30 @@ export class AgentDaemon {
       }
       this.ready = true;
       for (const d of result.drift) this.o.log(`repaired drift: ${d.kind} ${JSON.stringify(d).slice(0, 200)}`);
-      this.repairs += result.drift.length;
       const wrote = result.lines.ipset + result.lines.iptables + result.lines.destroy;
       if (wrote) this.o.log(`synced (${full ? 'full' : 'incremental'}): ${sel.applied.length} rulesets, wrote ${wrote} lines in ${result.durationMs.toFixed(0)} ms`);
     } catch (err) {
       error = err instanceof Error ? err.message : String(err);
-      this.failures++;
       this.forceFull = true;
       this.o.log(`sync failed, kernel keeps its last good state, retrying in ${this.o.retryMs ?? 2000} ms: ${error}`);
       setTimeout(() => this.request(), this.o.retryMs ?? 2000).unref();
     }
-    this.syncs++;
     this.lastSyncAt = this.o.clock.now();
-    const kernel = error ? undefined : AgentDaemon.counts(desired, sel.applied.length);
-    await this.report(sel.applied, this.lastSyncAt - t0, error, kernel).catch((err: unknown) => this.o.log(`reporting NpmNode ${this.o.nodeName} failed: ${String(err)}`));
+    if (!error) {
+      // The watch positions move on every event and bookmark; recording them only when the kernel
+      // changed keeps NpmNode writes to syncs that changed something, and keeps ADR 0007's
+      // guarantee: an older position the kernel state reflects is still true (it proves less), and
+      // every change a node must apply is a kernel change there, which moves the position.
+      const wrote = result!.lines.ipset + result!.lines.iptables + result!.lines.destroy + result!.drift.length;
+      if (wrote > 0 || !this.observed) this.observed = observed;
+      this.kernel = AgentDaemon.counts(desired, sel.applied.length);
+      this.applied = [...sel.applied].sort((a, b) => (a.namespace === b.namespace ? (a.name < b.name ? -1 : a.name > b.name ? 1 : 0) : a.namespace < b.namespace ? -1 : 1));
+    }
+    await this.report(error).catch((err: unknown) => {
+      this.o.log(`reporting NpmNode ${this.o.nodeName} failed, retrying in ${this.o.retryMs ?? 2000} ms: ${String(err)}`);
+      // Nothing else may wake us up (an idle node does not sync): come back to write it.
+      setTimeout(() => this.request(), this.o.retryMs ?? 2000).unref();
+    });
   }
 
   /**
@@ -263,31 +275,37 @@ export class AgentDaemon {
     return { ipsets: d.sets.size, ipsetEntries: entries, chains: policies, rules };
   }
 
-  private async report(applied: AppliedRuleSet[], durationMs: number, error: string | undefined, kernel: KernelCounts | undefined): Promise<void> {
-    const now = new Date();
-    const ready = !error;
+  /**
+   * Writes NpmNode status when its content differs from what this process last wrote: compared
+   * structurally (key order never matters), so N syncs that change nothing cost no write. Per-sync
+   * figures (count, duration, failures, drift repairs) are on /node-metrics, not here: they would
+   * make every sync a write.
+   */
+  private async report(error: string | undefined): Promise<void> {
+    const applied = this.applied;
     this.readyCondition = setCondition(
       this.readyCondition,
-      ready
+      !error
         ? { type: 'Ready', status: 'True', reason: 'Synced', message: `programmed ${applied.length} rulesets` }
-        : { type: 'Ready', status: 'False', reason: 'SyncFailed', message: error!.slice(0, 1000) },
-      now,
+        : { type: 'Ready', status: 'False', reason: 'SyncFailed', message: error.slice(0, 1000) },
+      new Date(),
     );
     const status: NpmNodeStatus = {
       backend: this.o.backend,
-      lastSyncTime: metaTime(now),
-      lastSyncDurationMs: Math.round(durationMs),
       lastError: error ? error.slice(0, 2000) : '',
-      syncs: this.syncs,
-      failures: this.failures,
-      driftRepairs: this.repairs,
-      localPods: this.pods.list().length,
-      ...(kernel ? { kernel } : {}),
+      // After a failed sync: the kernel kept the last successful sync's state, counts and position.
+      ...(this.kernel ? { kernel: this.kernel } : {}),
       applied,
-      // After a failed sync this is still the last successful sync's position (the kernel kept that state).
       ...(this.observed ? { observed: this.observed } : {}),
       conditions: this.readyCondition,
     };
+    if (this.written && isDeepStrictEqual(this.written, status)) return;
+    this.written = undefined;
+    await this.write(status);
+    this.written = status;
+  }
+
+  private async write(status: NpmNodeStatus): Promise<void> {
     if (this.o.writeStatus) return this.o.writeStatus(status);
     const api = (this.api ??= this.o.kc.makeApiClient(CustomObjectsApi));
     const opt = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);

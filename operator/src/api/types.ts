@@ -224,17 +224,12 @@ export interface KernelCounts {
 export interface NpmNodeStatus {
   /** iptables backend in use: nft or legacy. */
   backend?: string;
-  /** RFC 3339 time of the last sync attempt that finished (successfully or not). */
-  lastSyncTime?: string;
-  lastSyncDurationMs?: number;
-  /** Empty when the last sync succeeded. */
+  /**
+   * Empty when the last sync succeeded, else the failure with its causes (the failing command and
+   * the kernel tool's own message). Per-sync figures (time, duration, counts) are on /node-metrics:
+   * this status is written only when its content changes (issue #10).
+   */
   lastError?: string;
-  /** Syncs since the agent started, and how many failed. */
-  syncs?: number;
-  failures?: number;
-  driftRepairs?: number;
-  /** Pods on this node that kube-npm knows of. */
-  localPods?: number;
   kernel?: KernelCounts;
   /** Rulesets programmed on this node (only those selecting a local pod). */
   applied?: AppliedRuleSet[];

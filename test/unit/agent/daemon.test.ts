@@ -111,6 +111,84 @@ describe('AgentDaemon', () => {
   });
 });
 
+function newPod(name: string, ip: string): Pod & KubernetesObject {
+  return withRv({
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name, namespace: 'ns0', uid: `uid-${name}`, labels: { app: 'app0', role: 'web' } },
+    spec: { nodeName: 'n1', containers: [{ name: 'c' }] },
+    status: { phase: 'Running', podIP: ip },
+  } as Pod & KubernetesObject);
+}
+
+describe('AgentDaemon NpmNode writes', () => {
+  let h: Harness | undefined;
+  afterEach(async () => {
+    await h?.stop();
+    h = undefined;
+  });
+
+  it('N syncs that change nothing in the kernel write NpmNode once (the first), whatever the watch positions do', async () => {
+    h = await harness();
+    expect(h.writes).to.have.length(1);
+    const first = h.writes[0]!;
+    expect(first.lastError).to.equal('');
+    expect(first.applied).to.have.length.greaterThan(0);
+    expect(first.observed?.pods).to.be.a('string');
+    const pods = h.transports.get('pods')!.current;
+    const ipsets = h.transports.get('npmipsets')!.current;
+    const pod0 = h.transports.get('pods')!.lists[0] as { items: KubernetesObject[] };
+    for (let i = 0; i < 10; i++) {
+      // An annotation change (no kernel change), bookmarks on both streams, and plain requests.
+      pods.emit('MODIFIED', withRv({ ...pod0.items[0]!, metadata: { ...pod0.items[0]!.metadata, annotations: { n: String(i) } } }));
+      ipsets.emit('BOOKMARK', { metadata: { resourceVersion: nextRv() } });
+      pods.emit('BOOKMARK', { metadata: { resourceVersion: nextRv() } });
+      await h.settle();
+      h.daemon.request();
+      await h.settle();
+    }
+    expect(h.writes, JSON.stringify(h.writes.slice(1))).to.have.length(1);
+  });
+
+  it('a kernel change writes exactly once, with the new counts and watch position', async () => {
+    h = await harness();
+    const before = h.writes[0]!;
+    h.transports.get('pods')!.current.emit('ADDED', newPod('new', '10.244.9.9'));
+    await h.settle();
+    h.daemon.request();
+    await h.settle();
+    expect(h.writes).to.have.length(2);
+    const after = h.writes[1]!;
+    expect(after.kernel!.ipsetEntries).to.be.greaterThan(before.kernel!.ipsetEntries);
+    expect(Number(after.observed!.pods)).to.be.greaterThan(Number(before.observed!.pods));
+  });
+
+  it('a failed sync writes once, with the kernel tool message in lastError; the same failure again writes nothing', async () => {
+    h = await harness();
+    const k = h.kernel;
+    const stderr = 'ipset v7.19: Error in line 1: Kernel error received: Cannot allocate memory';
+    const failRestore = (): void => k.failNext((argv) => argv[0] === 'ipset' && argv[1] === 'restore', { applyLines: 0, stderr });
+    for (let i = 0; i < 2; i++) failRestore();
+    h.transports.get('pods')!.current.emit('ADDED', newPod('new', '10.244.9.9'));
+    await h.settle();
+    expect(h.writes).to.have.length(2);
+    const failed = h.writes[1]!;
+    expect(failed.lastError).to.contain('Cannot allocate memory');
+    expect(failed.lastError).to.contain('ipset restore');
+    expect(failed.conditions!.find((c) => c.type === 'Ready')).to.include({ status: 'False', reason: 'SyncFailed' });
+    expect(failed.kernel, 'the kernel kept its last good state').to.deep.equal(h.writes[0]!.kernel);
+    for (let i = 0; i < 2; i++) failRestore();
+    h.daemon.request();
+    await h.settle();
+    expect(h.writes, 'the same failure again').to.have.length(2);
+    h.daemon.request();
+    await h.settle();
+    expect(h.writes).to.have.length(3);
+    expect(h.writes[2]!.lastError).to.equal('');
+    expect(h.logs.some((l) => l.includes('sync failed') && l.includes('Cannot allocate memory'))).to.equal(true);
+  });
+});
+
 describe('nodeLabelKey', () => {
   it('uses the node name when it is a valid label name part, a digest otherwise', () => {
     expect(nodeLabelKey('worker-1.example')).to.equal('node.kubenpm.io/worker-1.example');

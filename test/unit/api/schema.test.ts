@@ -55,13 +55,7 @@ const fullIPSetSpec: DeepRequired<NpmIPSetSpec> = {
 
 const fullNodeStatus: DeepRequired<NpmNodeStatus> = {
   backend: 'nft',
-  lastSyncTime: '2026-01-01T00:00:00Z',
-  lastSyncDurationMs: 12,
   lastError: '',
-  syncs: 4,
-  failures: 1,
-  driftRepairs: 2,
-  localPods: 9,
   kernel: { ipsets: 3, ipsetEntries: 10, chains: 2, rules: 5 },
   applied: [{ namespace: 'prod', name: 'web', generation: 2, uid: '0b4f0c5e-0000-4000-8000-000000000002' }],
   observed: { ipsets: '1234', pods: '1200' },
