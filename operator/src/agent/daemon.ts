@@ -9,6 +9,7 @@ import { isDeepStrictEqual } from 'node:util';
 import { CustomObjectsApi, PatchStrategy, setHeaderOptions, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
 import { GROUP, IPSET_KIND, IPSET_PLURAL, NODE_KIND, NODE_PLURAL, RULESET_KIND, RULESET_PLURAL, VERSION, API_VERSION, type AppliedRuleSet, type ObservedRevisions, type NpmIPSet, type NpmNodeStatus, type NpmRuleSet, type Condition, type KernelCounts } from '../api/types.js';
 import { setCondition } from '../framework/conditions.js';
+import { errorChain } from '../framework/errors.js';
 import { Informer, type ListFn, type WatchFn } from '../framework/informer.js';
 import { nodeLabelKey } from '../api/names.js';
 import { CORE, type ResourceRef } from '../framework/kube.js';
@@ -238,7 +239,8 @@ export class AgentDaemon {
       const wrote = result.lines.ipset + result.lines.iptables + result.lines.destroy;
       if (wrote) this.o.log(`synced (${full ? 'full' : 'incremental'}): ${sel.applied.length} rulesets, wrote ${wrote} lines in ${result.durationMs.toFixed(0)} ms`);
     } catch (err) {
-      error = err instanceof Error ? err.message : String(err);
+      // With its causes: the failing command and the kernel tool's message, not only "sync failed".
+      error = errorChain(err);
       this.forceFull = true;
       this.o.log(`sync failed, kernel keeps its last good state, retrying in ${this.o.retryMs ?? 2000} ms: ${error}`);
       setTimeout(() => this.request(), this.o.retryMs ?? 2000).unref();
@@ -255,7 +257,7 @@ export class AgentDaemon {
       this.applied = [...sel.applied].sort((a, b) => (a.namespace === b.namespace ? (a.name < b.name ? -1 : a.name > b.name ? 1 : 0) : a.namespace < b.namespace ? -1 : 1));
     }
     await this.report(error).catch((err: unknown) => {
-      this.o.log(`reporting NpmNode ${this.o.nodeName} failed, retrying in ${this.o.retryMs ?? 2000} ms: ${String(err)}`);
+      this.o.log(`reporting NpmNode ${this.o.nodeName} failed, retrying in ${this.o.retryMs ?? 2000} ms: ${errorChain(err)}`);
       // Nothing else may wake us up (an idle node does not sync): come back to write it.
       setTimeout(() => this.request(), this.o.retryMs ?? 2000).unref();
     });

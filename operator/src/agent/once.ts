@@ -12,6 +12,7 @@
  * costs the allow rules that use it (select.ts): they are left out, reported, exit 1.
  */
 import { readFile } from 'node:fs/promises';
+import { errorChain } from '../framework/errors.js';
 import { DocumentError, parseDocuments } from '../api/documents.js';
 import { API_VERSION, IPSET_KIND, RULESET_KIND, type NpmIPSet, type NpmRuleSet } from '../api/types.js';
 import { detectBackend, type BackendChoice } from './backend.js';
@@ -127,15 +128,6 @@ export function checkOnceInput(items: readonly Located[], source: string, allowE
   return { objects: [...ipsets, ...chosen], errors, dropped };
 }
 
-function describe(e: unknown): string {
-  const parts: string[] = [];
-  for (let x: unknown = e; x !== undefined && parts.length < 5; x = x instanceof Error ? x.cause : undefined) {
-    const m = x instanceof Error ? x.message : String(x);
-    if (!parts.some((p) => p.includes(m.split('\n')[0]!))) parts.push(m); // a cause already quoted in its wrapper
-  }
-  return parts.join(': ');
-}
-
 function counts(d: DesiredState): string {
   let members = 0;
   for (const s of d.sets.values()) members += s.members.size;
@@ -160,7 +152,7 @@ export async function runOnce(opts: RunOnceOptions): Promise<RunOnceResult> {
       else if (opts.file) items = objectsFromText(await readFile(opts.file, 'utf8'));
       else throw new Error('no input: give a file or objects');
     } catch (e) {
-      return { exitCode: 2, summary: `${node}: input refused, nothing written: ${source}: ${describe(e)}` };
+      return { exitCode: 2, summary: `${node}: input refused, nothing written: ${source}: ${errorChain(e)}` };
     }
     const checked = checkOnceInput(items, source, opts.allowEmpty);
     let errors = checked.errors;
@@ -199,6 +191,6 @@ export async function runOnce(opts: RunOnceOptions): Promise<RunOnceResult> {
     const problems = dropped.length ? `; ${dropped.length} allow rule(s) left out (fail closed), first: ${dropped[0]}` : '';
     return { exitCode: problems ? 1 : 0, summary: `${node}: ${what} in ${ms} ms; ${wrote}; backend ${backend}${problems}` };
   } catch (e) {
-    return { exitCode: 1, summary: `${node}: failed: ${describe(e)}` };
+    return { exitCode: 1, summary: `${node}: failed: ${errorChain(e)}` };
   }
 }
