@@ -126,7 +126,7 @@ function podOf(k: number) {
   };
 }
 
-/** Policy j (generation g changes its port): selects one app in its namespace, allows clients (and a labelled namespace; every tenth: the whole cluster). */
+/** Policy j (generation g changes its port): selects one app in its namespace, allows clients (and a labelled namespace; every fifth: the whole cluster). */
 function policyOf(j: number, g = 0): V1NetworkPolicy {
   return {
     apiVersion: 'networking.k8s.io/v1',
@@ -139,9 +139,10 @@ function policyOf(j: number, g = 0): V1NetworkPolicy {
         _from: [{ podSelector: { matchLabels: { role: 'client' } } }, { namespaceSelector: { matchLabels: { team: `t${j % 3}` } }, podSelector: { matchExpressions: [{ key: 'app', operator: 'In', values: [`a${(j + 1) % 5}`] }] } }],
         ports: [{ port: 80 + ((j + g) % 20), protocol: 'TCP' }],
       },
-      // Every tenth policy also admits the whole cluster: one set holds every pod and changes with
-      // every pod event (the large, busy set of a real cluster).
-      ...(j % 10 === 5 ? [{ _from: [{ namespaceSelector: {} }], ports: [{ port: 443, protocol: 'TCP' }] }] : [])],
+      // Every fifth policy (namespaces soak0 and soak5: pods on both nodes) also admits the whole
+      // cluster: one set holds every pod and changes with every pod event (the large, busy set of a
+      // real cluster).
+      ...(j % 5 === 0 ? [{ _from: [{ namespaceSelector: {} }], ports: [{ port: 443, protocol: 'TCP' }] }] : [])],
       ...(j % 4 === 0 ? { egress: [{ to: [{ ipBlock: { cidr: `10.${j % 200}.0.0/16`, except: [`10.${j % 200}.1.0/24`] } }] }] } : {}),
     },
   };
