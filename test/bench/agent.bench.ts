@@ -372,7 +372,7 @@ async function benchBackend(backend: Backend): Promise<Row[]> {
         floorMs: '',
         ratio: '',
         target: session ? `<= ${TARGETS.podKernelMs} ms ipset write` : `<= ${TARGETS.podMs} ms, O(1)`,
-        note: `median of ${xs.length}; ipset write median ${ms(median(xs.map((x) => x.write)))} ms (max ${ms(max(xs.map((x) => x.write)))}) ${session ? 'through the long-lived session' : 'by `ipset restore` (a process per change)'}; median run: ${breakdown(mid.calls)}, plan+other ${ms(mid.ms - sum(mid.calls) - (session ? mid.write : 0))}`,
+        note: `median of ${xs.length}; ipset write median ${ms(median(xs.map((x) => x.write)))} ms (max ${ms(max(xs.map((x) => x.write)))}) ${session ? 'through the long-lived session' : 'by `ipset restore` (a process per change)'}; median run: ${session ? `ipset session ${ms(mid.write)}` : breakdown(mid.calls)}, plan+other ${ms(mid.ms - sum(mid.calls) - (session ? mid.write : 0))}`,
       };
     };
     const perChange = await podLoop(conv, PODS);

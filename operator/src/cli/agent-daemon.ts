@@ -4,9 +4,11 @@
  * rules stay enforced while the agent restarts, and the next agent adopts them.
  */
 import { AgentDaemon } from '../agent/daemon.js';
+import { AgentLease, DEFAULT_LEASE_NAMESPACE, DEFAULT_LEASE_SECONDS } from '../agent/lease.js';
 import { detectBackend, type BackendChoice } from '../agent/backend.js';
 import { Converger } from '../agent/converge.js';
-import { realClock, realExec } from '../agent/exec.js';
+import { realClock, realExec, realSpawn } from '../agent/exec.js';
+import { IpsetSession } from '../agent/ipset/session.js';
 import { createNodeMetrics } from '../metrics/node.js';
 import { startEndpoints } from '../metrics/serve.js';
 import { loadKubeConfig, parseAddress } from './flags.js';
@@ -44,6 +46,10 @@ export interface DaemonFlags {
   'pod-startup'?: string;
   /** This node's pod CIDR(s), comma-separated; default: the Node's spec.podCIDRs. */
   'pod-cidr'?: string;
+  /** Namespace of the liveness Lease; default $POD_NAMESPACE, else kube-npm-system. */
+  'lease-namespace'?: string;
+  /** leaseDurationSeconds of the liveness Lease (renewed every third of it); default 30. */
+  'lease-duration'?: string;
 }
 
 export async function runDaemon(f: DaemonFlags, io: CliIO): Promise<number> {
@@ -58,7 +64,10 @@ export async function runDaemon(f: DaemonFlags, io: CliIO): Promise<number> {
   const exec = realExec(f.netns ? { netns: f.netns } : {});
   const backend = await detectBackend(exec, f.backend, log);
   const metrics = createNodeMetrics({ exec, backend, podStartup: startup.mode });
-  const converger = new Converger({ exec, backend, log, observer: metrics.observer, resyncIntervalMs: Number(f['resync-seconds'] ?? 60) * 1000 });
+  // One long-lived `ipset restore` for small member writes: a pod change without a process start
+  // (ADR 0010). It falls back to a process per write by itself after failing repeatedly.
+  const ipsetSession = new IpsetSession({ spawn: realSpawn(f.netns ? { netns: f.netns } : {}), log });
+  const converger = new Converger({ exec, backend, log, observer: metrics.observer, resyncIntervalMs: Number(f['resync-seconds'] ?? 60) * 1000, ipsetSession });
   const daemon = new AgentDaemon({
     kc, nodeName: f.nodeName, backend, converger, clock: realClock, log, metrics,
     resyncMs: Number(f['resync-seconds'] ?? 60) * 1000,
@@ -74,10 +83,21 @@ export async function runDaemon(f: DaemonFlags, io: CliIO): Promise<number> {
   });
   log(`backend ${backend}; ${server.summary}`);
   await daemon.start();
+  // The heartbeat starts once the first sync ran: a renewed Lease says this agent syncs and
+  // reports (the operator turns NpmNode Ready False when it ages past 2 lease periods).
+  await daemon.settled();
+  const lease = new AgentLease({
+    kc, node: f.nodeName, log,
+    namespace: f['lease-namespace'] || process.env.POD_NAMESPACE || DEFAULT_LEASE_NAMESPACE,
+    durationSeconds: Number(f['lease-duration'] ?? DEFAULT_LEASE_SECONDS),
+  });
+  lease.start();
+  log(`liveness: Lease ${lease.name} renewed every ${Math.round(lease.renewMs)} ms`);
   return new Promise<number>((resolve) => {
     const stop = () => {
       log('stopping (kernel state is kept)');
-      void daemon.stop().finally(() => {
+      void Promise.all([lease.stop(), daemon.stop()]).finally(() => {
+        ipsetSession.close();
         server.close();
         resolve(0);
       });
