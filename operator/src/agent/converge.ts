@@ -25,6 +25,10 @@
  *    cannot be swapped, renamed or destroyed while rules use it. The sync then runs twice: first to
  *    an intermediate state that uses the set's temp name everywhere (plan.ts viaTempNames), then to
  *    the desired one: make-before-break, protection held at every instant (ADR 0005).
+ *  - Small ipset writes of member lines (a pod change) may go through a long-lived `ipset restore`
+ *    (ipset/session.ts, ADR 0010) instead of a new process: same lines, same stop-at-the-first-
+ *    failing-line semantics, same RestoreError; after a failed session write the next ipset write
+ *    starts `ipset restore` again.
  *  - sync() retries failed attempts with exponential backoff (injected clock), every retry full.
  * Effects: only through the injected Exec and Clock. Not re-entrant: one caller at a time.
  */
