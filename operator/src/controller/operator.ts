@@ -13,7 +13,7 @@ import {
   GROUP, IPSET_KIND, IPSET_PLURAL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, NODE_KIND, NODE_PLURAL, RULESET_KIND, RULESET_PLURAL, VERSION,
   type Condition, type NpmIPSet, type NpmNode, type NpmRuleSet,
 } from '../api/types.js';
-import { Informer } from '../framework/informer.js';
+import { Informer, type InformerOptions } from '../framework/informer.js';
 import { CORE, type ResourceRef } from '../framework/kube.js';
 import { WorkQueue } from '../framework/queue.js';
 import type { ClusterMetrics } from '../metrics/cluster.js';
@@ -21,7 +21,12 @@ import { TranslationEngine } from '../translate/engine.js';
 import type { Namespace, NetworkPolicy, Pod } from '../translate/k8s.js';
 import { httpCode, realNpmApi, type NpmApi } from './api.js';
 import { POD_CONDITION, indexShards, membershipCondition, setProgrammers, type MembershipCondition } from './membership.js';
+import { NodeIndex, rulesetsMovedByNode } from './fanout.js';
 import { Reconciler, RetryLater, ipsetKey, rulesetKey, statusKey } from './reconciler.js';
+import { sameJson } from './status.js';
+
+/** What a ruleset update can change besides status (metadata.generation follows spec). */
+const ownedFields = (rs: NpmRuleSet) => [rs.metadata.generation, rs.metadata.labels, rs.metadata.ownerReferences, rs.spec];
 
 const RULESETS: ResourceRef = { group: GROUP, version: VERSION, plural: RULESET_PLURAL, namespaced: true, kind: RULESET_KIND };
 const IPSETS: ResourceRef = { group: GROUP, version: VERSION, plural: IPSET_PLURAL, namespaced: false, kind: IPSET_KIND };
@@ -46,6 +51,8 @@ export interface OperatorOptions {
   patchPodCondition?: (namespace: string, name: string, cond: MembershipCondition & { lastTransitionTime: string }) => Promise<void>;
   /** Debounce of the membership evaluation. Default 20 ms. */
   membershipDelayMs?: number;
+  /** Injectable list/watch per resource (unit tests); default: the API server of `kc`. */
+  transport?: (resource: ResourceRef) => Pick<InformerOptions<never>, 'listFn' | 'watchFn'>;
 }
 
 /** What the membership signal reads of a pod beyond the translation's view. */
@@ -91,17 +98,20 @@ export class NpmOperator {
   private readonly patchPodCondition: NonNullable<OperatorOptions['patchPodCondition']>;
   /** Keys waiting (expected waits) for an object's event: woken by it at once. */
   private readonly waiters = new Waiters();
+  /** node -> rulesets whose last status lists it: those a change of that node's report can move. */
+  private readonly concerning = new NodeIndex();
 
   constructor(private readonly o: OperatorOptions) {
     const log = o.log;
     const resyncMs = o.resyncMs ?? 300_000;
     const ours = `${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`;
-    this.policies = new Informer({ kc: o.kc, resource: CORE.networkPolicies, log, resyncMs });
-    this.pods = new Informer({ kc: o.kc, resource: CORE.pods, log, resyncMs });
-    this.namespaces = new Informer({ kc: o.kc, resource: CORE.namespaces, log, resyncMs });
-    this.rulesets = new Informer({ kc: o.kc, resource: RULESETS, labelSelector: ours, log, resyncMs });
-    this.ipsets = new Informer({ kc: o.kc, resource: IPSETS, labelSelector: ours, log, resyncMs });
-    this.nodes = new Informer({ kc: o.kc, resource: NODES, log, resyncMs });
+    const t = (r: ResourceRef) => (o.transport?.(r) ?? {}) as object;
+    this.policies = new Informer({ kc: o.kc, resource: CORE.networkPolicies, log, resyncMs, ...t(CORE.networkPolicies) });
+    this.pods = new Informer({ kc: o.kc, resource: CORE.pods, log, resyncMs, ...t(CORE.pods) });
+    this.namespaces = new Informer({ kc: o.kc, resource: CORE.namespaces, log, resyncMs, ...t(CORE.namespaces) });
+    this.rulesets = new Informer({ kc: o.kc, resource: RULESETS, labelSelector: ours, log, resyncMs, ...t(RULESETS) });
+    this.ipsets = new Informer({ kc: o.kc, resource: IPSETS, labelSelector: ours, log, resyncMs, ...t(IPSETS) });
+    this.nodes = new Informer({ kc: o.kc, resource: NODES, log, resyncMs, ...t(NODES) });
     this.events = o.kc.makeApiClient(EventsV1Api);
     const api = o.api ?? realNpmApi(o.kc);
     const nodeMap = (): ReadonlyMap<string, NpmNode> => new Map(this.nodes.list().map((n) => [n.metadata.name, n]));
@@ -172,15 +182,22 @@ export class NpmOperator {
       await core.patchNamespacedPodStatus({ namespace, name, body: { status: { conditions: [cond] } } }, setHeaderOptions('Content-Type', PatchStrategy.StrategicMergePatch));
     });
     // Our own objects: drift (someone edited or deleted them) and status inputs.
-    const ownRuleSet = (rs: NpmRuleSet) => {
+    const ownRuleSet = (rs: NpmRuleSet, deleted = false) => {
+      const key = `${rs.metadata.namespace ?? ''}/${rs.metadata.name}`;
+      this.concerning.update(key, deleted ? undefined : rs);
       if (!this.synced) return;
       for (const k of this.waiters.wake(rulesetKey(rs.metadata.namespace ?? '', rs.metadata.name))) this.queue.add(k);
       this.queue.add(rulesetKey(rs.metadata.namespace ?? '', rs.metadata.name));
       this.queue.add(statusKey(rs.metadata.namespace ?? '', rs.metadata.name));
     };
-    this.rulesets.onAdd(ownRuleSet);
-    this.rulesets.onUpdate(ownRuleSet);
-    this.rulesets.onDelete(ownRuleSet);
+    this.rulesets.onAdd((rs) => ownRuleSet(rs));
+    this.rulesets.onUpdate((rs, old) => {
+      // Our own status write coming back (only the operator may write it: config/admission):
+      // nothing to reconcile, and recomputing the status we just wrote would double every status pass.
+      if (rs.metadata.uid === old.metadata.uid && sameJson(ownedFields(rs), ownedFields(old))) return void this.concerning.update(`${rs.metadata.namespace ?? ''}/${rs.metadata.name}`, rs);
+      ownRuleSet(rs);
+    });
+    this.rulesets.onDelete((rs) => ownRuleSet(rs, true));
     const ownSet = (s: NpmIPSet): void => {
       if (this.synced) {
         for (const k of this.waiters.wake(ipsetKey(s.metadata.name))) this.queue.add(k);
@@ -191,13 +208,20 @@ export class NpmOperator {
     this.ipsets.onAdd(ownSet);
     this.ipsets.onUpdate(ownSet);
     this.ipsets.onDelete(ownSet);
-    const nodeChanged = () => {
-      this.statusAll(0);
+    // Only the rulesets whose status this report can move (fanout.ts), not every policy (#10).
+    const nodeChanged = (old: NpmNode | undefined, cur: NpmNode | undefined) => {
+      if (this.synced) {
+        const node = (cur ?? old)!.metadata.name;
+        for (const k of rulesetsMovedByNode(old, cur, this.concerning.concerning(node))) {
+          const [ns, name] = k.split('/') as [string, string];
+          if (this.engine.ruleset(ns, name)) this.queue.add(statusKey(ns, name));
+        }
+      }
       this.evaluateMembership();
     };
-    this.nodes.onAdd(nodeChanged);
-    this.nodes.onUpdate(nodeChanged);
-    this.nodes.onDelete(nodeChanged);
+    this.nodes.onAdd((n) => nodeChanged(undefined, n));
+    this.nodes.onUpdate((n, old) => nodeChanged(old, n));
+    this.nodes.onDelete((n) => nodeChanged(n, undefined));
   }
 
   /**
