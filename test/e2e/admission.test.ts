@@ -175,7 +175,7 @@ describe('admission: the API as a trust boundary (real tokens, e2e)', function (
       // which the API server drops).
       const all = (await kubectlOk(cp!, ['kustomize', join(REPO, 'config/default')])).split(/^---$/m);
       const admission = all.filter((d) => /^kind: ValidatingAdmissionPolicy(Binding)?$/m.test(d));
-      expect(admission).to.have.length(4);
+      expect(admission).to.have.length(6);
       await kubectlOk(cp!, ['apply', '-f', '-'], admission.join('---\n'));
       // Policies become active once the API server has type-checked them and synced its informer.
       await waitFor('the admission policies to be enforced', async () => denied(await as('admin', ['-n', 'demo', 'patch', 'nrs', 'deny', '--type=json', '-p', widen])), 30_000, 250);
@@ -258,6 +258,22 @@ describe('admission: the API as a trust boundary (real tokens, e2e)', function (
       const unbound = await patchNodeStatus('agent-unbound', 'n1', { lastError: 'forged' });
       expect(denied(unbound), unbound.stderr).to.equal(true);
       expect(unbound.stderr).to.contain('only with a token bound to a pod on a node');
+    });
+
+    it('an agent renews only its own liveness Lease, held as its own node', async () => {
+      const lease = (name: string, holder: string) =>
+        JSON.stringify({ apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name, namespace: SYSTEM }, spec: { holderIdentity: holder, leaseDurationSeconds: 30, renewTime: new Date().toISOString().replace('Z', '000Z') } });
+      const own = await as('agent-n1', ['create', '-f', '-'], lease('kube-npm-agent-n1', 'n1'));
+      expect(own.code, own.stderr).to.equal(0);
+      // The agent updates (PUT) its Lease, as agent/lease.ts does; RBAC grants no patch.
+      const renew = await as('agent-n1', ['replace', '-f', '-'], lease('kube-npm-agent-n1', 'n1'));
+      expect(renew.code, renew.stderr).to.equal(0);
+      const other = await as('agent-n1', ['create', '-f', '-'], lease('kube-npm-agent-n2', 'n2'));
+      expect(denied(other), other.stderr).to.equal(true);
+      expect(other.stderr).to.contain('may write only Lease kube-npm-agent-n1');
+      const holder = await as('agent-n1', ['replace', '-f', '-'], lease('kube-npm-agent-n1', 'n2'));
+      expect(denied(holder), holder.stderr).to.equal(true);
+      expect(holder.stderr).to.contain('may hold its Lease only as n1');
     });
   });
 });

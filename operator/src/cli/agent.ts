@@ -29,9 +29,10 @@ export async function runAgent(args: string[], io: CliIO): Promise<number> {
         const m = v();
         if (m !== 'strict' && m !== 'open') throw new InputError('--pod-startup must be strict or open');
         daemon['pod-startup'] = m;
-      } else if (['--pod-cidr', '--kubeconfig', '--metrics-bind-address', '--metrics-secure', '--metrics-cert-dir', '--health-probe-bind-address', '--resync-seconds', '--min-sync-interval-ms', '--netns'].includes(a)) daemon[a.slice(2)] = v();
+      } else if (['--pod-cidr', '--kubeconfig', '--metrics-bind-address', '--metrics-secure', '--metrics-cert-dir', '--health-probe-bind-address', '--resync-seconds', '--min-sync-interval-ms', '--netns', '--lease-namespace', '--lease-duration'].includes(a)) daemon[a.slice(2)] = v();
       else throw new InputError(`unknown argument "${a}"`);
     });
+    if (daemon['lease-duration'] !== undefined && !(Number(daemon['lease-duration']) >= 3)) throw new InputError('--lease-duration must be a number of seconds >= 3');
     if (daemon['metrics-secure'] !== undefined && !['true', 'false'].includes(daemon['metrics-secure'])) throw new InputError('--metrics-secure must be true or false');
     if (once && (!file || !nodeName)) throw new InputError('--once needs --node-name NAME and -f FILE');
     if (!once && !cleanup) {

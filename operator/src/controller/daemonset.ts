@@ -118,6 +118,8 @@ export function agentDaemonSet(opts: AgentDaemonSetOptions = {}): V1DaemonSet {
               ],
               env: [
                 { name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } },
+                // The liveness Lease lives in the agent's own namespace (agent/lease.ts).
+                { name: 'POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
                 option('METRICS_BIND_ADDRESS', 'agent-metrics-bind-address', cm),
                 option('BACKEND', 'agent-backend', cm),
                 option('RESYNC_SECONDS', 'agent-resync-seconds', cm),

@@ -203,13 +203,17 @@ describe('install manifests (kustomize, no API server)', function () {
         'DaemonSet/kube-npm-agent',
         'Deployment/kube-npm-operator',
         'Namespace/kube-npm-system',
+        'Role/kube-npm-agent',
         'Role/kube-npm-operator',
+        'RoleBinding/kube-npm-agent',
         'RoleBinding/kube-npm-operator',
         'Service/npm-metrics-cluster-service',
         'ServiceAccount/kube-npm-agent',
         'ServiceAccount/kube-npm-operator',
+        'ValidatingAdmissionPolicy/kube-npm-agent-owns-its-lease',
         'ValidatingAdmissionPolicy/kube-npm-agent-owns-its-npmnode',
         'ValidatingAdmissionPolicy/kube-npm-operator-owns-rulesets',
+        'ValidatingAdmissionPolicyBinding/kube-npm-agent-owns-its-lease',
         'ValidatingAdmissionPolicyBinding/kube-npm-agent-owns-its-npmnode',
         'ValidatingAdmissionPolicyBinding/kube-npm-operator-owns-rulesets',
       ]);
@@ -312,6 +316,8 @@ describe('install manifests (kustomize, no API server)', function () {
           'create authorization.k8s.io/subjectaccessreviews',
         ].sort(),
       );
+      // Its liveness Lease, in its own namespace only (agent/lease.ts).
+      expect(grants(find<V1Role>(objs(), 'Role', 'kube-npm-agent').rules)).to.deep.equal(['create coordination.k8s.io/leases', 'get coordination.k8s.io/leases', 'update coordination.k8s.io/leases']);
     });
   });
 
@@ -375,7 +381,8 @@ describe('install manifests (kustomize, no API server)', function () {
       expect(clusterPermissions.map((p) => p.serviceAccountName).sort()).to.deep.equal(['kube-npm-agent', 'kube-npm-operator']);
       expect(canonicalRules(by(clusterPermissions, 'kube-npm-operator'))).to.deep.equal(canonicalRules(find<V1ClusterRole>(rbac, 'ClusterRole', 'kube-npm-operator').rules));
       expect(canonicalRules(by(clusterPermissions, 'kube-npm-agent'))).to.deep.equal(canonicalRules(find<V1ClusterRole>(rbac, 'ClusterRole', 'kube-npm-agent').rules));
-      expect(permissions.map((p) => p.serviceAccountName)).to.deep.equal(['kube-npm-operator']);
+      expect(permissions.map((p) => p.serviceAccountName)).to.deep.equal(['kube-npm-operator', 'kube-npm-agent']);
+      expect(canonicalRules(by(permissions, 'kube-npm-agent'))).to.deep.equal(canonicalRules(find<V1Role>(rbac, 'Role', 'kube-npm-agent').rules));
       // OLM's operator manages the agent DaemonSet: config/rbac's Role plus config/rbac/olm's.
       const olm = find<V1Role>(kustomize('config/rbac/olm'), 'Role', 'kube-npm-operator-daemonset-manager').rules ?? [];
       expect(canonicalRules(by(permissions, 'kube-npm-operator'))).to.deep.equal(canonicalRules([...(find<V1Role>(rbac, 'Role', 'kube-npm-operator').rules ?? []), ...olm]));
