@@ -26,16 +26,30 @@ import { runTranslate } from '../../operator/src/cli/translate.js';
 import { TranslationEngine } from '../../operator/src/translate/engine.js';
 import type { NpmIPSet, NpmRuleSet } from '../../operator/src/api/types.js';
 import { syntheticCluster, syntheticPod } from './synthetic.js';
+import { assertValidSnapshot } from './validate.js';
 
 const TARGETS = { fullMs: 2000, rssMiB: 300, podEventMs: 1 };
+/**
+ * Issue #10's goals per workload: Antrea's controller computes 10,000 pods x 10,000 policies in
+ * 1.9-25 s with 169-198 MB (goal here ≤ 2 s, ≤ 200 MB); a full translate of 100k pods x 1k
+ * policies ≤ 2 s. Other sizes keep the older targets (≤ 2 s, ≤ 300 MiB at 20k pods).
+ */
+function goals(pods: number, policies: number): { fullMs: number; rssMiB: number; note: string } {
+  if (pods === 10000 && policies === 10000) return { fullMs: 2000, rssMiB: 200 / 1.048576, note: "Antrea's workload (its controller: 1.9-25 s, 169-198 MB); goal ≤ 2 s, ≤ 200 MB" };
+  if (pods === 100000 && policies === 1000) return { fullMs: 2000, rssMiB: Infinity, note: 'goal ≤ 2 s (issue #10; 3.7 s, 469 MiB before)' };
+  return { fullMs: TARGETS.fullMs, rssMiB: TARGETS.rssMiB, note: `target ≤ ${TARGETS.fullMs} ms, ≤ ${TARGETS.rssMiB} MiB at 20k pods` };
+}
+const met = (ok: boolean) => (ok ? 'met' : 'NOT met');
 
 function pct(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
 }
 
-function variant(pods: number): void {
-  const snap = syntheticCluster({ namespaces: 100, pods, policies: 1000, seed: 42 });
+function variant(pods: number, policies: number, events: number): void {
+  // Validated by the parent process (main below) before this one started: validating here would
+  // add the validation engine to this process's peak RSS.
+  const snap = syntheticCluster({ namespaces: 100, pods, policies, seed: 42 });
   const t0 = performance.now();
   const engine = new TranslationEngine();
   for (const n of snap.namespaces) engine.upsertNamespace(n);
@@ -94,38 +108,30 @@ function variant(pods: number): void {
   };
 
   const base = pods;
-  console.log(`variant ${pods} pods, 100 namespaces, 1000 policies`);
-  console.log(`  full translate: ${fullMs.toFixed(0)} ms (target ≤ ${TARGETS.fullMs} ms at 20k pods; ratio ${(fullMs / TARGETS.fullMs).toFixed(2)})`);
+  const goal = goals(pods, policies);
+  console.log(`variant ${pods} pods, 100 namespaces, ${policies} policies: ${goal.note}`);
+  console.log(`  full translate: ${fullMs.toFixed(0)} ms (goal ≤ ${goal.fullMs} ms: ${met(fullMs <= goal.fullMs)}; ratio ${(fullMs / goal.fullMs).toFixed(2)})`);
+  const afterFullRssMiB = process.resourceUsage().maxRSS / 1024;
+  console.log(`  peak RSS after full translate (generator + engine + output objects): ${afterFullRssMiB.toFixed(0)} MiB` + (Number.isFinite(goal.rssMiB) ? ` (goal ≤ ${goal.rssMiB.toFixed(0)} MiB: ${met(afterFullRssMiB <= goal.rssMiB)})` : ''));
   console.log(`  objects: ${all.filter((o) => o.kind === 'NpmRuleSet').length} NpmRuleSets, ${all.filter((o) => o.kind === 'NpmIPSet').length} NpmIPSet shards, ${(totalBytes / 1048576).toFixed(1)} MiB in all`);
   console.log(`  largest object: ${(largest.bytes / 1024).toFixed(1)} KiB (${largest.name}); limit 1024 KiB`);
   console.log(`  inline design largest NpmRuleSet: ${(inlineLargest / 1024).toFixed(1)} KiB`);
-  const add = measure('pod add', 1000, (i) => engine.upsertPod(syntheticPod(base + i, 100)));
-  const relabel = measure('pod relabel', 1000, (i) => {
+  const add = measure('pod add', events, (i) => engine.upsertPod(syntheticPod(base + i, 100)));
+  const relabel = measure('pod relabel', events, (i) => {
     const p = syntheticPod(i * 7, 100);
     p.metadata.labels = { ...p.metadata.labels, app: `app-${(i * 13) % 20}`, tier: ['web', 'api', 'db'][i % 3]! };
     engine.upsertPod(p);
   });
-  const del = measure('pod delete', 1000, (i) => engine.deletePod(`ns-${String((base + i) % 100).padStart(3, '0')}`, `pod-${base + i}`));
+  const del = measure('pod delete', events, (i) => engine.deletePod(`ns-${String((base + i) % 100).padStart(3, '0')}`, `pod-${base + i}`));
   const rssMiB = process.resourceUsage().maxRSS / 1024;
-  console.log(`  peak RSS: ${rssMiB.toFixed(0)} MiB (target ≤ ${TARGETS.rssMiB} MiB at 20k pods; ratio ${(rssMiB / TARGETS.rssMiB).toFixed(2)})`);
+  console.log(`  peak RSS at the end (after ${events * 3} pod events): ${rssMiB.toFixed(0)} MiB` + (Number.isFinite(goal.rssMiB) ? ` (goal ≤ ${goal.rssMiB.toFixed(0)} MiB: ${met(rssMiB <= goal.rssMiB)}; ratio ${(rssMiB / goal.rssMiB).toFixed(2)})` : ''));
   console.log(`  pod event median vs target ${TARGETS.podEventMs} ms: add ${add.toFixed(3)}, relabel ${relabel.toFixed(3)}, delete ${del.toFixed(3)}`);
 }
 
 /** The 50k-pod cluster as one JSON List, as `kubectl get ns,pods,networkpolicies -A -o json` writes it. */
 function writeClusterJson(file: string, pods: number): number {
   const snap = syntheticCluster({ namespaces: 100, pods, policies: 1000, seed: 42 });
-  // The generator writes some ipBlock excepts outside their cidr, which translate now refuses as the
-  // API server would: leave those excepts out so the file is valid and the whole path runs.
-  const strip = (rules: unknown): void => {
-    for (const r of (rules ?? []) as { from?: { ipBlock?: { except?: string[] } }[]; to?: { ipBlock?: { except?: string[] } }[] }[]) {
-      for (const peer of [...(r.from ?? []), ...(r.to ?? [])]) if (peer.ipBlock) delete peer.ipBlock.except;
-    }
-  };
-  for (const np of snap.policies) {
-    if (!new TranslationEngine().upsertPolicy(np).length) continue;
-    strip(np.spec.ingress);
-    strip(np.spec.egress);
-  }
+  assertValidSnapshot(snap);
   const items = [
     ...snap.namespaces.map((n) => ({ apiVersion: 'v1', kind: 'Namespace', ...n })),
     ...snap.pods.map((p) => ({ apiVersion: 'v1', kind: 'Pod', ...p })),
@@ -179,7 +185,11 @@ function parseBench(pods: number): void {
 
 const arg = process.argv.indexOf('--variant');
 const parseArg = process.argv.indexOf('--parse-variant');
-if (arg > 0) variant(Number(process.argv[arg + 1]));
+const flag = (name: string, def: string): string => {
+  const i = process.argv.indexOf(name);
+  return i > 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : def;
+};
+if (arg > 0) variant(Number(process.argv[arg + 1]), Number(process.argv[arg + 2]), Number(process.argv[arg + 3]));
 else if (parseArg > 0) {
   const v = process.argv[parseArg + 1];
   const file = process.argv[parseArg + 2]!;
@@ -188,8 +198,15 @@ else if (parseArg > 0) {
 } else {
   const self = fileURLToPath(import.meta.url);
   if (!process.argv.includes('--parse-only')) {
-    for (const pods of [20000, 100000]) {
-      const r = spawnSync(process.execPath, ['--import', 'tsx', self, '--variant', String(pods)], { stdio: 'inherit' });
+    // --variants PODSxPOLICIES,...: the sizes (Antrea's 10k x 10k and 100k x 1k are the issue #10 goals);
+    // --events N: pod adds/relabels/deletes measured per variant.
+    const variants = flag('--variants', '20000x1000,100000x1000,10000x10000').split(',').map((v) => v.split('x').map(Number) as [number, number]);
+    const events = flag('--events', '1000');
+    for (const [pods, policies] of variants) {
+      // Benchmarks measure valid clusters only: the same checks as `kube-npm translate`, here in
+      // the parent so that the measured process's peak RSS is the translation's own.
+      assertValidSnapshot(syntheticCluster({ namespaces: 100, pods, policies, seed: 42 }), `synthetic ${pods}x${policies}`);
+      const r = spawnSync(process.execPath, ['--import', 'tsx', self, '--variant', String(pods), String(policies), events], { stdio: 'inherit' });
       if (r.status !== 0) process.exit(r.status ?? 1);
     }
   }

@@ -1,0 +1,456 @@
+/**
+ * npm run bench:scale -- --nodes N [--pods P] [--policies K] [--json FILE] [--idle-seconds S]
+ *   [--pod-events E] [--trials T] [--agents-per-worker A] [--resync-seconds R] [--settle-ms M]
+ *
+ * Issue #10's instrument: the real kube-apiserver + etcd (hack/controlplane), the real operator
+ * process, and N agents running the real AgentDaemon (informers, selection, planning, NpmNode
+ * reporting) against fake kernels (test/bench/scale/agents.ts: A agents per worker process; node-0
+ * alone in its own process so that its RSS is one agent's). Pods are spread over the nodes as a
+ * kubelet would (Pod with spec.nodeName, then status.podIP/podIPs through the status subresource).
+ * The cluster is the seeded generator's (test/bench/synthetic.ts), validated as `kube-npm
+ * translate` validates its input. Figures, not pass/fail: each is printed beside its goal.
+ *
+ * How things are counted:
+ *  - API writes and watch bytes: the API server's own /metrics (apiserver_request_total by verb and
+ *    resource; apiserver_watch_events_sizes_sum by kind), diffed around each phase.
+ *  - Agent wakeups: each agent's Converger.sync is wrapped (one call = one sync the daemon ran);
+ *    syncs of the periodic full resync (forceFull) are counted apart and are not wakeups.
+ *  - Per pod event, the background (periodic resync writes and what they cause, measured in the idle
+ *    phase as a rate) is subtracted: `writes_per_pod_event` is net, `_raw` is as measured.
+ *  - Operator: RSS (VmRSS) and CPU (utime+stime) of its process from /proc.
+ * The operator and the agent workers run as plain JavaScript bundled from this source tree by
+ * esbuild (tsx's own dependency) at the start: under tsx every process would carry a second V8
+ * isolate for the loader thread (+100 MiB RSS measured), and dist/ may lag the source.
+ */
+import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createWriteStream, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { CoreV1Api, CustomObjectsApi, KubeConfig, NetworkingV1Api, type V1Pod } from '@kubernetes/client-node';
+import { GROUP, NODE_PLURAL, RULESET_PLURAL, VERSION } from '../../operator/src/api/types.js';
+import type { NetworkPolicy, Pod } from '../../operator/src/translate/k8s.js';
+import { startControlPlane, type ControlPlane } from '../support/controlplane.js';
+import { REPO } from '../support/e2e.js';
+import { diff, scraper, total } from './scale/apimetrics.js';
+import type { WorkerStats } from './scale/agents.js';
+import { syntheticCluster, syntheticPod } from './synthetic.js';
+import { assertValidSnapshot } from './validate.js';
+
+// ------------------------------------------------------------------ flags
+function flag(name: string, def: number): number;
+function flag(name: string, def: string | undefined): string | undefined;
+function flag(name: string, def: number | string | undefined): number | string | undefined {
+  const args = process.argv.slice(2);
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === `--${name}`) return typeof def === 'number' ? Number(args[i + 1]) : args[i + 1];
+    if (a.startsWith(`--${name}=`)) return typeof def === 'number' ? Number(a.slice(name.length + 3)) : a.slice(name.length + 3);
+  }
+  return def;
+}
+const N = flag('nodes', 100);
+const P = flag('pods', 10_000);
+const K = flag('policies', 1_000);
+const NAMESPACES = flag('namespaces', 100);
+const IDLE_S = flag('idle-seconds', 60);
+const POD_EVENTS = flag('pod-events', 50);
+const TRIALS = flag('trials', 50);
+const PER_WORKER = flag('agents-per-worker', 25);
+const RESYNC_S = flag('resync-seconds', 60);
+const SETTLE_MS = flag('settle-ms', 1000);
+const JSON_FILE = flag('json', undefined);
+const CONCURRENCY = 24;
+
+const GOALS = {
+  idleWrites: 'goal 0 for npmrulesets, npmipsets, npmnodes',
+  ratio: 'goal: N=10 vs N=100 ratio ≤ 1.2; at most the changed NpmIPSet shards + 1 NpmNode per node whose kernel changed',
+  watch: 'goal: grows with the nodes that need the change, not with N',
+  wakeups: 'goal: only the agents whose kernel state changes',
+  programmed: { p50: 300, p99: 1000 },
+  operatorRss: 300,
+  agentRss: 80,
+  operatorCpu: 1,
+};
+
+const log = (s: string) => console.log(`[${new Date().toISOString().slice(11, 19)}] ${s}`);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const median = (xs: number[]) => pct(xs, 50);
+function pct(xs: number[], p: number): number {
+  if (!xs.length) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!;
+}
+const met = (ok: boolean) => (ok ? 'met' : 'NOT met');
+const nodeName = (i: number) => `node-${i}`;
+
+async function pool<T>(items: readonly T[], n: number, fn: (x: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: n }, async () => {
+      while (next < items.length) await fn(items[next++]!);
+    }),
+  );
+}
+
+/** Retries a call the loaded API server refused for a moment (429, 5xx, timeouts). */
+async function retry<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  for (let i = 0; ; i++) {
+    try {
+      return await fn();
+    } catch (err) {
+      const code = (err as { code?: number }).code;
+      if (i >= 5 || (code !== undefined && code < 500 && code !== 429)) throw new Error(`${what} failed`, { cause: err });
+      await sleep(200 * 2 ** i);
+    }
+  }
+}
+
+// ------------------------------------------------------------------ processes
+function procStat(pid: number): { rssMiB: number; hwmMiB: number; cpuS: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? NaN);
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // utime and stime are fields 14 and 15 (1-based), i.e. 11 and 12 after "state".
+  const ticks = Number(f[11]) + Number(f[12]);
+  return { rssMiB: kb('VmRSS') / 1024, hwmMiB: kb('VmHWM') / 1024, cpuS: ticks / 100 };
+}
+
+interface Worker {
+  child: ChildProcess;
+  nodes: string[];
+  ready: Promise<void>;
+  stats(): Promise<WorkerStats>;
+}
+
+/** Where the bundles go: under the repo, so that their package imports resolve to node_modules. */
+const BUNDLES = join(REPO, 'node_modules/.cache/kube-npm-scale');
+const AGENTS_JS = join(BUNDLES, 'test/bench/scale/agents.mjs');
+const OPERATOR_JS = join(BUNDLES, 'operator/src/cli/main.mjs');
+
+function bundle(): void {
+  const r = spawnSync(
+    join(REPO, 'node_modules/.bin/esbuild'),
+    ['test/bench/scale/agents.ts', 'operator/src/cli/main.ts', '--bundle', '--platform=node', '--format=esm', '--target=node20', '--packages=external', `--outdir=${BUNDLES}`, '--outbase=.', '--out-extension:.js=.mjs', '--log-level=warning'],
+    { cwd: REPO, encoding: 'utf8' },
+  );
+  if (r.status !== 0) throw new Error(`esbuild failed (${r.status}): ${r.stderr}`);
+}
+
+function startWorker(cp: ControlPlane, nodes: string[], index: number): Worker {
+  const out = createWriteStream(join(cp.dir, `agents-${index}.log`));
+  const child = fork(AGENTS_JS, [cp.kubeconfigPath, nodes.join(',')], {
+    execArgv: [],
+    env: { ...process.env, SCALE_RESYNC_MS: String(RESYNC_S * 1000) },
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+  });
+  child.stdout!.pipe(out);
+  child.stderr!.pipe(out);
+  let pending: ((s: WorkerStats) => void)[] = [];
+  const ready = new Promise<void>((resolve, reject) => {
+    child.on('message', (m: { type: string }) => {
+      if (m.type === 'ready') resolve();
+      if (m.type === 'stats') {
+        const p = pending;
+        pending = [];
+        for (const r of p) r(m as WorkerStats);
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`agent worker ${index} exited with ${code} (log: ${cp.dir}/agents-${index}.log)`)));
+  });
+  return {
+    child,
+    nodes,
+    ready,
+    stats: () =>
+      new Promise((resolve) => {
+        pending.push(resolve);
+        child.send({ type: 'stats' });
+      }),
+  };
+}
+
+// ------------------------------------------------------------------ main
+interface SyncTotals {
+  event: number;
+  full: number;
+  perNode: Record<string, number>;
+}
+
+async function main(): Promise<void> {
+  const t0 = Date.now();
+  bundle();
+  // The generator places pod i on node-(i % 100): spread them over N nodes instead.
+  const snap = syntheticCluster({ namespaces: NAMESPACES, pods: P, policies: K + TRIALS, seed: 42 });
+  for (const p of snap.pods) p.spec!.nodeName = nodeName(Number(p.metadata.name!.slice(4)) % N);
+  assertValidSnapshot(snap, `synthetic ${P} pods x ${K + TRIALS} policies`);
+  const trialPolicies = snap.policies.splice(K);
+  log(`bench:scale N=${N} nodes, P=${P} pods, K=${K} policies in ${NAMESPACES} namespaces (+${TRIALS} trial policies); input valid`);
+
+  const cp = await startControlPlane({ log: () => undefined });
+  const children: ChildProcess[] = [];
+  const workers: Worker[] = [];
+  try {
+    const kc = new KubeConfig();
+    kc.loadFromFile(cp.kubeconfigPath);
+    const core = kc.makeApiClient(CoreV1Api);
+    const net = kc.makeApiClient(NetworkingV1Api);
+    const custom = kc.makeApiClient(CustomObjectsApi);
+    const scrape = scraper(cp.server, cp.token, cp.caPem);
+    log(`control plane up at ${cp.server} (${((Date.now() - t0) / 1000).toFixed(0)} s)`);
+
+    // Nodes, namespaces, pods (created, then made Running with an address, as a kubelet would), policies.
+    await pool(Array.from({ length: N }, (_, i) => i), CONCURRENCY, async (i) => {
+      await retry('create node', () => core.createNode({ body: { apiVersion: 'v1', kind: 'Node', metadata: { name: nodeName(i), labels: { 'kubernetes.io/hostname': nodeName(i) } } } }));
+    });
+    await pool(snap.namespaces, CONCURRENCY, async (ns) => void (await retry('create namespace', () => core.createNamespace({ body: { apiVersion: 'v1', kind: 'Namespace', ...ns } as never }))));
+    const createPod = async (p: Pod): Promise<void> => {
+      const ip = p.status!.podIP!;
+      const body = { apiVersion: 'v1', kind: 'Pod', metadata: { name: p.metadata.name, namespace: p.metadata.namespace, labels: p.metadata.labels }, spec: { ...p.spec, containers: p.spec!.containers!.map((c) => ({ ...c, image: 'registry.k8s.io/pause:3.10' })) } } as V1Pod;
+      const created = await retry('create pod', () => core.createNamespacedPod({ namespace: p.metadata.namespace!, body }));
+      created.status = { phase: 'Running', podIP: ip, podIPs: [{ ip }], conditions: [{ type: 'Ready', status: 'True' }] };
+      await retry('pod status', () => core.replaceNamespacedPodStatus({ name: p.metadata.name!, namespace: p.metadata.namespace!, body: created }));
+    };
+    let done = 0;
+    await pool(snap.pods, CONCURRENCY, async (p) => {
+      await createPod(p);
+      if (++done % 2000 === 0) log(`  ${done}/${P} pods running`);
+    });
+    const createPolicy = (np: NetworkPolicy) => retry('create policy', () => net.createNamespacedNetworkPolicy({ namespace: np.metadata.namespace!, body: { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { name: np.metadata.name, namespace: np.metadata.namespace }, spec: np.spec } as never }));
+    await pool(snap.policies, CONCURRENCY, async (np) => void (await createPolicy(np)));
+    log(`cluster created: ${N} nodes, ${P} pods, ${K} policies (${((Date.now() - t0) / 1000).toFixed(0)} s)`);
+
+    // The operator: the real CLI process (bundled from source, like the agents).
+    const opLog = createWriteStream(join(cp.dir, 'operator.log'));
+    const op = spawn(process.execPath, [OPERATOR_JS, 'operator', '--kubeconfig', cp.kubeconfigPath, '--metrics-bind-address', '127.0.0.1:0', '--metrics-secure=false', '--leader-election-namespace', 'kube-system'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(op);
+    op.stdout!.pipe(opLog);
+    op.stderr!.pipe(opLog);
+    op.once('exit', (code) => log(`operator exited with ${code} (log: ${cp.dir}/operator.log)`));
+
+    const listRuleSets = async () => (await custom.listCustomObjectForAllNamespaces({ group: GROUP, version: VERSION, plural: RULESET_PLURAL })) as { items: { metadata: { namespace: string; name: string }; status?: { conditions?: { type: string; status: string; reason?: string }[] } }[] };
+    const programmed = (rs: { status?: { conditions?: { type: string; status: string }[] } }) => rs.status?.conditions?.some((c) => c.type === 'Programmed' && c.status === 'True') ?? false;
+    const until = async (what: string, fn: () => Promise<string | true>, timeoutMs: number, everyMs = 2000) => {
+      const end = Date.now() + timeoutMs;
+      let last = '';
+      while (Date.now() < end) {
+        const r = await fn().catch((err: unknown) => `error: ${String(err)}`);
+        if (r === true) return;
+        if (r !== last) log(`  waiting for ${what}: ${r}`);
+        last = r;
+        await sleep(everyMs);
+      }
+      throw new Error(`timed out waiting for ${what}: ${last}`);
+    };
+    await until('operator: one NpmRuleSet per policy', async () => {
+      const n = (await listRuleSets()).items.length;
+      return n >= K ? true : `${n}/${K}`;
+    }, 300_000);
+    log(`operator wrote ${K} NpmRuleSets (${((Date.now() - t0) / 1000).toFixed(0)} s)`);
+
+    // The agents: node-0 alone (its RSS is one agent's), the others PER_WORKER to a process.
+    const names = Array.from({ length: N }, (_, i) => nodeName(i));
+    const groups = [names.slice(0, 1)];
+    for (let i = 1; i < N; i += PER_WORKER) groups.push(names.slice(i, i + PER_WORKER));
+    groups.forEach((g, i) => workers.push(startWorker(cp, g, i)));
+    children.push(...workers.map((w) => w.child));
+    await Promise.all(workers.map((w) => w.ready));
+    log(`${N} agents started in ${workers.length} processes (${((Date.now() - t0) / 1000).toFixed(0)} s)`);
+
+    await until('every NpmRuleSet Programmed', async () => {
+      const items = (await listRuleSets()).items;
+      const n = items.filter(programmed).length;
+      if (n === items.length && n >= K) return true;
+      // What the agents report, so that a stall says where it is.
+      const nodes = (await custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: NODE_PLURAL })) as { items: { status?: { applied?: unknown[]; lastError?: string } }[] };
+      const applied = nodes.items.map((x) => x.status?.applied?.length ?? 0);
+      const errors = nodes.items.filter((x) => x.status?.lastError).length;
+      return `${n}/${items.length}; ${nodes.items.length} NpmNodes, rulesets applied per node min ${Math.min(...applied)} max ${Math.max(...applied)}, ${errors} with lastError`;
+    }, 600_000, 3000);
+    const settledAt = Date.now();
+    log(`all ${K} NpmRuleSets Programmed (${((settledAt - t0) / 1000).toFixed(0)} s)`);
+
+    const syncTotals = async (): Promise<SyncTotals> => {
+      const perNode: Record<string, number> = {};
+      let ev = 0;
+      let full = 0;
+      for (const s of await Promise.all(workers.map((w) => w.stats()))) {
+        for (const [n, c] of Object.entries(s.syncs)) {
+          perNode[n] = c.event;
+          ev += c.event;
+          full += c.full;
+        }
+      }
+      return { event: ev, full, perNode };
+    };
+
+    // ---------------------------------------------------------------- idle
+    await sleep(Math.min(5000, SETTLE_MS * 3)); // let the last status writes land
+    const idleA = await scrape();
+    const opA = procStat(op.pid!);
+    const syncA = await syncTotals();
+    const idleT0 = Date.now();
+    log(`idle window: ${IDLE_S} s with no change`);
+    await sleep(IDLE_S * 1000);
+    const idleB = await scrape();
+    const opB = procStat(op.pid!);
+    const syncB = await syncTotals();
+    const idleMin = (Date.now() - idleT0) / 60_000;
+    const perMin = (r: Record<string, number>) => Object.fromEntries(Object.entries(r).map(([k, v]) => [k, round(v / idleMin)]));
+    const idleWritesRaw = diff(idleA.writes, idleB.writes);
+    const heartbeat = Object.entries(idleWritesRaw).filter(([k]) => k.startsWith('leases')).reduce((a, [, v]) => a + v, 0);
+    const idleWrites = perMin(Object.fromEntries(Object.entries(idleWritesRaw).filter(([k]) => !k.startsWith('leases'))));
+    const idleWatch = diff(idleA.watchBytes, idleB.watchBytes);
+    const operatorCpuIdle = (opB.cpuS - opA.cpuS) / idleMin;
+    const idleSyncs = { event: syncB.event - syncA.event, full: syncB.full - syncA.full };
+    const operatorIdle = opB;
+
+    // ---------------------------------------------------------------- pod events
+    log(`pod events: ${POD_EVENTS} pod adds, one at a time`);
+    const rate = (r: Record<string, number>, ms: number) => Object.fromEntries(Object.entries(r).map(([k, v]) => [k, (v / (idleMin * 60_000)) * ms]));
+    const bgWritesPerMs = rate(diff(idleA.writes, idleB.writes), 1);
+    const bgWatchPerMs = rate(idleWatch, 1);
+    const events: { writes: Record<string, number>; watch: Record<string, number>; wakeups: number; fullSyncs: number; ms: number }[] = [];
+    for (let j = 0; j < POD_EVENTS; j++) {
+      const p = syntheticPod(P + j, NAMESPACES);
+      p.spec!.nodeName = nodeName((P + j) % N);
+      const a = await scrape();
+      const sa = await syncTotals();
+      const ta = Date.now();
+      await createPod(p);
+      // Settled: no agent woke for SETTLE_MS (a pod event's chain: operator -> NpmIPSet -> agents ->
+      // NpmNode -> operator status), then one more SETTLE_MS for the operator's status writes.
+      let last = sa.event;
+      let quietSince = Date.now();
+      while (Date.now() - quietSince < SETTLE_MS && Date.now() - ta < 30_000) {
+        await sleep(100);
+        const s = (await syncTotals()).event;
+        if (s !== last) {
+          last = s;
+          quietSince = Date.now();
+        }
+      }
+      await sleep(SETTLE_MS);
+      const b = await scrape();
+      const sb = await syncTotals();
+      events.push({ writes: diff(a.writes, b.writes), watch: diff(a.watchBytes, b.watchBytes), wakeups: sb.event - sa.event, fullSyncs: sb.full - sa.full, ms: Date.now() - ta });
+    }
+    const medianBy = (rs: Record<string, number>[]) => {
+      const keys = new Set(rs.flatMap((r) => Object.keys(r)));
+      return Object.fromEntries([...keys].sort().map((k) => [k, median(rs.map((r) => r[k] ?? 0))]));
+    };
+    const netOf = (e: (typeof events)[number], r: Record<string, number>, bg: Record<string, number>) =>
+      Object.fromEntries(Object.entries(r).map(([k, v]) => [k, Math.max(0, v - (bg[k] ?? 0) * e.ms)]));
+    const writesRaw = medianBy(events.map((e) => e.writes));
+    const writesNet = medianBy(events.map((e) => netOf(e, e.writes, bgWritesPerMs)));
+    const watchRaw = medianBy(events.map((e) => e.watch));
+    const watchNet = medianBy(events.map((e) => netOf(e, e.watch, bgWatchPerMs)));
+    const wakeups = median(events.map((e) => e.wakeups));
+    const writesNetTotal = median(events.map((e) => total(netOf(e, e.writes, bgWritesPerMs)) - (e.writes['pods'] ?? 0) - (e.writes['pods/status'] ?? 0)));
+
+    // ---------------------------------------------------------------- policy trials
+    log(`policy trials: ${TRIALS} NetworkPolicy creates, each until its NpmRuleSet is Programmed`);
+    const trialMs: number[] = [];
+    const reasons: Record<string, number> = {};
+    for (const np of trialPolicies) {
+      const ta = performance.now();
+      await createPolicy(np);
+      for (;;) {
+        const rs = (await custom.getNamespacedCustomObject({ group: GROUP, version: VERSION, plural: RULESET_PLURAL, namespace: np.metadata.namespace!, name: np.metadata.name! }).catch(() => undefined)) as
+          | { status?: { conditions?: { type: string; status: string; reason?: string }[] } }
+          | undefined;
+        const c = rs?.status?.conditions?.find((x) => x.type === 'Programmed' && x.status === 'True');
+        if (c) {
+          trialMs.push(performance.now() - ta);
+          reasons[c.reason ?? '?'] = (reasons[c.reason ?? '?'] ?? 0) + 1;
+          break;
+        }
+        if (performance.now() - ta > 60_000) throw new Error(`NpmRuleSet ${np.metadata.namespace}/${np.metadata.name} not Programmed after 60 s`);
+        await sleep(25);
+      }
+    }
+
+    // ---------------------------------------------------------------- memory
+    const agent0 = await workers[0]!.stats();
+    const agentProc = procStat(workers[0]!.child.pid!);
+    const opEnd = procStat(op.pid!);
+
+    const result = {
+      source: sourceState(),
+      nodes: N,
+      pods: P,
+      policies: K,
+      namespaces: NAMESPACES,
+      idle_seconds: IDLE_S,
+      resync_seconds: RESYNC_S,
+      idle_writes_per_min: idleWrites,
+      heartbeat_writes_per_min: round(heartbeat / idleMin),
+      idle_agent_syncs_per_min: { event: round(idleSyncs.event / idleMin), periodic_full: round(idleSyncs.full / idleMin) },
+      idle_watch_bytes_per_min: perMin(idleWatch),
+      writes_per_pod_event: writesNet,
+      writes_per_pod_event_total: writesNetTotal,
+      writes_per_pod_event_raw: writesRaw,
+      watch_bytes_per_pod_event: watchNet,
+      watch_bytes_per_pod_event_total: round(total(watchNet)),
+      watch_bytes_per_pod_event_raw: watchRaw,
+      agent_wakeups_per_pod_event: wakeups,
+      pod_event_window_ms: median(events.map((e) => e.ms)),
+      policy_programmed_ms: { p50: round(pct(trialMs, 50)), p99: round(pct(trialMs, 99)), trials: trialMs.length, reasons },
+      operator_rss_mib: round(operatorIdle.rssMiB),
+      operator_rss_mib_end: round(opEnd.rssMiB),
+      operator_peak_rss_mib: round(opEnd.hwmMiB),
+      operator_cpu_s_per_min_idle: round(operatorCpuIdle),
+      agent_rss_mib: round(agentProc.rssMiB),
+      agent_peak_rss_mib: round(agentProc.hwmMiB),
+      agent_heap_used_mib: round(agent0.heapUsedBytes / 1048576),
+      bench_seconds: round((Date.now() - t0) / 1000),
+    };
+    report(result);
+    if (JSON_FILE) writeFileSync(JSON_FILE, `${JSON.stringify(result, null, 2)}\n`);
+  } finally {
+    for (const w of workers) if (w.child.exitCode === null) w.child.send({ type: 'stop' });
+    await sleep(500);
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
+    await cp.stop();
+  }
+}
+
+/** The commit measured and the product files that differed from it (other work in the same checkout). */
+function sourceState(): { commit: string; uncommitted: string[] } {
+  const git = (args: string[]) => spawnSync('git', args, { cwd: REPO, encoding: 'utf8' }).stdout.trim();
+  return { commit: git(['rev-parse', '--short', 'HEAD']), uncommitted: git(['status', '--porcelain', '--', 'operator/src']).split('\n').filter(Boolean) };
+}
+
+function round(x: number): number {
+  return Math.round(x * 100) / 100;
+}
+
+type Result = Record<string, unknown> & {
+  idle_writes_per_min: Record<string, number>;
+  writes_per_pod_event: Record<string, number>;
+  policy_programmed_ms: { p50: number; p99: number };
+};
+
+function report(r: Result): void {
+  const fmt = (o: unknown) => JSON.stringify(o);
+  const npm = ['npmrulesets', 'npmipsets', 'npmnodes'];
+  const idleNpm = Object.entries(r.idle_writes_per_min).filter(([k]) => npm.some((n) => k.startsWith(n))).reduce((a, [, v]) => a + v, 0);
+  console.log(`\nbench:scale results (N=${r.nodes}, P=${r.pods}, K=${r.policies}; periodic resync ${r.resync_seconds} s)`);
+  console.log(`  idle_writes_per_min: ${fmt(r.idle_writes_per_min)} — NpmRuleSet+NpmIPSet+NpmNode ${idleNpm}/min; ${GOALS.idleWrites}: ${met(idleNpm === 0)}`);
+  console.log(`  heartbeat_writes_per_min (all Lease writes: operator leader lease, API server identity leases; agents have none today): ${r.heartbeat_writes_per_min}`);
+  console.log(`  idle agent syncs/min: ${fmt(r.idle_agent_syncs_per_min)}; idle watch bytes/min by kind: ${fmt(r.idle_watch_bytes_per_min)}`);
+  console.log(`  writes_per_pod_event (median of pod adds, background subtracted): ${fmt(r.writes_per_pod_event)}; excluding the pod's own 2: ${r.writes_per_pod_event_total}`);
+  console.log(`    raw: ${fmt(r.writes_per_pod_event_raw)}; ${GOALS.ratio} (compare the N=10 run)`);
+  console.log(`  watch_bytes_per_pod_event: ${fmt(r.watch_bytes_per_pod_event)} (total ${r.watch_bytes_per_pod_event_total} B); ${GOALS.watch}`);
+  console.log(`  agent_wakeups_per_pod_event: ${r.agent_wakeups_per_pod_event} of ${r.nodes} agents; ${GOALS.wakeups}`);
+  const pp = r.policy_programmed_ms;
+  console.log(`  policy_programmed_ms: p50 ${pp.p50} (goal ≤ ${GOALS.programmed.p50}: ${met(pp.p50 <= GOALS.programmed.p50)}; Cilium's CI gate 100), p99 ${pp.p99} (goal ≤ ${GOALS.programmed.p99}: ${met(pp.p99 <= GOALS.programmed.p99)}); ${fmt(r.policy_programmed_ms)}`);
+  console.log(`  operator_rss_mib: ${r.operator_rss_mib} after idle, ${r.operator_rss_mib_end} at the end, peak ${r.operator_peak_rss_mib} (goal ≤ ${GOALS.operatorRss}: ${met((r.operator_peak_rss_mib as number) <= GOALS.operatorRss)})`);
+  console.log(`  operator_cpu_s_per_min_idle: ${r.operator_cpu_s_per_min_idle} (goal ≤ ${GOALS.operatorCpu}: ${met((r.operator_cpu_s_per_min_idle as number) <= GOALS.operatorCpu)})`);
+  console.log(`  agent_rss_mib: ${r.agent_rss_mib} (peak ${r.agent_peak_rss_mib}, heap used ${r.agent_heap_used_mib}; one agent in its own process, fake kernel) (goal ≤ ${GOALS.agentRss}: ${met((r.agent_rss_mib as number) <= GOALS.agentRss)})`);
+  console.log(`  bench took ${r.bench_seconds} s`);
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
