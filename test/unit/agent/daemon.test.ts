@@ -34,7 +34,14 @@ function withRv<T extends KubernetesObject>(o: T): T {
 
 const SHAPE = { namespaces: 1, podsPerNamespace: 3, policiesPerNamespace: 1 };
 
-async function harness(opts: { retryMs?: number } = {}): Promise<Harness> {
+interface HarnessOptions {
+  retryMs?: number;
+  podStartup?: 'strict' | 'open';
+  /** The NpmRuleSets are not labelled for this node at start: its watch lists none. */
+  noRulesets?: boolean;
+}
+
+async function harness(opts: HarnessOptions = {}): Promise<Harness & { items: KubernetesObject[] }> {
   const kernel = new FakeKernel();
   const clock = new FakeClock();
   const logs: string[] = [];
@@ -42,7 +49,7 @@ async function harness(opts: { retryMs?: number } = {}): Promise<Harness> {
   const items = objects(SHAPE) as KubernetesObject[];
   const pods = snapshot(SHAPE).pods.map((p, i) => withRv({ ...p, metadata: { ...p.metadata, uid: `uid-${i}` } }) as Pod & KubernetesObject);
   const byPlural: Record<string, KubernetesObject[]> = {
-    npmrulesets: items.filter((o) => o.kind === 'NpmRuleSet').map(withRv),
+    npmrulesets: opts.noRulesets ? [] : items.filter((o) => o.kind === 'NpmRuleSet').map(withRv),
     npmipsets: items.filter((o) => o.kind === 'NpmIPSet').map(withRv),
     pods,
     networkpolicies: snapshot(SHAPE).policies.map((p) => withRv(p as KubernetesObject)),
@@ -66,7 +73,8 @@ async function harness(opts: { retryMs?: number } = {}): Promise<Harness> {
     resyncMs: 3_600_000,
     tamperCheckMs: 0,
     retryMs: opts.retryMs ?? 3_600_000,
-    podStartup: 'open',
+    podStartup: opts.podStartup ?? 'open',
+    ...(opts.podStartup === 'strict' ? { podCidrs: ['10.244.0.0/16'] } : {}),
     transport: (r: ResourceRef) => {
       const t = transports.get(r.plural);
       if (!t) throw new Error(`no transport for ${r.plural}`);
@@ -87,7 +95,7 @@ async function harness(opts: { retryMs?: number } = {}): Promise<Harness> {
     await flush(20);
   };
   await settle();
-  return { daemon, kernel, transports, lists, writes, logs, settle, stop: () => daemon.stop() };
+  return { daemon, kernel, transports, lists, writes, logs, settle, stop: () => daemon.stop(), items };
 }
 
 describe('AgentDaemon', () => {
@@ -186,6 +194,36 @@ describe('AgentDaemon NpmNode writes', () => {
     expect(h.writes).to.have.length(3);
     expect(h.writes[2]!.lastError).to.equal('');
     expect(h.logs.some((l) => l.includes('sync failed') && l.includes('Cannot allocate memory'))).to.equal(true);
+  });
+});
+
+describe('AgentDaemon pod startup with node-scoped watches (ADR 0009, 0011)', () => {
+  let h: Harness | undefined;
+  afterEach(async () => {
+    await h?.stop();
+    h = undefined;
+  });
+
+  it('strict: a new pod whose policy is not yet labelled for this node stays out of KNPM-LOCAL until the operator labels the ruleset and its sets', async () => {
+    const hh = await harness({ podStartup: 'strict', noRulesets: true });
+    h = hh;
+    const local = (): string[] => [...(hh.kernel.sets.get('KNPM-LOCAL')?.members.keys() ?? [])];
+    hh.transports.get('pods')!.current.emit('ADDED', newPod('new', '10.244.9.9'));
+    await hh.settle();
+    expect(local()).to.not.include('10.244.9.9');
+    expect(hh.logs.some((l) => l.includes('pod startup: ns0/new') && l.includes('its NpmRuleSet is not programmed yet'))).to.equal(true);
+    // The operator labels the sets (new member included) first, then the ruleset.
+    const rs = hh.items.find((o) => o.kind === 'NpmRuleSet') as KubernetesObject & { spec: { chains: { targetSet: string }[] } };
+    const target = rs.spec.chains[0]!.targetSet;
+    const shard = hh.items.find((o) => o.kind === 'NpmIPSet' && (o as unknown as { spec: { setName: string } }).spec.setName === target) as KubernetesObject & { spec: { members: string[] } };
+    hh.transports.get('npmipsets')!.current.emit('MODIFIED', withRv({ ...shard, spec: { ...shard.spec, members: [...shard.spec.members, '10.244.9.9'].sort() } }));
+    await hh.settle();
+    expect(local(), 'sets alone admit nothing').to.not.include('10.244.9.9');
+    hh.transports.get('npmrulesets')!.current.emit('ADDED', withRv(rs));
+    await hh.settle();
+    hh.daemon.request();
+    await hh.settle();
+    expect(local()).to.include('10.244.9.9');
   });
 });
 
