@@ -23,7 +23,8 @@
  * isolate for the loader thread (+100 MiB RSS measured), and dist/ may lag the source.
  */
 import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createWriteStream, readFileSync, writeFileSync } from 'node:fs';
+import { createWriteStream, readFileSync, realpathSync, writeFileSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
 import { join } from 'node:path';
 import { CoreV1Api, CustomObjectsApi, KubeConfig, NetworkingV1Api, type V1Pod } from '@kubernetes/client-node';
 import { GROUP, NODE_PLURAL, RULESET_PLURAL, VERSION } from '../../operator/src/api/types.js';
@@ -35,29 +36,38 @@ import type { WorkerStats } from './scale/agents.js';
 import { syntheticCluster, syntheticPod } from './synthetic.js';
 import { assertValidSnapshot } from './validate.js';
 
-// ------------------------------------------------------------------ flags
-function flag(name: string, def: number): number;
-function flag(name: string, def: string | undefined): string | undefined;
-function flag(name: string, def: number | string | undefined): number | string | undefined {
-  const args = process.argv.slice(2);
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]!;
-    if (a === `--${name}`) return typeof def === 'number' ? Number(args[i + 1]) : args[i + 1];
-    if (a.startsWith(`--${name}=`)) return typeof def === 'number' ? Number(a.slice(name.length + 3)) : a.slice(name.length + 3);
-  }
-  return def;
+// ------------------------------------------------------------------ options
+export interface ScaleOptions {
+  nodes: number;
+  pods: number;
+  policies: number;
+  namespaces: number;
+  idleSeconds: number;
+  podEvents: number;
+  trials: number;
+  agentsPerWorker: number;
+  resyncSeconds: number;
+  settleMs: number;
+  json?: string;
 }
-const N = flag('nodes', 100);
-const P = flag('pods', 10_000);
-const K = flag('policies', 1_000);
-const NAMESPACES = flag('namespaces', 100);
-const IDLE_S = flag('idle-seconds', 60);
-const POD_EVENTS = flag('pod-events', 50);
-const TRIALS = flag('trials', 50);
-const PER_WORKER = flag('agents-per-worker', 25);
-const RESYNC_S = flag('resync-seconds', 60);
-const SETTLE_MS = flag('settle-ms', 1000);
-const JSON_FILE = flag('json', undefined);
+
+export const DEFAULTS: ScaleOptions = { nodes: 100, pods: 10_000, policies: 1_000, namespaces: 100, idleSeconds: 60, podEvents: 50, trials: 50, agentsPerWorker: 25, resyncSeconds: 60, settleMs: 1000 };
+
+/** `--nodes 10`, `--idle-seconds=30`, ...: every key of ScaleOptions in kebab case. */
+export function parseScaleArgs(args: readonly string[]): ScaleOptions {
+  const o: ScaleOptions = { ...DEFAULTS };
+  const keys = new Map(Object.keys(DEFAULTS).concat('json').map((k) => [k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`), k as keyof ScaleOptions]));
+  for (let i = 0; i < args.length; i++) {
+    const [name, inline] = args[i]!.startsWith('--') ? args[i]!.slice(2).split(/=(.*)/s, 2) : [args[i]!, undefined];
+    const key = keys.get(name!);
+    const v = inline ?? args[++i];
+    if (!key || v === undefined) throw new Error(`bench:scale: unknown or incomplete argument ${args[i - (inline === undefined ? 1 : 0)]}`);
+    if (key === 'json') o.json = v;
+    else if (!Number.isFinite(Number(v)) || Number(v) < 0) throw new Error(`bench:scale: --${name} needs a number, not ${v}`);
+    else o[key] = Number(v);
+  }
+  return o;
+}
 const CONCURRENCY = 24;
 
 const GOALS = {
@@ -136,11 +146,11 @@ function bundle(): void {
   if (r.status !== 0) throw new Error(`esbuild failed (${r.status}): ${r.stderr}`);
 }
 
-function startWorker(cp: ControlPlane, nodes: string[], index: number): Worker {
+function startWorker(cp: ControlPlane, nodes: string[], index: number, resyncSeconds: number): Worker {
   const out = createWriteStream(join(cp.dir, `agents-${index}.log`));
   const child = fork(AGENTS_JS, [cp.kubeconfigPath, nodes.join(',')], {
     execArgv: [],
-    env: { ...process.env, SCALE_RESYNC_MS: String(RESYNC_S * 1000) },
+    env: { ...process.env, SCALE_RESYNC_MS: String(resyncSeconds * 1000) },
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   });
   child.stdout!.pipe(out);
@@ -176,7 +186,8 @@ interface SyncTotals {
   perNode: Record<string, number>;
 }
 
-async function main(): Promise<void> {
+export async function runScaleBench(o: ScaleOptions): Promise<ScaleResult> {
+  const { nodes: N, pods: P, policies: K, namespaces: NAMESPACES, idleSeconds: IDLE_S, podEvents: POD_EVENTS, trials: TRIALS, agentsPerWorker: PER_WORKER, resyncSeconds: RESYNC_S, settleMs: SETTLE_MS } = o;
   const t0 = Date.now();
   bundle();
   // The generator places pod i on node-(i % 100): spread them over N nodes instead.
@@ -233,7 +244,7 @@ async function main(): Promise<void> {
       const end = Date.now() + timeoutMs;
       let last = '';
       while (Date.now() < end) {
-        const r = await fn().catch((err: unknown) => `error: ${String(err)}`);
+        const r = await fn().catch((err: unknown) => `error: ${String(err).split('\n').slice(0, 3).join(' ').slice(0, 300)}`);
         if (r === true) return;
         if (r !== last) log(`  waiting for ${what}: ${r}`);
         last = r;
@@ -251,7 +262,7 @@ async function main(): Promise<void> {
     const names = Array.from({ length: N }, (_, i) => nodeName(i));
     const groups = [names.slice(0, 1)];
     for (let i = 1; i < N; i += PER_WORKER) groups.push(names.slice(i, i + PER_WORKER));
-    groups.forEach((g, i) => workers.push(startWorker(cp, g, i)));
+    groups.forEach((g, i) => workers.push(startWorker(cp, g, i, RESYNC_S)));
     children.push(...workers.map((w) => w.child));
     await Promise.all(workers.map((w) => w.ready));
     log(`${N} agents started in ${workers.length} processes (${((Date.now() - t0) / 1000).toFixed(0)} s)`);
@@ -404,8 +415,7 @@ async function main(): Promise<void> {
       agent_heap_used_mib: round(agent0.heapUsedBytes / 1048576),
       bench_seconds: round((Date.now() - t0) / 1000),
     };
-    report(result);
-    if (JSON_FILE) writeFileSync(JSON_FILE, `${JSON.stringify(result, null, 2)}\n`);
+    return result;
   } finally {
     for (const w of workers) if (w.child.exitCode === null) w.child.send({ type: 'stop' });
     await sleep(500);
@@ -424,13 +434,13 @@ function round(x: number): number {
   return Math.round(x * 100) / 100;
 }
 
-type Result = Record<string, unknown> & {
+export type ScaleResult = Record<string, unknown> & {
   idle_writes_per_min: Record<string, number>;
   writes_per_pod_event: Record<string, number>;
   policy_programmed_ms: { p50: number; p99: number };
 };
 
-function report(r: Result): void {
+function report(r: ScaleResult): void {
   const fmt = (o: unknown) => JSON.stringify(o);
   const npm = ['npmrulesets', 'npmipsets', 'npmnodes'];
   const idleNpm = Object.entries(r.idle_writes_per_min).filter(([k]) => npm.some((n) => k.startsWith(n))).reduce((a, [, v]) => a + v, 0);
@@ -450,7 +460,17 @@ function report(r: Result): void {
   console.log(`  bench took ${r.bench_seconds} s`);
 }
 
-main().catch((err: unknown) => {
-  console.error(err);
-  process.exit(1);
-});
+// Run as a script (npm run bench:scale); imported by the smoke test, it only exports.
+if (process.argv[1] && import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href) {
+  const opts = parseScaleArgs(process.argv.slice(2));
+  runScaleBench(opts).then(
+    (r) => {
+      report(r);
+      if (opts.json) writeFileSync(opts.json, `${JSON.stringify(r, null, 2)}\n`);
+    },
+    (err: unknown) => {
+      console.error(err);
+      process.exit(1);
+    },
+  );
+}
