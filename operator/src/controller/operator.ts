@@ -9,6 +9,7 @@
  * key cannot grow the backlog and other keys are not starved (FIFO).
  */
 import { CoreV1Api, EventsV1Api, PatchStrategy, V1MicroTime, setHeaderOptions, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
+import { ipSetObjectName } from '../api/names.js';
 import {
   GROUP, IPSET_KIND, IPSET_PLURAL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, NODE_KIND, NODE_PLURAL, RULESET_KIND, RULESET_PLURAL, VERSION,
   type Condition, type NpmIPSet, type NpmNode, type NpmRuleSet,
@@ -22,6 +23,7 @@ import type { Namespace, NetworkPolicy, Pod } from '../translate/k8s.js';
 import { httpCode, realNpmApi, type NpmApi } from './api.js';
 import { POD_CONDITION, indexShards, membershipCondition, setProgrammers, type MembershipCondition } from './membership.js';
 import { NodeIndex, rulesetsMovedByNode } from './fanout.js';
+import { SetUsers, nodeLabels } from './nodelabels.js';
 import { Reconciler, RetryLater, ipsetKey, rulesetKey, statusKey } from './reconciler.js';
 import { sameJson } from './status.js';
 
@@ -88,7 +90,6 @@ export class NpmOperator {
   private readonly reconciler: Reconciler;
   private readonly events: EventsV1Api;
   private drainTimer: NodeJS.Timeout | undefined;
-  private statusAllTimer: NodeJS.Timeout | undefined;
   private synced = false;
   /** Per gated pod ("ns/name"): resourceVersions of its last membership change (ADR 0007). */
   private readonly membership = new Map<string, { podRV: string; since: string; former: Set<string>; done: boolean }>();
@@ -100,6 +101,11 @@ export class NpmOperator {
   private readonly waiters = new Waiters();
   /** node -> rulesets whose last status lists it: those a change of that node's report can move. */
   private readonly concerning = new NodeIndex();
+  /** Which rulesets use and target which sets (node labels follow them). */
+  private readonly users = new SetUsers();
+  /** Events of our own objects: a counter, and the last one per object key (ipsetKey/rulesetKey). */
+  private eventSeq = 0;
+  private readonly lastEvent = new Map<string, number>();
 
   constructor(private readonly o: OperatorOptions) {
     const log = o.log;
@@ -120,21 +126,22 @@ export class NpmOperator {
       ipset: (name) => this.ipsets.get(name),
       rulesets: () => this.rulesets.list(),
       nodes: nodeMap,
-    }, undefined, (rs, before, after) => this.transition(rs, before, after));
+    }, undefined, (rs, before, after) => this.transition(rs, before, after), (set) => this.users.usersOf(set));
     this.queue = new WorkQueue({
       name: 'kube-npm',
       concurrency: o.workers ?? 4,
       log,
       worker: async (key) => {
+        const seq0 = this.eventSeq;
         try {
           const res = await this.reconciler.reconcile(key);
           o.metrics?.reconciles.inc({ result: res.action === 'wait' ? 'wait' : 'ok' });
           if (res.action !== 'wait') return void this.waiters.done(key);
-          // An expected wait: no failure, no backoff. The awaited object's event wakes the key;
-          // if it arrived while we were working (its event already passed), run again at once.
+          // An expected wait: no failure, no backoff. The awaited object's next event wakes the
+          // key; if one arrived while we were working (our own write's echo, say), run again now.
           if (res.waitFor) {
             this.waiters.wait(res.waitFor, key);
-            if (this.present(res.waitFor)) this.queue.add(key);
+            if ((this.lastEvent.get(res.waitFor) ?? -1) > seq0) this.queue.add(key);
           }
           return { requeueAfterMs: res.requeueAfterMs };
         } catch (err) {
@@ -154,15 +161,15 @@ export class NpmOperator {
     this.namespaces.onDelete((ns) => this.touch(() => this.engine.deleteNamespace(ns.metadata.name ?? '')));
     this.pods.onAdd((p) => {
       this.trackMembership(p, undefined);
-      this.touch(() => this.engine.upsertPod(p), true);
+      this.touch(() => this.engine.upsertPod(p));
     });
     this.pods.onUpdate((p, old) => {
       this.trackMembership(p, old);
-      this.touch(() => this.engine.upsertPod(p), true);
+      this.touch(() => this.engine.upsertPod(p));
     });
     this.pods.onDelete((p) => {
       this.membership.delete(`${p.metadata.namespace ?? 'default'}/${p.metadata.name ?? ''}`);
-      this.touch(() => this.engine.deletePod(p.metadata.namespace ?? 'default', p.metadata.name ?? ''), true);
+      this.touch(() => this.engine.deletePod(p.metadata.namespace ?? 'default', p.metadata.name ?? ''));
     });
     // A namespace relabel moves its pods between sets without touching them.
     this.namespaces.onUpdate((ns, old) => {
@@ -182,11 +189,17 @@ export class NpmOperator {
       await core.patchNamespacedPodStatus({ namespace, name, body: { status: { conditions: [cond] } } }, setHeaderOptions('Content-Type', PatchStrategy.StrategicMergePatch));
     });
     // Our own objects: drift (someone edited or deleted them) and status inputs.
-    const ownRuleSet = (rs: NpmRuleSet, deleted = false) => {
+    const ownRuleSet = (rs: NpmRuleSet, deleted = false, old?: NpmRuleSet) => {
       const key = `${rs.metadata.namespace ?? ''}/${rs.metadata.name}`;
       this.concerning.update(key, deleted ? undefined : rs);
+      this.seen(rulesetKey(rs.metadata.namespace ?? '', rs.metadata.name), deleted);
       if (!this.synced) return;
       for (const k of this.waiters.wake(rulesetKey(rs.metadata.namespace ?? '', rs.metadata.name))) this.queue.add(k);
+      // Its node labels moved (or it went): its sets' shards may now drop a node (make-before-break
+      // let them keep it until this ruleset, as the API server holds it, no longer had it).
+      if (deleted || !old || !sameJson([...nodeLabels(rs)].sort(), [...nodeLabels(old)].sort())) {
+        for (const r of [...rs.spec.ipsets, ...(old?.spec.ipsets ?? [])]) if (r.kind !== 'IPBlock') this.queueShards(r.name);
+      }
       this.queue.add(rulesetKey(rs.metadata.namespace ?? '', rs.metadata.name));
       this.queue.add(statusKey(rs.metadata.namespace ?? '', rs.metadata.name));
     };
@@ -194,20 +207,24 @@ export class NpmOperator {
     this.rulesets.onUpdate((rs, old) => {
       // Our own status write coming back (only the operator may write it: config/admission):
       // nothing to reconcile, and recomputing the status we just wrote would double every status pass.
-      if (rs.metadata.uid === old.metadata.uid && sameJson(ownedFields(rs), ownedFields(old))) return void this.concerning.update(`${rs.metadata.namespace ?? ''}/${rs.metadata.name}`, rs);
-      ownRuleSet(rs);
+      if (rs.metadata.uid === old.metadata.uid && sameJson(ownedFields(rs), ownedFields(old))) {
+        this.concerning.update(`${rs.metadata.namespace ?? ''}/${rs.metadata.name}`, rs);
+        return;
+      }
+      ownRuleSet(rs, false, old);
     });
     this.rulesets.onDelete((rs) => ownRuleSet(rs, true));
-    const ownSet = (s: NpmIPSet): void => {
+    const ownSet = (s: NpmIPSet, deleted = false): void => {
+      this.seen(ipsetKey(s.metadata.name), deleted);
       if (this.synced) {
         for (const k of this.waiters.wake(ipsetKey(s.metadata.name))) this.queue.add(k);
         this.queue.add(ipsetKey(s.metadata.name));
       }
       this.evaluateMembership();
     };
-    this.ipsets.onAdd(ownSet);
-    this.ipsets.onUpdate(ownSet);
-    this.ipsets.onDelete(ownSet);
+    this.ipsets.onAdd((s) => ownSet(s));
+    this.ipsets.onUpdate((s) => ownSet(s));
+    this.ipsets.onDelete((s) => ownSet(s, true));
     // Only the rulesets whose status this report can move (fanout.ts), not every policy (#10).
     const nodeChanged = (old: NpmNode | undefined, cur: NpmNode | undefined) => {
       if (this.synced) {
@@ -319,18 +336,23 @@ export class NpmOperator {
     }
   }
 
-  /** Whether the awaited object of a wait is in the cache now (a set's arrival, a ruleset's change). */
-  private present(waitFor: string): boolean {
-    const [kind, ns, ...rest] = waitFor.split('/');
-    const name = rest.join('/');
-    // A set arrives; a ruleset that keeps a set in use must change or go: re-check is cheap.
-    return kind === 'NpmIPSet' ? this.ipsets.get(name) !== undefined : this.rulesets.get(`${ns}/${name}`) === undefined;
+  /** Note an event of one of our objects (for waits racing with it: see the worker). */
+  private seen(objectKey: string, deleted: boolean): void {
+    this.eventSeq++;
+    if (deleted) this.lastEvent.delete(objectKey);
+    else this.lastEvent.set(objectKey, this.eventSeq);
+  }
+
+  /** Queue every shard of a set (kernel name) the engine wants. */
+  private queueShards(set: string): void {
+    const n = this.engine.ipSetObject(ipSetObjectName(set, 0))?.spec.shardCount ?? 1;
+    for (let i = 0; i < n; i++) this.queue.add(ipsetKey(ipSetObjectName(set, i)));
   }
 
   /** Apply an event to the engine, then drain soon (bursts coalesce into one drain). */
-  private touch(fn: () => unknown, podEvent = false): void {
+  private touch(fn: () => unknown): void {
+    // Which nodes must program a policy follows pods: drain() finds the rulesets a pod event moved.
     fn();
-    if (podEvent) this.statusAll(500); // which nodes must program a policy follows pods
     if (!this.synced || this.drainTimer) return;
     this.drainTimer = setTimeout(() => {
       this.drainTimer = undefined;
@@ -340,25 +362,32 @@ export class NpmOperator {
 
   private drain(): void {
     const ch = this.engine.drain();
+    const targets = new Set<string>();
     for (const u of ch.upserts) {
       if (u.kind === RULESET_KIND) {
-        this.queue.add(rulesetKey(u.metadata.namespace ?? '', u.metadata.name));
-        this.queue.add(statusKey(u.metadata.namespace ?? '', u.metadata.name));
-      } else this.queue.add(ipsetKey(u.metadata.name));
-    }
-    for (const d of ch.deletes) this.queue.add(d.kind === RULESET_KIND ? rulesetKey(d.namespace ?? '', d.name) : ipsetKey(d.name));
-  }
-
-  /** Recompute every ruleset's status, after `delayMs` (debounced). */
-  private statusAll(delayMs: number): void {
-    if (!this.synced || this.statusAllTimer) return;
-    this.statusAllTimer = setTimeout(() => {
-      this.statusAllTimer = undefined;
-      for (const k of this.engine.policyKeys()) {
-        const [ns, name] = k.split('/') as [string, string];
-        this.queue.add(statusKey(ns, name));
+        const rs = u as NpmRuleSet;
+        this.users.update(`${rs.metadata.namespace ?? ''}/${rs.metadata.name}`, rs);
+        this.queue.add(rulesetKey(rs.metadata.namespace ?? '', rs.metadata.name));
+        this.queue.add(statusKey(rs.metadata.namespace ?? '', rs.metadata.name));
+      } else {
+        this.queue.add(ipsetKey(u.metadata.name));
+        targets.add((u as NpmIPSet).spec.setName);
       }
-    }, delayMs);
+    }
+    for (const d of ch.deletes) {
+      if (d.kind === RULESET_KIND) this.users.update(`${d.namespace ?? ''}/${d.name}`, undefined);
+      this.queue.add(d.kind === RULESET_KIND ? rulesetKey(d.namespace ?? '', d.name) : ipsetKey(d.name));
+    }
+    // A target set's members moved: the nodes its rulesets concern may have changed (their node
+    // labels, the labels of every set they use, their status). Only those rulesets, not all.
+    for (const set of targets) {
+      for (const k of this.users.targetingOf(set)) {
+        const [ns, name] = k.split('/') as [string, string];
+        this.queue.add(rulesetKey(ns, name));
+        this.queue.add(statusKey(ns, name));
+        for (const other of this.users.setsOf(k)) if (!targets.has(other)) this.queueShards(other);
+      }
+    }
   }
 
   /** Events on the NetworkPolicy when a condition flips. */
@@ -397,6 +426,7 @@ export class NpmOperator {
     const keys = new Set<string>();
     for (const k of this.engine.policyKeys()) {
       const [ns, name] = k.split('/') as [string, string];
+      this.users.update(k, this.engine.ruleset(ns, name));
       keys.add(rulesetKey(ns, name));
       keys.add(statusKey(ns, name));
     }
@@ -431,7 +461,6 @@ export class NpmOperator {
 
   async stop(): Promise<void> {
     if (this.drainTimer) clearTimeout(this.drainTimer);
-    if (this.statusAllTimer) clearTimeout(this.statusAllTimer);
     if (this.membershipTimer) clearTimeout(this.membershipTimer);
     await this.membershipRunning;
     await Promise.all([this.policies, this.pods, this.namespaces, this.rulesets, this.ipsets, this.nodes].map((i) => (i as Informer<KubernetesObject>).stop()));

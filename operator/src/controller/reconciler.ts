@@ -13,12 +13,18 @@
  * Make-before-break across objects: a ruleset is written only after every pod-derived set it
  * references exists (agents treat a missing set as empty, which for a target set would unguard
  * pods), and a set is deleted only once no ruleset the API server holds references it.
+ *
+ * The same order for node labels (nodelabels.ts, ADR 0011): a ruleset gains a node's label only
+ * once every shard of its sets carries it (the agent of that node then sees the sets before the
+ * ruleset), and a shard loses a node's label only once no ruleset the API server holds for a set
+ * it belongs to carries it.
  */
 import jsonpatch, { type Operation } from 'fast-json-patch';
 import { ipSetObjectName } from '../api/names.js';
 import type { Condition, NpmIPSet, NpmNode, NpmRuleSet } from '../api/types.js';
 import type { TranslationEngine } from '../translate/engine.js';
 import { httpCode, type NpmApi, type OurKind } from './api.js';
+import { nodeLabels, withNodeLabels } from './nodelabels.js';
 import { computeStatus, sameStatus } from './status.js';
 
 export interface Caches {
@@ -89,6 +95,9 @@ export function ownedPatch(actual: NpmRuleSet | NpmIPSet, desired: NpmRuleSet | 
 }
 
 export class Reconciler {
+  /** Rulesets ("ns/name") referencing a set (kernel name). Default: a scan of the engine's policies. */
+  private readonly usersOf: (set: string) => Iterable<string>;
+
   constructor(
     private readonly engine: TranslationEngine,
     private readonly api: NpmApi,
@@ -96,7 +105,31 @@ export class Reconciler {
     private readonly now: () => Date = () => new Date(),
     /** Called for every condition whose status changed (for Events). */
     private readonly onTransition?: (rs: NpmRuleSet, before: Condition | undefined, after: Condition) => void,
-  ) {}
+    usersOf?: (set: string) => Iterable<string>,
+  ) {
+    this.usersOf = usersOf ?? ((set) => engine.policyKeys().filter((k) => {
+      const [ns, name] = k.split('/') as [string, string];
+      return engine.ruleset(ns, name)?.spec.ipsets.some((r) => r.name === set);
+    }));
+  }
+
+  /** The ruleset the engine wants, labelled for the nodes that must program it. */
+  private desiredRuleSet(ns: string, name: string): NpmRuleSet | undefined {
+    const rs = this.engine.ruleset(ns, name);
+    return rs && withNodeLabels(rs, this.engine.concernedNodes(ns, name));
+  }
+
+  /** The shard the engine wants, labelled for the union of the nodes of the rulesets using its set. */
+  private desiredShard(objectName: string): NpmIPSet | undefined {
+    const shard = this.engine.ipSetObject(objectName);
+    if (!shard) return undefined;
+    const nodes = new Set<string>();
+    for (const k of this.usersOf(shard.spec.setName)) {
+      const [ns, name] = k.split('/') as [string, string];
+      for (const n of this.engine.concernedNodes(ns, name)) nodes.add(n);
+    }
+    return withNodeLabels(shard, [...nodes].sort());
+  }
 
   async reconcile(key: string): Promise<ReconcileResult> {
     const [kind, ns, ...rest] = key.split('/');
@@ -137,25 +170,29 @@ export class Reconciler {
   }
 
   private async reconcileRuleSet(ns: string, name: string): Promise<ReconcileResult> {
-    const desired = this.engine.ruleset(ns, name);
+    const desired = this.desiredRuleSet(ns, name);
     const actual = this.caches.ruleset(ns, name);
     if (!desired) {
       if (!actual) return { action: 'none', bytes: 0 };
       await this.api.delete('NpmRuleSet', ns, name);
       return { action: 'delete', bytes: 0 };
     }
-    // Every pod-derived set it references must exist first (see the header). Waiting for one is
-    // expected, not a failure: no error, no backoff; the shard's arrival in the cache wakes us.
+    // Every pod-derived set it references must exist first, labelled for every node this ruleset
+    // will be labelled for (see the header). Waiting for one is expected, not a failure: no error,
+    // no backoff; the shard's next event in the cache wakes us.
+    const labels = nodeLabels(desired);
     for (const ref of desired.spec.ipsets) {
       if (ref.kind === 'IPBlock') continue;
       const shards = this.engine.ipSetObject(ipSetObjectName(ref.name, 0))?.spec.shardCount ?? 1;
       for (let i = 0; i < shards; i++) {
         const shard = ipSetObjectName(ref.name, i);
-        if (this.caches.ipset(shard)) continue;
-        const want = this.engine.ipSetObject(shard);
+        const cached = this.caches.ipset(shard);
+        const has = nodeLabels(cached);
+        if (cached && [...labels].every((l) => has.has(l))) continue;
+        const want = this.desiredShard(shard);
         let bytes = 0;
         if (want) {
-          bytes = await this.write('NpmIPSet', want, undefined).then((r) => r.bytes, (err: unknown) => {
+          bytes = await this.write('NpmIPSet', want, cached).then((r) => r.bytes, (err: unknown) => {
             if (!(err instanceof RetryLater)) throw err;
             return 0;
           });
@@ -167,9 +204,25 @@ export class Reconciler {
   }
 
   private async reconcileIPSet(name: string): Promise<ReconcileResult> {
-    const desired = this.engine.ipSetObject(name);
+    const desired = this.desiredShard(name);
     const actual = this.caches.ipset(name);
-    if (desired) return this.write('NpmIPSet', desired, actual);
+    if (desired) {
+      // A node label goes only once no ruleset the API server holds for this set still has it.
+      const keep = nodeLabels(desired);
+      const dropping = [...nodeLabels(actual)].filter((l) => !keep.has(l));
+      if (dropping.length) {
+        const set = desired.spec.setName;
+        const holder = this.caches.rulesets().find((rs) => rs.spec.ipsets.some((s) => s.name === set) && dropping.some((l) => rs.metadata.labels?.[l] !== undefined));
+        if (holder) {
+          // Make what can be made now (members, added labels): only the drop waits.
+          const interim = withNodeLabels(desired, []);
+          interim.metadata.labels = { ...interim.metadata.labels, ...Object.fromEntries([...keep, ...dropping].map((l) => [l, ''])) };
+          const r = await this.write('NpmIPSet', interim, actual);
+          return { action: 'wait', bytes: r.bytes, waitFor: rulesetKey(holder.metadata.namespace ?? '', holder.metadata.name), requeueAfterMs: WAIT_FALLBACK_MS };
+        }
+      }
+      return this.write('NpmIPSet', desired, actual);
+    }
     if (!actual) return { action: 'none', bytes: 0 };
     const set = actual.spec.setName;
     const user = this.caches.rulesets().find((rs) => rs.spec.ipsets.some((s) => s.name === set));

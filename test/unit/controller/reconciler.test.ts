@@ -151,7 +151,8 @@ describe('operator reconciler (fake API server)', () => {
   it('a hand edit that removed the managed-by label (invisible to the label-selected informer) is patched back, not retried forever', async () => {
     const t = setup();
     t.engine.upsertPod(pod('web', '10.244.1.2', { app: 'web' }));
-    t.engine.upsertPolicy({ metadata: { name: 'p', namespace: 'prod' }, spec: { podSelector: { matchLabels: { app: 'web' } }, ingress: [] } });
+    // Selecting no pod: no node label (nodelabels.ts), so managed-by is its only label.
+    t.engine.upsertPolicy({ metadata: { name: 'p', namespace: 'prod' }, spec: { podSelector: { matchLabels: { app: 'nobody' } }, ingress: [] } });
     await t.converge();
     const stored = t.api.objects.get('NpmRuleSet/prod/p') as NpmRuleSet;
     const original = structuredClone(stored);
