@@ -1,8 +1,8 @@
 /**
  * `kube-npm agent --node-name NODE`: the node agent as a daemon. Watches NpmRuleSets, NpmIPSets and
  * the pods of its own node; one converge loop (coalesced, at most one sync at a time, a minimum
- * interval between syncs, a periodic full resync that heals drift); one NpmNode status write per
- * sync. It never writes NpmRuleSets: N nodes x M rulesets writes would not scale; the operator
+ * interval between syncs, a periodic full resync that heals drift); its NpmNode status is written
+ * only when its content changes (an idle node writes nothing; liveness is the Lease of lease.ts). It never writes NpmRuleSets: N nodes x M rulesets writes would not scale; the operator
  * aggregates NpmNodes instead.
  */
 import { isDeepStrictEqual } from 'node:util';
@@ -60,11 +60,14 @@ export interface AgentDaemonOptions {
 
 const RULESETS: ResourceRef = { group: GROUP, version: VERSION, plural: RULESET_PLURAL, namespaced: true, kind: RULESET_KIND };
 const IPSETS: ResourceRef = { group: GROUP, version: VERSION, plural: IPSET_PLURAL, namespaced: false, kind: IPSET_KIND };
+const NODES: ResourceRef = { group: GROUP, version: VERSION, plural: NODE_PLURAL, namespaced: false, kind: NODE_KIND };
 
 export class AgentDaemon {
   private readonly rulesets: Informer<NpmRuleSet & KubernetesObject>;
   private readonly ipsets: Informer<NpmIPSet & KubernetesObject>;
   private readonly pods: Informer<Pod & KubernetesObject>;
+  /** Its own NpmNode (field selector on its name): a deleted one is written again. */
+  private readonly self: Informer<KubernetesObject & { status?: NpmNodeStatus }>;
   /** NetworkPolicies: which policies select a new local pod (podstartup.ts). */
   private readonly policies: Informer<NetworkPolicy & KubernetesObject>;
   private readonly startup: PodStartup;
@@ -110,6 +113,14 @@ export class AgentDaemon {
     this.ipsets = new Informer({ kc: o.kc, resource: IPSETS, labelSelector: concernsUs, log, resyncMs: 0, ...via(IPSETS) });
     this.pods = new Informer({ kc: o.kc, resource: CORE.pods, fieldSelector: `spec.nodeName=${o.nodeName}`, log, resyncMs: 0, ...via(CORE.pods) });
     this.policies = new Informer({ kc: o.kc, resource: CORE.networkPolicies, log, resyncMs: 0, ...via(CORE.networkPolicies) });
+    this.self = new Informer({ kc: o.kc, resource: NODES, fieldSelector: `metadata.name=${o.nodeName}`, log, resyncMs: 0, ...via(NODES) });
+    // Deleted (the system:masters escape hatch, a cleanup script): written again at once, since an
+    // idle node would otherwise never write it. Edits are not fought: the operator may write
+    // conditions of its own there (AgentNotReporting), and two writers reacting to each other loop.
+    this.self.onDelete(() => {
+      this.written = undefined;
+      this.request();
+    });
     if (o.podStartup === 'strict' && !o.podCidrs?.length) throw new Error('pod-startup strict needs the node pod CIDR');
     this.startup = new PodStartup(o.podStartup ?? 'open');
     // The moment a pod's address is first seen (npm_pod_unprotected_seconds starts here), taken at
@@ -129,7 +140,7 @@ export class AgentDaemon {
   async start(): Promise<void> {
     // Events during the initial lists must not trigger a sync: a sync that sees rulesets but not yet
     // the pods or sets would remove rules the kernel holds (an unprotected window after a restart).
-    await Promise.all([this.rulesets.start(), this.ipsets.start(), this.pods.start(), this.policies.start()]);
+    await Promise.all([this.rulesets.start(), this.ipsets.start(), this.pods.start(), this.policies.start(), this.self.start()]);
     this.started = true;
     const resync = this.o.resyncMs ?? 60_000;
     this.timer = setInterval(() => {
@@ -159,7 +170,7 @@ export class AgentDaemon {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     await this.tamper?.stop();
-    await Promise.all([this.rulesets.stop(), this.ipsets.stop(), this.pods.stop(), this.policies.stop()]);
+    await Promise.all([this.rulesets.stop(), this.ipsets.stop(), this.pods.stop(), this.policies.stop(), this.self.stop()]);
     await this.running;
   }
 

@@ -53,6 +53,7 @@ async function harness(opts: HarnessOptions = {}): Promise<Harness & { items: Ku
     npmipsets: items.filter((o) => o.kind === 'NpmIPSet').map(withRv),
     pods,
     networkpolicies: snapshot(SHAPE).policies.map((p) => withRv(p as KubernetesObject)),
+    npmnodes: [],
   };
   const transports = new Map<string, FakeTransport>();
   const lists: Harness['lists'] = [];
@@ -156,6 +157,19 @@ describe('AgentDaemon NpmNode writes', () => {
       await h.settle();
     }
     expect(h.writes, JSON.stringify(h.writes.slice(1))).to.have.length(1);
+  });
+
+  it('its NpmNode deleted while idle is written again (once); it watches only its own', async () => {
+    h = await harness();
+    const w = h.transports.get('npmnodes')!.current;
+    expect(w.query.fieldSelector).to.equal('metadata.name=n1');
+    w.emit('ADDED', withRv({ apiVersion: 'kubenpm.io/v1alpha1', kind: 'NpmNode', metadata: { name: 'n1' }, status: h.writes[0] } as KubernetesObject));
+    await h.settle();
+    expect(h.writes).to.have.length(1);
+    w.emit('DELETED', withRv({ apiVersion: 'kubenpm.io/v1alpha1', kind: 'NpmNode', metadata: { name: 'n1' } } as KubernetesObject));
+    await h.settle();
+    expect(h.writes).to.have.length(2);
+    expect(h.writes[1]).to.deep.equal(h.writes[0]);
   });
 
   it('a kernel change writes exactly once, with the new counts and watch position', async () => {

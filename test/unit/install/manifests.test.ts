@@ -309,6 +309,8 @@ describe('install manifests (kustomize, no API server)', function () {
           ...['get', 'list', 'watch'].flatMap((v) => [`${v} kubenpm.io/npmrulesets`, `${v} kubenpm.io/npmipsets`, `${v} pods`, `${v} networking.k8s.io/networkpolicies`]),
           'get nodes',
           'get kubenpm.io/npmnodes',
+          'list kubenpm.io/npmnodes',
+          'watch kubenpm.io/npmnodes',
           'create kubenpm.io/npmnodes',
           'patch kubenpm.io/npmnodes/status',
           'update kubenpm.io/npmnodes/status',
