@@ -33,7 +33,7 @@ import { startControlPlane, type ControlPlane } from '../support/controlplane.js
 import { REPO } from '../support/e2e.js';
 import { diff, scraper, total } from './scale/apimetrics.js';
 import type { WorkerStats } from './scale/agents.js';
-import { syntheticCluster, syntheticPod } from './synthetic.js';
+import { rng, syntheticCluster, syntheticPod } from './synthetic.js';
 import { assertValidSnapshot } from './validate.js';
 
 // ------------------------------------------------------------------ options
@@ -91,6 +91,12 @@ function pct(xs: number[], p: number): number {
 }
 const met = (ok: boolean) => (ok ? 'met' : 'NOT met');
 const nodeName = (i: number) => `node-${i}`;
+/**
+ * The node of pod i, as a scheduler would spread pods: pseudo-random per pod (seeded), so that a
+ * namespace's pods land on many nodes. (The generator's own `node-${i % 100}` puts every pod of a
+ * namespace on one node when N divides 100: each node would then concern only its namespaces.)
+ */
+const nodeOf = (i: number, n: number) => rng(i * 2654435761 + 17).int(n);
 
 async function pool<T>(items: readonly T[], n: number, fn: (x: T) => Promise<void>): Promise<void> {
   let next = 0;
@@ -192,7 +198,7 @@ export async function runScaleBench(o: ScaleOptions): Promise<ScaleResult> {
   bundle();
   // The generator places pod i on node-(i % 100): spread them over N nodes instead.
   const snap = syntheticCluster({ namespaces: NAMESPACES, pods: P, policies: K + TRIALS, seed: 42 });
-  for (const p of snap.pods) p.spec!.nodeName = nodeName(Number(p.metadata.name!.slice(4)) % N);
+  for (const p of snap.pods) p.spec!.nodeName = nodeName(nodeOf(Number(p.metadata.name!.slice(4)), N));
   assertValidSnapshot(snap, `synthetic ${P} pods x ${K + TRIALS} policies`);
   const trialPolicies = snap.policies.splice(K);
   log(`bench:scale N=${N} nodes, P=${P} pods, K=${K} policies in ${NAMESPACES} namespaces (+${TRIALS} trial policies); input valid`);
@@ -323,7 +329,7 @@ export async function runScaleBench(o: ScaleOptions): Promise<ScaleResult> {
     const events: { writes: Record<string, number>; watch: Record<string, number>; wakeups: number; fullSyncs: number; ms: number }[] = [];
     for (let j = 0; j < POD_EVENTS; j++) {
       const p = syntheticPod(P + j, NAMESPACES);
-      p.spec!.nodeName = nodeName((P + j) % N);
+      p.spec!.nodeName = nodeName(nodeOf(P + j, N));
       const a = await scrape();
       const sa = await syncTotals();
       const ta = Date.now();
