@@ -30,6 +30,7 @@ const FLAGS = {
   workers: 'string',
   'manage-agent-daemonset': 'bool',
   'agent-image': 'string',
+  'agent-lease-namespace': 'string',
 } as const;
 
 export async function runOperator(args: string[], io: CliIO): Promise<number> {
@@ -82,7 +83,9 @@ export async function runOperator(args: string[], io: CliIO): Promise<number> {
   }
   let daemonsets: AgentDaemonSetManager | undefined;
   const lead = async () => {
-    op = new NpmOperator({ kc, log, metrics, workers });
+    // The agents' liveness Leases: in the operator's namespace unless told (agents default the same way).
+    const agentLeaseNamespace = (f['agent-lease-namespace'] as string | undefined) ?? process.env.POD_NAMESPACE ?? 'kube-npm-system';
+    op = new NpmOperator({ kc, log, metrics, workers, agentLeaseNamespace });
     await op.start();
     log('caches synced; reconciling');
     if (f['manage-agent-daemonset']) {

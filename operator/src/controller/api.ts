@@ -4,7 +4,7 @@
  */
 import { CustomObjectsApi, PatchStrategy, setHeaderOptions, type KubeConfig } from '@kubernetes/client-node';
 import type { Operation } from 'fast-json-patch';
-import { GROUP, IPSET_PLURAL, RULESET_PLURAL, VERSION, type NpmIPSet, type NpmRuleSet, type NpmRuleSetStatus } from '../api/types.js';
+import { GROUP, IPSET_PLURAL, NODE_PLURAL, RULESET_PLURAL, VERSION, type Condition, type NpmIPSet, type NpmRuleSet, type NpmRuleSetStatus } from '../api/types.js';
 
 export type OurKind = 'NpmRuleSet' | 'NpmIPSet';
 
@@ -15,6 +15,11 @@ export interface NpmApi {
   /** Deleting what is already gone is success. */
   delete(kind: OurKind, namespace: string | undefined, name: string): Promise<void>;
   patchRuleSetStatus(namespace: string, name: string, status: NpmRuleSetStatus): Promise<void>;
+  /**
+   * Merge-patch an NpmNode's status conditions (the operator's AgentNotReporting verdict), guarded
+   * by the resourceVersion it was computed from: a 409 when the agent wrote in between.
+   */
+  patchNodeConditions(name: string, conditions: Condition[], resourceVersion: string | undefined): Promise<void>;
   /** Read one object from the API server (not the cache); undefined if it does not exist. */
   get(kind: OurKind, namespace: string | undefined, name: string): Promise<NpmRuleSet | NpmIPSet | undefined>;
 }
@@ -63,6 +68,11 @@ export function realNpmApi(kc: KubeConfig): NpmApi {
       const opt = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
       // Merge patch replaces lists whole: conditions and nodes are always sent complete.
       await api.patchNamespacedCustomObjectStatus({ group: GROUP, version: VERSION, namespace, plural: RULESET_PLURAL, name, body: { status } }, opt);
+    },
+    async patchNodeConditions(name, conditions, resourceVersion) {
+      const opt = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
+      const body = { ...(resourceVersion ? { metadata: { resourceVersion } } : {}), status: { conditions } };
+      await api.patchClusterCustomObjectStatus({ group: GROUP, version: VERSION, plural: NODE_PLURAL, name, body }, opt);
     },
   };
 }

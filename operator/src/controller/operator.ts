@@ -24,8 +24,11 @@ import { httpCode, realNpmApi, type NpmApi } from './api.js';
 import { POD_CONDITION, indexShards, membershipCondition, setProgrammers, type MembershipCondition } from './membership.js';
 import { NodeIndex, rulesetsMovedByNode } from './fanout.js';
 import { SetUsers, nodeLabels } from './nodelabels.js';
-import { Reconciler, RetryLater, ipsetKey, rulesetKey, statusKey } from './reconciler.js';
-import { sameJson } from './status.js';
+import { Liveness, type AgentLease } from './liveness.js';
+import { Reconciler, RetryLater, ipsetKey, nodeReadyKey, rulesetKey, statusKey } from './reconciler.js';
+import { REASON, sameJson } from './status.js';
+import { DEFAULT_LEASE_NAMESPACE } from '../agent/lease.js';
+import { realClock, type Clock } from '../framework/backoff.js';
 
 /** What a ruleset update can change besides status (metadata.generation follows spec). */
 const ownedFields = (rs: NpmRuleSet) => [rs.metadata.generation, rs.metadata.labels, rs.metadata.ownerReferences, rs.spec];
@@ -33,6 +36,7 @@ const ownedFields = (rs: NpmRuleSet) => [rs.metadata.generation, rs.metadata.lab
 const RULESETS: ResourceRef = { group: GROUP, version: VERSION, plural: RULESET_PLURAL, namespaced: true, kind: RULESET_KIND };
 const IPSETS: ResourceRef = { group: GROUP, version: VERSION, plural: IPSET_PLURAL, namespaced: false, kind: IPSET_KIND };
 const NODES: ResourceRef = { group: GROUP, version: VERSION, plural: NODE_PLURAL, namespaced: false, kind: NODE_KIND };
+const LEASES: ResourceRef = { group: 'coordination.k8s.io', version: 'v1', plural: 'leases', namespaced: true, kind: 'Lease' };
 
 type Obj<T> = T & KubernetesObject;
 
@@ -53,6 +57,10 @@ export interface OperatorOptions {
   patchPodCondition?: (namespace: string, name: string, cond: MembershipCondition & { lastTransitionTime: string }) => Promise<void>;
   /** Debounce of the membership evaluation. Default 20 ms. */
   membershipDelayMs?: number;
+  /** Namespace of the agents' liveness Leases (agentLeaseName). Default kube-npm-system. */
+  agentLeaseNamespace?: string;
+  /** Clock of the liveness check (nothing happens when an agent dies). Default: the real clock. */
+  clock?: Clock;
   /** Injectable list/watch per resource (unit tests); default: the API server of `kc`. */
   transport?: (resource: ResourceRef) => Pick<InformerOptions<never>, 'listFn' | 'watchFn'>;
 }
@@ -86,6 +94,12 @@ export class NpmOperator {
   private readonly rulesets: Informer<Obj<NpmRuleSet>>;
   private readonly ipsets: Informer<Obj<NpmIPSet>>;
   private readonly nodes: Informer<Obj<NpmNode>>;
+  private readonly leases: Informer<Obj<AgentLease>>;
+  private readonly liveness = new Liveness();
+  private readonly clock: Clock;
+  /** Nodes not reporting, as last evaluated (node -> last renewal). */
+  private stale = new Map<string, string>();
+  private livenessTimer: AbortController | undefined;
   readonly queue: WorkQueue;
   private readonly reconciler: Reconciler;
   private readonly events: EventsV1Api;
@@ -118,6 +132,8 @@ export class NpmOperator {
     this.rulesets = new Informer({ kc: o.kc, resource: RULESETS, labelSelector: ours, log, resyncMs, ...t(RULESETS) });
     this.ipsets = new Informer({ kc: o.kc, resource: IPSETS, labelSelector: ours, log, resyncMs, ...t(IPSETS) });
     this.nodes = new Informer({ kc: o.kc, resource: NODES, log, resyncMs, ...t(NODES) });
+    this.leases = new Informer({ kc: o.kc, resource: LEASES, namespace: o.agentLeaseNamespace ?? DEFAULT_LEASE_NAMESPACE, log, resyncMs, ...t(LEASES) });
+    this.clock = o.clock ?? realClock;
     this.events = o.kc.makeApiClient(EventsV1Api);
     const api = o.api ?? realNpmApi(o.kc);
     const nodeMap = (): ReadonlyMap<string, NpmNode> => new Map(this.nodes.list().map((n) => [n.metadata.name, n]));
@@ -126,7 +142,8 @@ export class NpmOperator {
       ipset: (name) => this.ipsets.get(name),
       rulesets: () => this.rulesets.list(),
       nodes: nodeMap,
-    }, undefined, (rs, before, after) => this.transition(rs, before, after), (set) => this.users.usersOf(set));
+      notReporting: () => this.stale,
+    }, () => new Date(this.clock.now()), (rs, before, after) => this.transition(rs, before, after), (set) => this.users.usersOf(set));
     this.queue = new WorkQueue({
       name: 'kube-npm',
       concurrency: o.workers ?? 4,
@@ -236,7 +253,18 @@ export class NpmOperator {
       }
       this.evaluateMembership();
     };
-    this.nodes.onAdd((n) => nodeChanged(undefined, n));
+    this.nodes.onAdd((n) => {
+      nodeChanged(undefined, n);
+      if (this.synced && this.stale.has(n.metadata.name)) this.queue.add(nodeReadyKey(n.metadata.name));
+    });
+    // The agent's own write may bring Ready back to what it believes (True) while it is not
+    // reporting to us: keep the verdict (and put its own back when it reports again).
+    this.nodes.onUpdate((n) => {
+      if (this.synced && (this.stale.has(n.metadata.name) || n.status?.conditions?.some((c) => c.reason === REASON.AgentNotReporting))) this.queue.add(nodeReadyKey(n.metadata.name));
+    });
+    this.leases.onAdd((l) => this.leaseChanged(l, false));
+    this.leases.onUpdate((l) => this.leaseChanged(l, false));
+    this.leases.onDelete((l) => this.leaseChanged(l, true));
     this.nodes.onUpdate((n, old) => nodeChanged(old, n));
     this.nodes.onDelete((n) => nodeChanged(n, undefined));
   }
@@ -336,6 +364,38 @@ export class NpmOperator {
     }
   }
 
+  private leaseChanged(l: AgentLease, deleted: boolean): void {
+    if (deleted) this.liveness.remove(l);
+    else this.liveness.update(l);
+    this.checkLiveness();
+  }
+
+  /**
+   * Which agents are not reporting now; for each node that flipped, its NpmNode Ready and the
+   * status of the rulesets it concerns. Then sleep until the next Lease can expire.
+   */
+  private checkLiveness(): void {
+    if (!this.synced) return;
+    const { stale, nextCheckAt } = this.liveness.evaluate(this.clock.now());
+    const flipped = [...stale.keys()].filter((n) => !this.stale.has(n)).concat([...this.stale.keys()].filter((n) => !stale.has(n)));
+    this.stale = stale;
+    for (const node of flipped) {
+      this.o.log(stale.has(node) ? `agent on node ${node} is not reporting (Lease last renewed ${stale.get(node)})` : `agent on node ${node} reports again`);
+      this.queue.add(nodeReadyKey(node));
+      for (const k of this.concerning.concerning(node)) {
+        const [ns, name] = k.split('/') as [string, string];
+        this.queue.add(statusKey(ns, name));
+      }
+    }
+    this.livenessTimer?.abort();
+    this.livenessTimer = undefined;
+    if (nextCheckAt === undefined) return;
+    const ac = (this.livenessTimer = new AbortController());
+    void this.clock.sleep(Math.max(0, nextCheckAt - this.clock.now()), ac.signal).then(() => {
+      if (!ac.signal.aborted) this.checkLiveness();
+    });
+  }
+
   /** Note an event of one of our objects (for waits racing with it: see the worker). */
   private seen(objectKey: string, deleted: boolean): void {
     this.eventSeq++;
@@ -419,7 +479,7 @@ export class NpmOperator {
   /** Start watching and reconciling; resolves once the caches are synced and everything is queued. */
   async start(): Promise<void> {
     // Namespaces and pods first, so that policies translate against a full view on the first drain.
-    await Promise.all([this.namespaces.start(), this.pods.start(), this.rulesets.start(), this.ipsets.start(), this.nodes.start()]);
+    await Promise.all([this.namespaces.start(), this.pods.start(), this.rulesets.start(), this.ipsets.start(), this.nodes.start(), this.leases.start()]);
     await this.policies.start();
     this.synced = true;
     this.engine.drain(); // level-based start: enqueue every key, desired and actual alike
@@ -436,6 +496,7 @@ export class NpmOperator {
     // Sets first: rulesets wait for their sets anyway, this just saves retries.
     for (const k of [...keys].sort((a, b) => (a.startsWith('NpmIPSet') ? -1 : 0) - (b.startsWith('NpmIPSet') ? -1 : 0))) this.queue.add(k);
     this.queue.start();
+    this.checkLiveness();
     this.evaluateMembership();
   }
 
@@ -462,8 +523,9 @@ export class NpmOperator {
   async stop(): Promise<void> {
     if (this.drainTimer) clearTimeout(this.drainTimer);
     if (this.membershipTimer) clearTimeout(this.membershipTimer);
+    this.livenessTimer?.abort();
     await this.membershipRunning;
-    await Promise.all([this.policies, this.pods, this.namespaces, this.rulesets, this.ipsets, this.nodes].map((i) => (i as Informer<KubernetesObject>).stop()));
+    await Promise.all([this.policies, this.pods, this.namespaces, this.rulesets, this.ipsets, this.nodes, this.leases].map((i) => (i as Informer<KubernetesObject>).stop()));
     await this.queue.stop();
   }
 }
@@ -520,6 +582,7 @@ function countingApi(api: NpmApi, m: ClusterMetrics | undefined): NpmApi {
     patch: async (kind, ns, name, ops) => (await api.patch(kind, ns, name, ops), count(kind, 'patch', ops)),
     delete: async (kind, ns, name) => (await api.delete(kind, ns, name), count(kind, 'delete', undefined)),
     patchRuleSetStatus: async (ns, name, st) => (await api.patchRuleSetStatus(ns, name, st), count('NpmRuleSet', 'status', st)),
+    patchNodeConditions: async (name, c, rv) => (await api.patchNodeConditions(name, c, rv), count('NpmNode', 'status', c)),
     get: (kind, ns, name) => api.get(kind, ns, name),
   };
 }

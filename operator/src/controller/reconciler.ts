@@ -2,7 +2,7 @@
  * Level-based reconcile of kube-npm's own objects: for one key, compare what the translation engine
  * wants with what the API server has (the informer cache), and send the minimal write.
  *
- * Keys: "NpmRuleSet/<ns>/<name>", "NpmIPSet//<name>", "Status/<ns>/<name>".
+ * Keys: "NpmRuleSet/<ns>/<name>", "NpmIPSet//<name>", "Status/<ns>/<name>", "NodeReady//<node>".
  *
  * Writes are JSON patches computed with fast-json-patch over the fields we own (labels,
  * ownerReferences, spec), guarded by a `test` of metadata.resourceVersion: minimal bytes on the wire
@@ -20,18 +20,21 @@
  * it belongs to carries it.
  */
 import jsonpatch, { type Operation } from 'fast-json-patch';
-import { ipSetObjectName } from '../api/names.js';
+import { agentLeaseName, ipSetObjectName } from '../api/names.js';
+import { setCondition } from '../framework/conditions.js';
 import type { Condition, NpmIPSet, NpmNode, NpmRuleSet } from '../api/types.js';
 import type { TranslationEngine } from '../translate/engine.js';
 import { httpCode, type NpmApi, type OurKind } from './api.js';
 import { nodeLabels, withNodeLabels } from './nodelabels.js';
-import { computeStatus, sameStatus } from './status.js';
+import { REASON, computeStatus, sameJson, sameStatus } from './status.js';
 
 export interface Caches {
   ruleset(namespace: string, name: string): NpmRuleSet | undefined;
   ipset(name: string): NpmIPSet | undefined;
   rulesets(): NpmRuleSet[];
   nodes(): ReadonlyMap<string, NpmNode>;
+  /** Nodes whose agent is not reporting (liveness.ts) -> last renewal (ISO). Default: none. */
+  notReporting?(): ReadonlyMap<string, string>;
 }
 
 /** A write that lost a race (stale cache, conflict): retried with backoff, a failure. */
@@ -65,6 +68,9 @@ export function ipsetKey(name: string): string {
 }
 export function statusKey(namespace: string, name: string): string {
   return `Status/${namespace}/${name}`;
+}
+export function nodeReadyKey(node: string): string {
+  return `NodeReady//${node}`;
 }
 
 function owned(o: { metadata: { labels?: object; ownerReferences?: object[] }; spec: object }) {
@@ -137,6 +143,7 @@ export class Reconciler {
     if (kind === 'NpmRuleSet') return this.reconcileRuleSet(ns!, name);
     if (kind === 'NpmIPSet') return this.reconcileIPSet(name);
     if (kind === 'Status') return this.reconcileStatus(ns!, name);
+    if (kind === 'NodeReady') return this.reconcileNodeReady(name);
     throw new Error(`unknown key ${key}`);
   }
 
@@ -235,7 +242,7 @@ export class Reconciler {
   private async reconcileStatus(ns: string, name: string): Promise<ReconcileResult> {
     const rs = this.caches.ruleset(ns, name);
     if (!rs) return { action: 'none', bytes: 0 };
-    const status = computeStatus(rs, this.engine.concernedNodes(ns, name), this.caches.nodes(), this.now());
+    const status = computeStatus(rs, this.engine.concernedNodes(ns, name), this.caches.nodes(), this.now(), this.caches.notReporting?.());
     if (sameStatus(rs.status, status)) return { action: 'none', bytes: 0 };
     try {
       await this.api.patchRuleSetStatus(ns, name, status);
@@ -250,5 +257,39 @@ export class Reconciler {
       if (before?.status !== c.status) this.onTransition?.(rs, before, c);
     }
     return { action: 'status', bytes: JSON.stringify(status).length };
+  }
+
+  /**
+   * The NpmNode Ready condition while its agent is not reporting: False, AgentNotReporting (the
+   * agent cannot say so itself). When the agent reports again, the condition it last wrote is put
+   * back as it computes it (daemon.ts): an agent that was only cut off keeps its status unchanged
+   * and would not rewrite it.
+   */
+  private async reconcileNodeReady(node: string): Promise<ReconcileResult> {
+    const n = this.caches.nodes().get(node);
+    if (!n) return { action: 'none', bytes: 0 };
+    const since = this.caches.notReporting?.().get(node);
+    const ready = n.status?.conditions?.find((c) => c.type === 'Ready');
+    let want: Omit<Condition, 'lastTransitionTime'> | undefined;
+    if (since !== undefined) {
+      want = { type: 'Ready', status: 'False', reason: REASON.AgentNotReporting, message: `the kube-npm agent on node ${node} is not reporting: its Lease ${agentLeaseName(node)} was last renewed at ${since}` };
+    } else if (ready?.reason === REASON.AgentNotReporting) {
+      const error = n.status?.lastError;
+      want = !error
+        ? { type: 'Ready', status: 'True', reason: 'Synced', message: `programmed ${n.status?.applied?.length ?? 0} rulesets` }
+        : { type: 'Ready', status: 'False', reason: 'SyncFailed', message: error.slice(0, 1000) };
+    }
+    if (!want) return { action: 'none', bytes: 0 };
+    const conditions = setCondition(n.status?.conditions?.slice(), want, this.now());
+    if (sameJson(conditions, n.status?.conditions)) return { action: 'none', bytes: 0 };
+    try {
+      await this.api.patchNodeConditions(node, conditions, n.metadata.resourceVersion);
+    } catch (err) {
+      const code = httpCode(err);
+      if (code === 404) return { action: 'none', bytes: 0 };
+      if (code === 409) throw new RetryLater(`NpmNode ${node} changed since it was read (resourceVersion ${n.metadata.resourceVersion})`, { cause: err });
+      throw err;
+    }
+    return { action: 'status', bytes: JSON.stringify(conditions).length };
   }
 }

@@ -6,6 +6,8 @@
  *             enforced fail-closed).
  * Programmed: True when every node hosting a pod the policy selects reports the ruleset's current
  *             generation of this very object (uid); False names the nodes lagging or failing. n/N in status.nodesProgrammed.
+ *             A node whose agent is not reporting (its liveness Lease expired: liveness.ts) vouches
+ *             for nothing, whatever it reported before: False, AgentNotReporting, naming it.
  */
 import type { Condition, NpmNode, NpmRuleSet, NpmRuleSetStatus } from '../api/types.js';
 import { setCondition } from '../framework/conditions.js';
@@ -17,6 +19,7 @@ export const REASON = {
   NoSelectedPods: 'NoSelectedPods',
   Pending: 'Pending',
   NodeError: 'NodeError',
+  AgentNotReporting: 'AgentNotReporting',
 } as const;
 
 export function computeStatus(
@@ -24,6 +27,8 @@ export function computeStatus(
   concernedNodes: readonly string[],
   nodes: ReadonlyMap<string, NpmNode>,
   now: Date,
+  /** Nodes whose agent is not reporting -> since when (ISO time of the last renewal). */
+  notReporting: ReadonlyMap<string, string> = new Map(),
 ): NpmRuleSetStatus {
   const generation = rs.metadata.generation ?? 1;
   const ns = rs.metadata.namespace ?? '';
@@ -40,6 +45,7 @@ export function computeStatus(
   const done: string[] = [];
   const lagging: string[] = [];
   const failing: string[] = [];
+  const silent: string[] = [];
   const perNode: { node: string; generation?: number; error?: string }[] = [];
   for (const node of concernedNodes) {
     const st = nodes.get(node)?.status;
@@ -51,7 +57,8 @@ export function computeStatus(
     if (applied) entry.generation = applied.generation;
     if (st?.lastError) entry.error = st.lastError;
     perNode.push(entry);
-    if (applied && applied.generation >= generation) done.push(node);
+    if (notReporting.has(node)) silent.push(node);
+    else if (applied && applied.generation >= generation) done.push(node);
     else if (st?.lastError) failing.push(node);
     else lagging.push(node);
   }
@@ -62,13 +69,14 @@ export function computeStatus(
     programmed = { type: 'Programmed', status: 'True', observedGeneration: generation, reason: REASON.Programmed, message: `programmed on ${done.length}/${concernedNodes.length} nodes` };
   } else {
     const parts = [];
+    if (silent.length) parts.push(silent.map((n) => `the agent on node ${n} is not reporting (last seen ${notReporting.get(n)})`).join('; '));
     if (failing.length) parts.push(`failing on ${failing.join(', ')} (${failing.map((n) => nodes.get(n)?.status?.lastError).join('; ')})`);
     if (lagging.length) parts.push(`waiting for ${lagging.join(', ')}`);
     programmed = {
       type: 'Programmed',
       status: 'False',
       observedGeneration: generation,
-      reason: failing.length ? REASON.NodeError : REASON.Pending,
+      reason: silent.length ? REASON.AgentNotReporting : failing.length ? REASON.NodeError : REASON.Pending,
       message: `${done.length}/${concernedNodes.length} nodes at generation ${generation}: ${parts.join('; ')}`,
     };
   }

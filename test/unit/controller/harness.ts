@@ -7,7 +7,7 @@ import { KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
 import jsonpatch, { type Operation } from 'fast-json-patch';
 import type { NpmIPSet, NpmNode, NpmRuleSet, NpmRuleSetStatus } from '../../../operator/src/api/types.js';
 import type { NpmApi, OurKind } from '../../../operator/src/controller/api.js';
-import { NpmOperator } from '../../../operator/src/controller/operator.js';
+import { NpmOperator, type OperatorOptions } from '../../../operator/src/controller/operator.js';
 import type { ResourceRef } from '../../../operator/src/framework/kube.js';
 import { FakeTransport, flush } from '../framework/fakes.js';
 
@@ -22,7 +22,7 @@ export class FakeCluster {
   op!: NpmOperator;
 
   constructor(initial: Record<string, KubernetesObject[]>) {
-    for (const plural of ['networkpolicies', 'pods', 'namespaces', 'npmrulesets', 'npmipsets', 'npmnodes']) {
+    for (const plural of ['networkpolicies', 'pods', 'namespaces', 'npmrulesets', 'npmipsets', 'npmnodes', 'leases']) {
       const t = new FakeTransport();
       const items = (initial[plural] ?? []).map((o) => this.stamp(structuredClone(o)));
       for (const o of items) this.store.set(this.key(plural, o), o);
@@ -84,6 +84,13 @@ export class FakeCluster {
       this.remove(PLURAL[kind], ns, name);
     },
     get: async (kind, ns, name) => structuredClone(this.get(PLURAL[kind], ns, name)) as NpmRuleSet | NpmIPSet | undefined,
+    patchNodeConditions: async (name, conditions, resourceVersion) => {
+      const cur = this.get('npmnodes', undefined, name) as NpmNode | undefined;
+      if (!cur) throw Object.assign(new Error('not found'), { code: 404 });
+      if (resourceVersion !== undefined && resourceVersion !== cur.metadata.resourceVersion) throw Object.assign(new Error('conflict'), { code: 409 });
+      this.writes.push(`status NpmNode ${name} ${conditions.map((c) => `${c.type}=${c.status}/${c.reason}`).join(',')}`);
+      this.put('npmnodes', { ...cur, status: { ...cur.status, conditions } } as unknown as KubernetesObject);
+    },
     patchRuleSetStatus: async (ns: string, name: string, status: NpmRuleSetStatus) => {
       const cur = this.get('npmrulesets', ns, name) as NpmRuleSet | undefined;
       if (!cur) throw Object.assign(new Error('not found'), { code: 404 });
@@ -92,7 +99,7 @@ export class FakeCluster {
     },
   };
 
-  async start(): Promise<void> {
+  async start(extra: Partial<OperatorOptions> = {}): Promise<void> {
     const kc = new KubeConfig();
     kc.loadFromOptions({ clusters: [{ name: 'c', server: 'http://127.0.0.1:9' }], users: [{ name: 'u' }], contexts: [{ name: 'x', cluster: 'c', user: 'u' }], currentContext: 'x' });
     this.op = new NpmOperator({
@@ -106,6 +113,7 @@ export class FakeCluster {
         const t = this.transports.get(r.plural)!;
         return { listFn: t.listFn as never, watchFn: t.watchFn };
       },
+      ...extra,
     });
     await this.op.start();
     await this.settle();

@@ -60,6 +60,9 @@ class FakeApi implements NpmApi {
     const o = this.objects.get(this.k(kind, ns, name));
     return o && structuredClone(o);
   }
+  async patchNodeConditions(name: string) {
+    this.calls.push(`node conditions ${name}`);
+  }
   async patchRuleSetStatus(ns: string, name: string, status: NpmRuleSetStatus) {
     this.check();
     const o = this.objects.get(this.k('NpmRuleSet', ns, name)) as NpmRuleSet | undefined;

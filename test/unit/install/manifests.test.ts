@@ -283,6 +283,7 @@ describe('install manifests (kustomize, no API server)', function () {
           ...['get', 'list', 'watch', 'create', 'patch', 'update', 'delete'].flatMap((v) => [`${v} kubenpm.io/npmrulesets`, `${v} kubenpm.io/npmipsets`]),
           'patch kubenpm.io/npmrulesets/status',
           'update kubenpm.io/npmrulesets/status',
+          'patch kubenpm.io/npmnodes/status', // Ready=False when an agent's Lease expires (#10)
           'create events.k8s.io/events',
           'patch events.k8s.io/events',
           'create authentication.k8s.io/tokenreviews',
@@ -291,7 +292,7 @@ describe('install manifests (kustomize, no API server)', function () {
       );
       // The default install ships the agent DaemonSet (config/agent): no DaemonSet rights (#9 item 9).
       expect(grants(find<V1Role>(o, 'Role', 'kube-npm-operator').rules)).to.deep.equal(
-        ['create coordination.k8s.io/leases', 'get coordination.k8s.io/leases[kube-npm-operator]', 'update coordination.k8s.io/leases[kube-npm-operator]'].sort(),
+        ['create coordination.k8s.io/leases', 'get coordination.k8s.io/leases[kube-npm-operator]', 'update coordination.k8s.io/leases[kube-npm-operator]', 'list coordination.k8s.io/leases', 'watch coordination.k8s.io/leases'].sort(),
       );
       expect(o.flatMap((x) => (x as { rules?: V1PolicyRule[] }).rules ?? []).some((r) => r.resources?.includes('daemonsets') || r.resources?.includes('deployments'))).to.equal(false);
     });
