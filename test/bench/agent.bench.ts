@@ -11,6 +11,9 @@
  *                  floor: `ipset save` + `iptables-save -t filter` of the result, everything flushed
  *                  and destroyed, then the dump restored with `ipset restore` + `iptables-restore`.
  *   pod add/remove TranslationEngine.upsertPod / deletePod, drain, buildDesired(engine.all()), sync.
+ *                  Twice: each ipset write by a new `ipset restore` (a process per change), then
+ *                  through the long-lived ipset session (ipset/session.ts, ADR 0010); "ipset write"
+ *                  in the notes is the write alone (goal <= 2 ms through the session).
  *   policy change  one policy's ports changed; floor: the same change of just that policy's chain
  *                  (declare + its rules) by one `iptables-restore --noflush`.
  *   policy delete  deletePolicy, sync (and the re-add, to restore the state).
