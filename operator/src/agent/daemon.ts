@@ -33,6 +33,13 @@ export interface AgentDaemonOptions {
   log: (s: string) => void;
   /** Minimum time between two syncs: bursts of events become one sync. Default 50 ms. */
   minIntervalMs?: number;
+  /**
+   * A sync after a quiet period waits this long after the first event: the operator's writes for
+   * one change (several shards of one pod event, sets then ruleset) arrive a few ms apart, and
+   * syncing on the first would cost a second sync, kernel write and NpmNode write for the rest.
+   * A pod waiting to enter KNPM-LOCAL does not wait. Default 25 ms.
+   */
+  coalesceMs?: number;
   /** Full kernel re-read and repair at least this often. Default 60 s. */
   resyncMs?: number;
   /** Retry delay after a failed sync (the converger already retried with backoff). Default 2 s. */
@@ -81,6 +88,8 @@ export class AgentDaemon {
   private readonly lastApplied = new Map<string, NpmRuleSet>();
   private readonly setCache: SetCache = new Map();
   private dirty = false;
+  /** Clock time of the first request since the last sync started. */
+  private dirtySince = 0;
   private forceFull = true;
   private running: Promise<void> | undefined;
   private stopped = false;
@@ -182,6 +191,7 @@ export class AgentDaemon {
   /** Ask for a sync; bursts coalesce into one. */
   request(): void {
     if (!this.started) return;
+    if (!this.dirty) this.dirtySince = this.o.clock.now();
     this.dirty = true;
     if (!this.running && !this.stopped) this.running = this.loop().finally(() => (this.running = undefined));
   }
@@ -189,7 +199,8 @@ export class AgentDaemon {
   private async loop(): Promise<void> {
     const min = this.o.minIntervalMs ?? 50;
     while (this.dirty && !this.stopped) {
-      const wait = this.lastSyncAt + min - this.o.clock.now();
+      const now = this.o.clock.now();
+      const wait = Math.max(this.lastSyncAt + min - now, this.dirtySince + (this.o.coalesceMs ?? 25) - now);
       if (wait > 0 && !this.urgent) await this.o.clock.sleep(wait);
       this.urgent = false;
       this.dirty = false;
