@@ -260,6 +260,16 @@ describe('admission: the API as a trust boundary (real tokens, e2e)', function (
       expect(unbound.stderr).to.contain('only with a token bound to a pod on a node');
     });
 
+    it('NpmNode: the operator writes status (Ready=False, AgentNotReporting, when an agent stops renewing its Lease: #10), never creates one', async () => {
+      const cond = { type: 'Ready', status: 'False', reason: 'AgentNotReporting', message: 'the kube-npm agent on node n1 is not reporting', lastTransitionTime: new Date().toISOString().replace(/\.\d+Z$/, 'Z') };
+      const verdict = await patchNodeStatus('operator', 'n1', { conditions: [cond] });
+      expect(verdict.code, verdict.stderr).to.equal(0);
+      const n1 = JSON.parse(await kubectlOk(cp!, ['get', 'npmnode', 'n1', '-o', 'json'])) as { status?: { conditions?: { reason?: string }[] } };
+      expect(n1.status?.conditions?.[0]?.reason).to.equal('AgentNotReporting');
+      const create = await as('operator', ['create', '-f', '-'], JSON.stringify({ apiVersion: 'kubenpm.io/v1alpha1', kind: 'NpmNode', metadata: { name: 'n9' } }));
+      expect(denied(create), create.stderr).to.equal(true);
+    });
+
     it('an agent renews only its own liveness Lease, held as its own node', async () => {
       const lease = (name: string, holder: string) =>
         JSON.stringify({ apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name, namespace: SYSTEM }, spec: { holderIdentity: holder, leaseDurationSeconds: 30, renewTime: new Date().toISOString().replace('Z', '000Z') } });

@@ -125,3 +125,67 @@ describe('scale: an idle cluster writes nothing (agent side, e2e)', function () 
     expect(await cluster!.probe('x/b', 'y/a', 80, 'TCP', 700)).to.equal(false);
   });
 });
+
+describe('scale: a stopped agent does not look healthy (operator side, e2e)', function () {
+  this.timeout(0);
+  const LEASE_S = 4;
+  let cp: ControlPlane | undefined;
+  let cluster: Cluster | undefined;
+  const procs: Proc[] = [];
+  let agent: Proc | undefined;
+
+  const nodeReady = async () => {
+    const r = await cp!.kubectl(['get', 'npmnode', 'n1', '-o', 'jsonpath={.status.conditions[?(@.type=="Ready")]}']);
+    return r.code === 0 && r.stdout ? (JSON.parse(r.stdout) as { status: string; reason: string; message: string }) : undefined;
+  };
+  const programmed = async () => {
+    const r = await cp!.kubectl(['-n', 'x', 'get', 'nrs', 'guard', '-o', 'jsonpath={.status.conditions[?(@.type=="Programmed")]}']);
+    return r.code === 0 && r.stdout ? (JSON.parse(r.stdout) as { status: string; reason: string; message: string }) : undefined;
+  };
+
+  before(async function () {
+    if (!isRoot) {
+      console.warn('      !!! SKIPPED: e2e needs root (network namespaces, iptables)');
+      this.skip();
+    }
+    cp = await startControlPlane({ log: () => undefined });
+    cluster = await createCluster({ nodes: 1, pods: [{ name: 'x/a', node: 1, ip: '10.244.1.10' }], defaultTimeoutMs: 700 });
+    await kubectlOk(cp, ['create', 'namespace', SYSTEM]);
+    await kubectlOk(cp, ['create', 'namespace', 'x']);
+    await kubectlOk(cp, ['apply', '-f', '-'], JSON.stringify(podManifest('x', 'a', 'n1', { pod: 'a' })));
+    await setPodRunning(cp, 'x', 'a', '10.244.1.10');
+    await kubectlOk(cp, ['apply', '-f', '-'], JSON.stringify({ apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { name: 'guard', namespace: 'x' }, spec: { podSelector: {}, policyTypes: ['Ingress'] } }));
+    procs.push(startCli(cp, 'operator', ['operator', '--metrics-bind-address', '127.0.0.1:0', '--metrics-secure=false', '--leader-elect=false', '--agent-lease-namespace', SYSTEM]));
+    agent = startCli(cp, 'agent-n1', ['agent', '--node-name', 'n1', '--netns', cluster.nodeNs(1), '--metrics-bind-address', '127.0.0.1:0', '--metrics-secure=false', '--lease-namespace', SYSTEM, '--lease-duration', String(LEASE_S)]);
+    procs.push(agent);
+    await waitFor('x/guard Programmed and n1 Ready', async () => (await programmed())?.status === 'True' && (await nodeReady())?.status === 'True', 60_000, 200);
+  });
+
+  after(async () => {
+    for (const p of procs) await p.stop().catch(() => undefined);
+    await cluster?.destroy();
+    await cp?.stop();
+  });
+
+  it(`a killed agent: its NpmNode turns Ready=False (AgentNotReporting) within 2 lease periods (${2 * LEASE_S} s) of its last renewal, and the policy it programs is not Programmed`, async () => {
+    await agent!.stop('SIGKILL');
+    const lease = JSON.parse(await kubectlOk(cp!, ['-n', SYSTEM, 'get', 'lease', 'kube-npm-agent-n1', '-o', 'json'])) as { spec: { renewTime: string } };
+    const renewedAt = Date.parse(lease.spec.renewTime);
+    let flippedAt = 0;
+    await waitFor('n1 Ready=False', async () => {
+      const c = await nodeReady();
+      if (c?.status !== 'False') return false;
+      flippedAt = Date.now();
+      return true;
+    }, 6 * LEASE_S * 1000, 100);
+    const c = (await nodeReady())!;
+    const p = (await programmed())!;
+    console.log(`      Ready=False ${flippedAt - renewedAt} ms after the last Lease renewal (2 periods = ${2 * LEASE_S * 1000} ms); Programmed: ${p.status} ${p.reason}: ${p.message}`);
+    expect(c.reason).to.equal('AgentNotReporting');
+    expect(c.message).to.contain('node n1 is not reporting');
+    // 2 periods, plus the time to write and to see it (the poll, a loaded 2-core CI machine).
+    expect(flippedAt - renewedAt).to.be.within(2 * LEASE_S * 1000, 2 * LEASE_S * 1000 + 3000);
+    expect(p).to.include({ status: 'False', reason: 'AgentNotReporting' });
+    expect(p.message).to.contain('the agent on node n1 is not reporting');
+  });
+});
