@@ -54,10 +54,6 @@ export class SetUsers {
   targetingOf(set: string): Iterable<string> {
     return this.targeting.get(set) ?? [];
   }
-  /** Pod-derived sets a ruleset references. */
-  setsOf(key: string): readonly string[] {
-    return this.byRuleSet.get(key)?.sets ?? [];
-  }
 }
 
 function add(m: Map<string, Set<string>>, k: string, v: string): void {

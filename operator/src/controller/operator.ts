@@ -439,13 +439,14 @@ export class NpmOperator {
       this.queue.add(d.kind === RULESET_KIND ? rulesetKey(d.namespace ?? '', d.name) : ipsetKey(d.name));
     }
     // A target set's members moved: the nodes its rulesets concern may have changed (their node
-    // labels, the labels of every set they use, their status). Only those rulesets, not all.
+    // labels, their status). Only those rulesets, not all. Their sets' shards follow from there: a
+    // ruleset gaining a node labels them first itself; one losing a node queues them when its
+    // label change comes back (ownRuleSet).
     for (const set of targets) {
       for (const k of this.users.targetingOf(set)) {
         const [ns, name] = k.split('/') as [string, string];
         this.queue.add(rulesetKey(ns, name));
         this.queue.add(statusKey(ns, name));
-        for (const other of this.users.setsOf(k)) if (!targets.has(other)) this.queueShards(other);
       }
     }
   }
