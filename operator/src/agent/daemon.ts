@@ -40,6 +40,8 @@ export interface AgentDaemonOptions {
    * A pod waiting to enter KNPM-LOCAL does not wait. Default 25 ms.
    */
   coalesceMs?: number;
+  /** The NpmNode write trails a sync by this much, so that a burst of syncs costs one write. Default 100 ms. */
+  reportDelayMs?: number;
   /** Full kernel re-read and repair at least this often. Default 60 s. */
   resyncMs?: number;
   /** Retry delay after a failed sync (the converger already retried with backoff). Default 2 s. */
@@ -99,6 +101,11 @@ export class AgentDaemon {
   private tamper: TamperWatcher | undefined;
   /** The next sync re-reads iptables: the tamper check found something. */
   private rereadIptables = false;
+  /** A report waiting for reportDelayMs, and the outcome of the latest sync it will write. */
+  private reporting: Promise<void> | undefined;
+  private reportError: string | undefined;
+  /** Syncs finished (each one's outcome is to be reported). */
+  private reportSeq = 0;
   /** The NpmNode status this process last wrote successfully (nothing is written while equal). */
   private written: NpmNodeStatus | undefined;
   /** Kernel counts and rulesets of the last successful sync. */
@@ -185,7 +192,7 @@ export class AgentDaemon {
 
   /** Resolves when no sync is running or pending (tests, shutdown). */
   async settled(): Promise<void> {
-    while (this.running) await this.running;
+    while (this.running || this.reporting) await (this.running ?? this.reporting);
   }
 
   /** Ask for a sync; bursts coalesce into one. */
@@ -278,11 +285,38 @@ export class AgentDaemon {
       this.kernel = AgentDaemon.counts(desired, sel.applied.length);
       this.applied = [...sel.applied].sort((a, b) => (a.namespace === b.namespace ? (a.name < b.name ? -1 : a.name > b.name ? 1 : 0) : a.namespace < b.namespace ? -1 : 1));
     }
-    await this.report(error).catch((err: unknown) => {
-      this.o.log(`reporting NpmNode ${this.o.nodeName} failed, retrying in ${this.o.retryMs ?? 2000} ms: ${errorChain(err)}`);
-      // Nothing else may wake us up (an idle node does not sync): come back to write it.
-      setTimeout(() => this.request(), this.o.retryMs ?? 2000).unref();
-    });
+    this.scheduleReport(error);
+  }
+
+  /**
+   * The NpmNode write trails the sync by reportDelayMs: the kernel is programmed at once, and the
+   * syncs of one change that arrived in pieces (shards written one after another by a busy operator)
+   * are reported by one write of the latest state.
+   */
+  private scheduleReport(error: string | undefined): void {
+    this.reportError = error;
+    this.reportSeq++;
+    if (this.reporting) return;
+    // One report at a time (two patches in flight could land out of order), and again after it if
+    // a sync finished meanwhile: the state it built may already be old.
+    this.reporting = (async () => {
+      let reported = -1;
+      // Cleared in the same tick as the last check: a sync finishing in between schedules anew.
+      try {
+        while (reported !== this.reportSeq && !this.stopped) {
+          await this.o.clock.sleep(this.o.reportDelayMs ?? 100);
+          if (this.stopped) break;
+          reported = this.reportSeq;
+          await this.report(this.reportError).catch((err: unknown) => {
+            this.o.log(`reporting NpmNode ${this.o.nodeName} failed, retrying in ${this.o.retryMs ?? 2000} ms: ${errorChain(err)}`);
+            // Nothing else may wake us up (an idle node does not sync): come back to write it.
+            setTimeout(() => this.request(), this.o.retryMs ?? 2000).unref();
+          });
+        }
+      } finally {
+        this.reporting = undefined;
+      }
+    })();
   }
 
   /**

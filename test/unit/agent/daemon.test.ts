@@ -209,6 +209,28 @@ describe('AgentDaemon NpmNode writes', () => {
     expect(h.kernel.writes().length - restores, 'restore runs').to.be.at.most(2);
   });
 
+  it('two kernel changes within the report delay (100 ms) cost one NpmNode write, of the latest state', async () => {
+    const clock = new ManualClock();
+    const started = harness({ clock });
+    for (let i = 0; i < 10; i++) await clock.advance(100);
+    h = await started;
+    await clock.advance(1000);
+    expect(h.writes).to.have.length(1);
+    const pods = h.transports.get('pods')!.current;
+    pods.emit('ADDED', newPod('a', '10.244.9.1'));
+    await flush(20);
+    for (let i = 0; i < 6; i++) await clock.advance(10); // a synced at +25 ms
+    const b = newPod('b', '10.244.9.2');
+    pods.emit('ADDED', b);
+    await flush(20);
+    for (let i = 0; i < 30; i++) await clock.advance(10); // b synced at +85 ms, the report at +125 ms
+    await h.settle();
+    expect(h.writes).to.have.length(2);
+    // The one write is of the latest state: the second pod's sync.
+    expect(Number(h.writes[1]!.observed!.pods)).to.be.at.least(Number(b.metadata!.resourceVersion));
+    expect(h.writes[1]!.kernel!.ipsetEntries).to.be.greaterThan(h.writes[0]!.kernel!.ipsetEntries);
+  });
+
   it('a kernel change writes exactly once, with the new counts and watch position', async () => {
     h = await harness();
     const before = h.writes[0]!;
