@@ -320,6 +320,8 @@ export async function runScaleBench(o: ScaleOptions): Promise<ScaleResult> {
     const operatorCpuIdle = (opB.cpuS - opA.cpuS) / idleMin;
     const idleSyncs = { event: syncB.event - syncA.event, full: syncB.full - syncA.full };
     const operatorIdle = opB;
+    // Printed as soon as measured: a long run that is stopped later still gives these.
+    log(`idle: writes/min ${JSON.stringify(idleWrites)}, lease writes/min ${round(heartbeat / idleMin)}, agent syncs ${JSON.stringify(idleSyncs)}, operator CPU ${round(operatorCpuIdle)} s/min, RSS ${round(opB.rssMiB)} MiB`);
 
     // ---------------------------------------------------------------- pod events
     log(`pod events: ${POD_EVENTS} pod adds, one at a time`);
@@ -350,6 +352,8 @@ export async function runScaleBench(o: ScaleOptions): Promise<ScaleResult> {
       const b = await scrape();
       const sb = await syncTotals();
       events.push({ writes: diff(a.writes, b.writes), watch: diff(a.watchBytes, b.watchBytes), wakeups: sb.event - sa.event, fullSyncs: sb.full - sa.full, ms: Date.now() - ta });
+      const e = events[events.length - 1]!;
+      log(`  pod add ${j + 1}/${POD_EVENTS}: ${e.ms} ms, wakeups ${e.wakeups} (+${e.fullSyncs} periodic), writes ${JSON.stringify(e.writes)}, watch bytes ${total(e.watch)}`);
     }
     const medianBy = (rs: Record<string, number>[]) => {
       const keys = new Set(rs.flatMap((r) => Object.keys(r)));
