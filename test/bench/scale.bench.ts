@@ -1,5 +1,5 @@
 /**
- * npm run bench:scale -- --nodes N [--pods P] [--policies K] [--json FILE] [--idle-seconds S]
+ * npm run bench:scale -- --nodes N [--pods P] [--policies K] [--json FILE] [--idle-seconds S] [--source REV]
  *   [--pod-events E] [--trials T] [--agents-per-worker A] [--resync-seconds R] [--settle-ms M]
  *
  * Issue #10's instrument: the real kube-apiserver + etcd (hack/controlplane), the real operator
@@ -23,9 +23,10 @@
  * isolate for the loader thread (+100 MiB RSS measured), and dist/ may lag the source.
  */
 import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createWriteStream, readFileSync, realpathSync, writeFileSync } from 'node:fs';
+import { copyFileSync, createWriteStream, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { pathToFileURL } from 'node:url';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { CoreV1Api, CustomObjectsApi, KubeConfig, NetworkingV1Api, type V1Pod } from '@kubernetes/client-node';
 import { GROUP, NODE_PLURAL, RULESET_PLURAL, VERSION } from '../../operator/src/api/types.js';
 import type { NetworkPolicy, Pod } from '../../operator/src/translate/k8s.js';
@@ -49,6 +50,8 @@ export interface ScaleOptions {
   resyncSeconds: number;
   settleMs: number;
   json?: string;
+  /** A git revision whose operator/ is measured instead of the working tree. */
+  source?: string;
 }
 
 export const DEFAULTS: ScaleOptions = { nodes: 100, pods: 10_000, policies: 1_000, namespaces: 100, idleSeconds: 60, podEvents: 50, trials: 50, agentsPerWorker: 25, resyncSeconds: 60, settleMs: 1000 };
@@ -56,13 +59,13 @@ export const DEFAULTS: ScaleOptions = { nodes: 100, pods: 10_000, policies: 1_00
 /** `--nodes 10`, `--idle-seconds=30`, ...: every key of ScaleOptions in kebab case. */
 export function parseScaleArgs(args: readonly string[]): ScaleOptions {
   const o: ScaleOptions = { ...DEFAULTS };
-  const keys = new Map(Object.keys(DEFAULTS).concat('json').map((k) => [k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`), k as keyof ScaleOptions]));
+  const keys = new Map(Object.keys(DEFAULTS).concat('json', 'source').map((k) => [k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`), k as keyof ScaleOptions]));
   for (let i = 0; i < args.length; i++) {
     const [name, inline] = args[i]!.startsWith('--') ? args[i]!.slice(2).split(/=(.*)/s, 2) : [args[i]!, undefined];
     const key = keys.get(name!);
     const v = inline ?? args[++i];
     if (!key || v === undefined) throw new Error(`bench:scale: unknown or incomplete argument ${args[i - (inline === undefined ? 1 : 0)]}`);
-    if (key === 'json') o.json = v;
+    if (key === 'json' || key === 'source') o[key] = v;
     else if (!Number.isFinite(Number(v)) || Number(v) < 0) throw new Error(`bench:scale: --${name} needs a number, not ${v}`);
     else o[key] = Number(v);
   }
@@ -138,23 +141,44 @@ interface Worker {
   stats(): Promise<WorkerStats>;
 }
 
-/** Where the bundles go: under the repo, so that their package imports resolve to node_modules. */
-const BUNDLES = join(REPO, 'node_modules/.cache/kube-npm-scale');
-const AGENTS_JS = join(BUNDLES, 'test/bench/scale/agents.mjs');
-const OPERATOR_JS = join(BUNDLES, 'operator/src/cli/main.mjs');
-
-function bundle(): void {
+/**
+ * The operator and agent worker as plain JavaScript, bundled by esbuild from this tree or, with
+ * `--source REV`, from that commit's operator/ (git archive into a temp dir; the worker and the fake
+ * kernel are today's), so that one command measures before and after a product change. Bundles go
+ * under the repo (their package imports resolve to node_modules), one dir per run.
+ */
+function bundle(rev: string | undefined): { agentsJs: string; operatorJs: string; source: { commit: string; uncommitted: string[] } } {
+  const out = join(REPO, 'node_modules/.cache/kube-npm-scale', String(process.pid));
+  const git = (args: string[]) => spawnSync('git', args, { cwd: REPO, encoding: 'utf8' });
+  let cwd = REPO;
+  let source: { commit: string; uncommitted: string[] };
+  if (rev) {
+    cwd = mkdtempSync(join(tmpdir(), 'knpm-scale-src-'));
+    const commit = git(['rev-parse', '--short', `${rev}^{commit}`]).stdout.trim();
+    if (!commit) throw new Error(`--source ${rev}: not a commit`);
+    const tar = spawnSync('bash', ['-c', `git -C "${REPO}" archive ${commit} operator | tar -x -C "${cwd}"`], { encoding: 'utf8' });
+    if (tar.status !== 0) throw new Error(`git archive ${commit} failed: ${tar.stderr}`);
+    for (const f of ['test/bench/scale/agents.ts', 'test/unit/agent/fakekernel.ts']) {
+      mkdirSync(dirname(join(cwd, f)), { recursive: true });
+      copyFileSync(join(REPO, f), join(cwd, f));
+    }
+    source = { commit, uncommitted: [] };
+  } else {
+    source = { commit: git(['rev-parse', '--short', 'HEAD']).stdout.trim(), uncommitted: git(['status', '--porcelain', '--', 'operator/src']).stdout.split('\n').filter(Boolean) };
+  }
   const r = spawnSync(
     join(REPO, 'node_modules/.bin/esbuild'),
-    ['test/bench/scale/agents.ts', 'operator/src/cli/main.ts', '--bundle', '--platform=node', '--format=esm', '--target=node20', '--packages=external', `--outdir=${BUNDLES}`, '--outbase=.', '--out-extension:.js=.mjs', '--log-level=warning'],
-    { cwd: REPO, encoding: 'utf8' },
+    ['test/bench/scale/agents.ts', 'operator/src/cli/main.ts', '--bundle', '--platform=node', '--format=esm', '--target=node20', '--packages=external', `--outdir=${out}`, '--outbase=.', '--out-extension:.js=.mjs', '--log-level=warning'],
+    { cwd, encoding: 'utf8' },
   );
   if (r.status !== 0) throw new Error(`esbuild failed (${r.status}): ${r.stderr}`);
+  if (cwd !== REPO) rmSync(cwd, { recursive: true, force: true });
+  return { agentsJs: join(out, 'test/bench/scale/agents.mjs'), operatorJs: join(out, 'operator/src/cli/main.mjs'), source };
 }
 
-function startWorker(cp: ControlPlane, nodes: string[], index: number, resyncSeconds: number): Worker {
+function startWorker(cp: ControlPlane, agentsJs: string, nodes: string[], index: number, resyncSeconds: number): Worker {
   const out = createWriteStream(join(cp.dir, `agents-${index}.log`));
-  const child = fork(AGENTS_JS, [cp.kubeconfigPath, nodes.join(',')], {
+  const child = fork(agentsJs, [cp.kubeconfigPath, nodes.join(',')], {
     execArgv: [],
     env: { ...process.env, SCALE_RESYNC_MS: String(resyncSeconds * 1000) },
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
@@ -195,7 +219,8 @@ interface SyncTotals {
 export async function runScaleBench(o: ScaleOptions): Promise<ScaleResult> {
   const { nodes: N, pods: P, policies: K, namespaces: NAMESPACES, idleSeconds: IDLE_S, podEvents: POD_EVENTS, trials: TRIALS, agentsPerWorker: PER_WORKER, resyncSeconds: RESYNC_S, settleMs: SETTLE_MS } = o;
   const t0 = Date.now();
-  bundle();
+  const built = bundle(o.source);
+  log(`measuring the product of ${built.source.commit}${built.source.uncommitted.length ? ` with uncommitted changes in ${built.source.uncommitted.length} file(s)` : ''}`);
   // The generator places pod i on node-(i % 100): spread them over N nodes instead.
   const snap = syntheticCluster({ namespaces: NAMESPACES, pods: P, policies: K + TRIALS, seed: 42 });
   for (const p of snap.pods) p.spec!.nodeName = nodeName(nodeOf(Number(p.metadata.name!.slice(4)), N));
@@ -238,7 +263,7 @@ export async function runScaleBench(o: ScaleOptions): Promise<ScaleResult> {
 
     // The operator: the real CLI process (bundled from source, like the agents).
     const opLog = createWriteStream(join(cp.dir, 'operator.log'));
-    const op = spawn(process.execPath, [OPERATOR_JS, 'operator', '--kubeconfig', cp.kubeconfigPath, '--metrics-bind-address', '127.0.0.1:0', '--metrics-secure=false', '--leader-election-namespace', 'kube-system'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const op = spawn(process.execPath, [built.operatorJs, 'operator', '--kubeconfig', cp.kubeconfigPath, '--metrics-bind-address', '127.0.0.1:0', '--metrics-secure=false', '--leader-election-namespace', 'kube-system'], { stdio: ['ignore', 'pipe', 'pipe'] });
     children.push(op);
     op.stdout!.pipe(opLog);
     op.stderr!.pipe(opLog);
@@ -268,7 +293,7 @@ export async function runScaleBench(o: ScaleOptions): Promise<ScaleResult> {
     const names = Array.from({ length: N }, (_, i) => nodeName(i));
     const groups = [names.slice(0, 1)];
     for (let i = 1; i < N; i += PER_WORKER) groups.push(names.slice(i, i + PER_WORKER));
-    groups.forEach((g, i) => workers.push(startWorker(cp, g, i, RESYNC_S)));
+    groups.forEach((g, i) => workers.push(startWorker(cp, built.agentsJs, g, i, RESYNC_S)));
     children.push(...workers.map((w) => w.child));
     await Promise.all(workers.map((w) => w.ready));
     log(`${N} agents started in ${workers.length} processes (${((Date.now() - t0) / 1000).toFixed(0)} s)`);
@@ -396,7 +421,7 @@ export async function runScaleBench(o: ScaleOptions): Promise<ScaleResult> {
     const opEnd = procStat(op.pid!);
 
     const result = {
-      source: sourceState(),
+      source: built.source,
       nodes: N,
       pods: P,
       policies: K,
@@ -432,12 +457,6 @@ export async function runScaleBench(o: ScaleOptions): Promise<ScaleResult> {
     for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
     await cp.stop();
   }
-}
-
-/** The commit measured and the product files that differed from it (other work in the same checkout). */
-function sourceState(): { commit: string; uncommitted: string[] } {
-  const git = (args: string[]) => spawnSync('git', args, { cwd: REPO, encoding: 'utf8' }).stdout.trim();
-  return { commit: git(['rev-parse', '--short', 'HEAD']), uncommitted: git(['status', '--porcelain', '--', 'operator/src']).split('\n').filter(Boolean) };
 }
 
 function round(x: number): number {
