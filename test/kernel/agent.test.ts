@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { Converger } from '../../operator/src/agent/converge.js';
 import { realExec, type Exec } from '../../operator/src/agent/exec.js';
 import { HOOK_RULE } from '../../operator/src/agent/iptables/render.js';
-import { tempSetName } from '../../operator/src/api/names.js';
+import { SESSION_PROBE_SET, tempSetName } from '../../operator/src/api/names.js';
 import { buildDesired, type DesiredState } from '../../operator/src/agent/model.js';
 import { runOnce } from '../../operator/src/agent/once.js';
 import { planIsEmpty } from '../../operator/src/agent/plan.js';
@@ -242,6 +242,8 @@ describe('agent (real kernel, in network namespaces)', function () {
         expect(r.exitCode, r.summary).to.equal(0);
         const fwd = (await sh(base, [ipt, '-S', 'FORWARD'])).trim().split('\n');
         expect(fwd.slice(1)).to.deep.equal([`-A FORWARD ${HOOK_RULE}`, '-A FORWARD -j FOREIGN-CHAIN']);
+        // What a daemon's ipset session leaves behind (its end-of-batch marker set): cleanup removes it too.
+        await sh(base, ['ipset', 'create', SESSION_PROBE_SET, 'hash:ip', 'hashsize', '64', 'maxelem', '1']);
         const c = await runOnce({ nodeName: 'n1', backend, exec: base, cleanup: true });
         expect(c.exitCode, c.summary).to.equal(0);
         const after = await save();

@@ -12,6 +12,7 @@
  * costs the allow rules that use it (select.ts): they are left out, reported, exit 1.
  */
 import { readFile } from 'node:fs/promises';
+import { SESSION_PROBE_SET } from '../api/names.js';
 import { errorChain } from '../framework/errors.js';
 import { DocumentError, parseDocuments } from '../api/documents.js';
 import { API_VERSION, IPSET_KIND, RULESET_KIND, type NpmIPSet, type NpmRuleSet } from '../api/types.js';
@@ -136,6 +137,18 @@ function counts(d: DesiredState): string {
   return `${d.sets.size} sets (${members} members), ${d.chains.size} chains (${rules} rules)`;
 }
 
+/**
+ * The daemon's ipset session keeps one empty marker set outside the KNPM- prefix (ipset/session.ts:
+ * the planner must never see it as ours to destroy or as drift), so cleanup removes it by name.
+ */
+async function destroySessionProbe(exec: Exec): Promise<void> {
+  const names = await exec(['ipset', 'list', '-n']);
+  if (names.code !== 0) throw new Error(`ipset list -n failed with exit ${names.code}: ${names.stderr.trim()}`);
+  if (!names.stdout.split('\n').includes(SESSION_PROBE_SET)) return;
+  const r = await exec(['ipset', 'destroy', SESSION_PROBE_SET]);
+  if (r.code !== 0) throw new Error(`ipset destroy ${SESSION_PROBE_SET} failed with exit ${r.code}: ${r.stderr.trim()}`);
+}
+
 export async function runOnce(opts: RunOnceOptions): Promise<RunOnceResult> {
   const log = opts.log ?? (() => undefined);
   const t0 = realClock.now();
@@ -181,6 +194,7 @@ export async function runOnce(opts: RunOnceOptions): Promise<RunOnceResult> {
       };
     }
     const r = await conv.sync(desired, { forceFull: true });
+    if (opts.cleanup) await destroySessionProbe(exec);
     const verify = await conv.syncOnce(desired, { dryRun: true });
     const ms = Math.round(realClock.now() - t0);
     if (!planIsEmpty(verify.plan)) {
