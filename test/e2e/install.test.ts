@@ -49,7 +49,7 @@ describe('install manifests against a real API server (e2e)', function () {
 
   it('every manifest of config/default passes apply --dry-run=server --validate=strict', async () => {
     const objs = docs(rendered);
-    expect(objs.length).to.equal(21); // 16 + the metrics-reader ClusterRole + 4 admission objects (config/admission)
+    expect(objs.length).to.equal(25); // 16 + the metrics-reader ClusterRole + the agent's Lease Role and RoleBinding + 6 admission objects (config/admission)
     const r = await cp.kubectl(['apply', '--dry-run=server', '--validate=strict', '-f', '-'], { input: rendered });
     expect(r.code, r.stderr).to.equal(0);
     for (const o of objs) expect(r.stdout, `${o.kind}/${o.metadata.name}`).to.match(new RegExp(`${o.metadata.name}\\b.*\\(server dry run\\)`));
@@ -179,6 +179,9 @@ describe('install manifests against a real API server (e2e)', function () {
           ['create', 'events.events.k8s.io', { ns: 'demo' }], ['patch', 'events.events.k8s.io', { ns: 'demo' }],
           ['create', 'leases.coordination.k8s.io', { ns: NS }], ['get', 'leases.coordination.k8s.io/kube-npm-operator', { ns: NS }], ['update', 'leases.coordination.k8s.io/kube-npm-operator', { ns: NS }],
           ['create', 'tokenreviews.authentication.k8s.io'], ['create', 'subjectaccessreviews.authorization.k8s.io'],
+          // Liveness (#10): the operator watches the agents' Leases and writes Ready=False (AgentNotReporting) on NpmNodes.
+          ['list', 'leases.coordination.k8s.io', { ns: NS }], ['watch', 'leases.coordination.k8s.io', { ns: NS }],
+          ['patch', 'npmnodes.kubenpm.io', { sub: 'status' }],
         ],
         [
           // The default install ships the agent DaemonSet: the operator may not create or change
@@ -187,9 +190,9 @@ describe('install manifests against a real API server (e2e)', function () {
           ...['get', 'list', 'watch', 'patch', 'update', 'delete'].map((v): Row => [v, 'daemonsets.apps/kube-npm-agent', { ns: NS }]),
           ['get', 'deployments.apps/kube-npm-operator', { ns: NS }],
           ...read('secrets'), ['get', 'secrets', { ns: NS }], ['list', 'configmaps', { ns: NS }],
-          ...write('npmnodes.kubenpm.io'), ['patch', 'npmnodes.kubenpm.io', { sub: 'status' }], ['update', 'npmnodes.kubenpm.io', { sub: 'status' }],
+          ...write('npmnodes.kubenpm.io'), ['update', 'npmnodes.kubenpm.io', { sub: 'status' }],
           ...write('networkpolicies.networking.k8s.io'), ...write('pods'), ['create', 'events', { ns: 'demo' }], ['create', 'pods/exec', { ns: NS }],
-          ['create', 'leases.coordination.k8s.io', { ns: 'kube-system' }], ['update', 'leases.coordination.k8s.io/other', { ns: NS }], ['list', 'leases.coordination.k8s.io', { ns: NS }],
+          ['create', 'leases.coordination.k8s.io', { ns: 'kube-system' }], ['update', 'leases.coordination.k8s.io/other', { ns: NS }],
           ['create', 'daemonsets.apps', { ns: 'kube-system' }], ['patch', 'daemonsets.apps/kube-proxy', { ns: NS }], ['list', 'daemonsets.apps', { ns: NS }], ['patch', 'daemonsets.apps/kube-npm-agent', { ns: 'kube-system' }],
           ['patch', 'deployments.apps/kube-npm-operator', { ns: NS }], ['get', 'deployments.apps/other', { ns: NS }],
           ['create', 'clusterrolebindings.rbac.authorization.k8s.io'], ['escalate', 'clusterroles.rbac.authorization.k8s.io'], ['impersonate', 'serviceaccounts'],
@@ -207,13 +210,15 @@ describe('install manifests against a real API server (e2e)', function () {
           ['get', 'npmnodes.kubenpm.io'], ['create', 'npmnodes.kubenpm.io'],
           ['patch', 'npmnodes.kubenpm.io', { sub: 'status' }], ['update', 'npmnodes.kubenpm.io', { sub: 'status' }],
           ['create', 'tokenreviews.authentication.k8s.io'], ['create', 'subjectaccessreviews.authorization.k8s.io'],
+          // #10: it watches its own NpmNode (re-creates it if deleted) and renews its Lease (admission binds the name to its node).
+          ['list', 'npmnodes.kubenpm.io'], ['watch', 'npmnodes.kubenpm.io'], ['create', 'leases.coordination.k8s.io', { ns: NS }],
         ],
         [
           ...write('npmrulesets.kubenpm.io'), ['patch', 'npmrulesets.kubenpm.io', { sub: 'status' }], ...write('npmipsets.kubenpm.io'),
           ...read('secrets'), ['get', 'secrets', { ns: NS }], ...read('configmaps'),
-          ['list', 'npmnodes.kubenpm.io'], ['watch', 'npmnodes.kubenpm.io'], ['patch', 'npmnodes.kubenpm.io'], ['update', 'npmnodes.kubenpm.io'], ['delete', 'npmnodes.kubenpm.io'],
+          ['patch', 'npmnodes.kubenpm.io'], ['update', 'npmnodes.kubenpm.io'], ['delete', 'npmnodes.kubenpm.io'],
           ...write('networkpolicies.networking.k8s.io'), ...read('namespaces'), ...write('pods'), ['create', 'pods/exec', { ns: NS }],
-          ['create', 'events.events.k8s.io', { ns: NS }], ['create', 'leases.coordination.k8s.io', { ns: NS }], ['list', 'nodes'], ['patch', 'nodes'], ['patch', 'daemonsets.apps/kube-npm-agent', { ns: NS }],
+          ['create', 'events.events.k8s.io', { ns: NS }], ['create', 'leases.coordination.k8s.io', { ns: 'kube-system' }], ['list', 'nodes'], ['patch', 'nodes'], ['patch', 'daemonsets.apps/kube-npm-agent', { ns: NS }],
           ['*', '*'],
         ],
       );
