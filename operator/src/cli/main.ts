@@ -10,9 +10,14 @@ const USAGE = `kube-npm: Kubernetes NetworkPolicy manager (ipset + iptables)
 Usage:
   kube-npm translate -f FILE [-f FILE ...] [-o yaml|json]
       Namespaces, Pods and NetworkPolicies -> the NpmRuleSet / NpmIPSet objects the operator writes.
-  kube-npm operator [--kubeconfig F] [--metrics-bind-address :10091] [--leader-elect=false] [--leader-election-namespace NS]
+  kube-npm operator [--kubeconfig F] [--metrics-bind-address :10091] [--metrics-secure=false] [--metrics-cert-dir D]
+                    [--health-probe-bind-address :10092] [--leader-elect=false] [--leader-election-namespace NS]
+                    [--agent-lease-namespace NS]
       Watch NetworkPolicies, Pods and Namespaces; write NpmRuleSets / NpmIPSets and their status.
-  kube-npm agent --node-name NAME [--kubeconfig F] [--metrics-bind-address :10091] [--backend B] [--resync-seconds 60] [--netns NS]
+      Metrics are HTTPS with TokenReview + SubjectAccessReview unless --metrics-secure=false.
+  kube-npm agent --node-name NAME [--kubeconfig F] [--metrics-bind-address :10091] [--metrics-secure=false]
+                 [--metrics-cert-dir D] [--health-probe-bind-address :10092] [--backend B] [--resync-seconds 60]
+                 [--pod-startup strict|open] [--pod-cidr CIDR[,CIDR]] [--lease-namespace NS] [--lease-duration 30] [--netns NS]
       Node agent daemon: converge this node's kernel to the NpmRuleSets; report in NpmNode NAME.
   kube-npm agent --once --node-name NAME -f FILE [--dry-run] [--allow-empty] [--backend auto|nft|legacy]
       Converge this network namespace's ipsets and iptables to FILE (a List from translate). Invalid
