@@ -12,7 +12,7 @@ import { setCondition } from '../framework/conditions.js';
 import { errorChain } from '../framework/errors.js';
 import { Informer, type ListFn, type WatchFn } from '../framework/informer.js';
 import { nodeLabelKey } from '../api/names.js';
-import { CORE, type ResourceRef } from '../framework/kube.js';
+import { CORE, formatError, type ResourceRef } from '../framework/kube.js';
 import type { NodeMetrics } from '../metrics/node.js';
 import type { Backend } from './backend.js';
 import type { Converger, SyncResult } from './converge.js';
@@ -70,6 +70,10 @@ export interface AgentDaemonOptions {
 const RULESETS: ResourceRef = { group: GROUP, version: VERSION, plural: RULESET_PLURAL, namespaced: true, kind: RULESET_KIND };
 const IPSETS: ResourceRef = { group: GROUP, version: VERSION, plural: IPSET_PLURAL, namespaced: false, kind: IPSET_KIND };
 const NODES: ResourceRef = { group: GROUP, version: VERSION, plural: NODE_PLURAL, namespaced: false, kind: NODE_KIND };
+
+function linesWritten(r: SyncResult): number {
+  return r.lines.ipset + r.lines.iptables + r.lines.destroy;
+}
 
 export class AgentDaemon {
   private readonly rulesets: Informer<NpmRuleSet & KubernetesObject>;
@@ -265,7 +269,7 @@ export class AgentDaemon {
       }
       this.ready = true;
       for (const d of result.drift) this.o.log(`repaired drift: ${d.kind} ${JSON.stringify(d).slice(0, 200)}`);
-      const wrote = result.lines.ipset + result.lines.iptables + result.lines.destroy;
+      const wrote = linesWritten(result);
       if (wrote) this.o.log(`synced (${full ? 'full' : 'incremental'}): ${sel.applied.length} rulesets, wrote ${wrote} lines in ${result.durationMs.toFixed(0)} ms`);
     } catch (err) {
       // With its causes: the failing command and the kernel tool's message, not only "sync failed".
@@ -280,8 +284,7 @@ export class AgentDaemon {
       // changed keeps NpmNode writes to syncs that changed something, and keeps ADR 0007's
       // guarantee: an older position the kernel state reflects is still true (it proves less), and
       // every change a node must apply is a kernel change there, which moves the position.
-      const wrote = result!.lines.ipset + result!.lines.iptables + result!.lines.destroy + result!.drift.length;
-      if (wrote > 0 || !this.observed) this.observed = observed;
+      if (linesWritten(result!) + result!.drift.length > 0 || !this.observed) this.observed = observed;
       this.kernel = AgentDaemon.counts(desired, sel.applied.length);
       this.applied = [...sel.applied].sort((a, b) => (a.namespace === b.namespace ? (a.name < b.name ? -1 : a.name > b.name ? 1 : 0) : a.namespace < b.namespace ? -1 : 1));
     }
@@ -308,7 +311,7 @@ export class AgentDaemon {
           if (this.stopped) break;
           reported = this.reportSeq;
           await this.report(this.reportError).catch((err: unknown) => {
-            this.o.log(`reporting NpmNode ${this.o.nodeName} failed, retrying in ${this.o.retryMs ?? 2000} ms: ${errorChain(err)}`);
+            this.o.log(`reporting NpmNode ${this.o.nodeName} failed, retrying in ${this.o.retryMs ?? 2000} ms: ${formatError(err)}`);
             // Nothing else may wake us up (an idle node does not sync): come back to write it.
             setTimeout(() => this.request(), this.o.retryMs ?? 2000).unref();
           });

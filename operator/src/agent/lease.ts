@@ -18,8 +18,7 @@
 import { CoordinationV1Api, V1MicroTime, type KubeConfig, type V1Lease } from '@kubernetes/client-node';
 import { agentLeaseName } from '../api/names.js';
 import { realClock, type Clock } from '../framework/backoff.js';
-import { errorChain } from '../framework/errors.js';
-import { isConflict, isNotFound } from '../framework/kube.js';
+import { formatError, isConflict, isNotFound } from '../framework/kube.js';
 import type { LeaseApi } from '../framework/leader.js';
 
 export const DEFAULT_LEASE_NAMESPACE = 'kube-npm-system';
@@ -78,7 +77,7 @@ export class AgentLease {
         if (this.failing) this.o.log(`lease ${this.o.namespace}/${this.name} renewed again`);
         this.failing = false;
       } catch (err) {
-        if (!this.failing) this.o.log(`renewing lease ${this.o.namespace}/${this.name} failed (retrying every ${Math.round(this.renewMs)} ms): ${errorChain(err)}`);
+        if (!this.failing) this.o.log(`renewing lease ${this.o.namespace}/${this.name} failed (retrying every ${Math.round(this.renewMs)} ms): ${formatError(err)}`);
         this.failing = true;
       }
       await this.clock.sleep(this.renewMs, this.stopAc.signal);

@@ -120,6 +120,9 @@ export function clampComment(text: string): string {
   return clean.length <= MAX_COMMENT ? clean : `${clean.slice(0, MAX_COMMENT - 3)}...`;
 }
 
+/** Prefix of the node label keys (nodeLabelKey); every key that starts with it is one of them. */
+export const NODE_LABEL_PREFIX = 'node.kubenpm.io/';
+
 /** A label name part (the part after the prefix): at most 63 characters, alphanumeric at both ends. */
 const LABEL_NAME = /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
 
@@ -131,7 +134,7 @@ const LABEL_NAME = /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
  */
 export function nodeLabelKey(node: string): string {
   const part = node.length <= 63 && LABEL_NAME.test(node) ? node : `h-${digest(node, 40).toLowerCase()}`;
-  return `node.kubenpm.io/${part}`;
+  return `${NODE_LABEL_PREFIX}${part}`;
 }
 
 /**

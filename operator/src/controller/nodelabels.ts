@@ -8,10 +8,9 @@
  * SetUsers indexes which rulesets reference (and target) which sets, so that a pod event costs
  * O(rulesets using the sets it changed), not O(all rulesets). Pure.
  */
-import { nodeLabelKey } from '../api/names.js';
+import { NODE_LABEL_PREFIX, nodeLabelKey } from '../api/names.js';
 import type { NpmIPSet, NpmRuleSet } from '../api/types.js';
-
-export const NODE_LABEL_PREFIX = 'node.kubenpm.io/';
+import { addTo, removeFrom } from '../translate/multimap.js';
 
 /** `obj` with exactly the node labels of `nodes` (other labels kept). */
 export function withNodeLabels<T extends NpmRuleSet | NpmIPSet>(obj: T, nodes: Iterable<string>): T {
@@ -36,16 +35,16 @@ export class SetUsers {
   update(key: string, rs: NpmRuleSet | undefined): void {
     const before = this.byRuleSet.get(key);
     if (before) {
-      for (const s of before.sets) remove(this.users, s, key);
-      for (const s of before.targets) remove(this.targeting, s, key);
+      for (const s of before.sets) removeFrom(this.users, s, key);
+      for (const s of before.targets) removeFrom(this.targeting, s, key);
       this.byRuleSet.delete(key);
     }
     if (!rs) return;
     const sets = rs.spec.ipsets.filter((r) => r.kind !== 'IPBlock').map((r) => r.name);
     const targets = [...new Set(rs.spec.chains.map((c) => c.targetSet))];
     this.byRuleSet.set(key, { sets, targets });
-    for (const s of sets) add(this.users, s, key);
-    for (const s of targets) add(this.targeting, s, key);
+    for (const s of sets) addTo(this.users, s, key);
+    for (const s of targets) addTo(this.targeting, s, key);
   }
 
   usersOf(set: string): Iterable<string> {
@@ -54,15 +53,4 @@ export class SetUsers {
   targetingOf(set: string): Iterable<string> {
     return this.targeting.get(set) ?? [];
   }
-}
-
-function add(m: Map<string, Set<string>>, k: string, v: string): void {
-  let s = m.get(k);
-  if (!s) m.set(k, (s = new Set()));
-  s.add(v);
-}
-function remove(m: Map<string, Set<string>>, k: string, v: string): void {
-  const s = m.get(k);
-  s?.delete(v);
-  if (s && !s.size) m.delete(k);
 }

@@ -75,15 +75,14 @@ interface GatedPod {
 const sinceOf = (message: string | undefined): string | undefined => /^membership as of resourceVersion (\d+)/.exec(message ?? '')?.[1];
 
 /** What the pod's own node's kernel holds of it (its address in KNPM-LOCAL): see membership.ts (c). */
-function addressInputs(p: Pod): string {
+function addressInputs(p: Pod): unknown[] {
   const ips = [p.status?.podIP, ...(p.status?.podIPs ?? []).map((x) => x.ip)];
-  return JSON.stringify([ips, p.status?.phase, p.spec?.nodeName, p.spec?.hostNetwork ?? false]);
+  return [ips, p.status?.phase, p.spec?.nodeName, p.spec?.hostNetwork ?? false];
 }
 
 /** Inputs of a pod's set membership: a change in any of these moves the pod between sets. */
-function membershipInputs(p: Pod): string {
-  const ips = [p.status?.podIP, ...(p.status?.podIPs ?? []).map((x) => x.ip)];
-  return JSON.stringify([p.metadata.labels ?? {}, ips, p.status?.phase, p.spec?.nodeName, p.spec?.hostNetwork ?? false, p.spec?.containers?.map((c) => c.ports), p.spec?.initContainers?.map((c) => c.ports)]);
+function membershipInputs(p: Pod): unknown[] {
+  return [p.metadata.labels ?? {}, p.spec?.containers?.map((c) => c.ports), p.spec?.initContainers?.map((c) => c.ports), addressInputs(p)];
 }
 
 export class NpmOperator {
@@ -190,7 +189,7 @@ export class NpmOperator {
     });
     // A namespace relabel moves its pods between sets without touching them.
     this.namespaces.onUpdate((ns, old) => {
-      if (JSON.stringify(ns.metadata.labels ?? {}) === JSON.stringify(old.metadata.labels ?? {})) return;
+      if (sameJson(ns.metadata.labels ?? {}, old.metadata.labels ?? {})) return;
       for (const [k, m] of this.membership) {
         if (!k.startsWith(`${ns.metadata.name}/`)) continue;
         m.since = ns.metadata.resourceVersion ?? m.since;
@@ -288,10 +287,10 @@ export class NpmOperator {
       const prev = (p as GatedPod).status?.conditions?.find((c) => c.type === POD_CONDITION);
       const since = old === undefined && prev ? sinceOf(prev.message) : undefined;
       this.membership.set(key, { podRV: since ?? rv, since: since ?? rv, former: new Set(this.shardsHolding(old ?? p)), done: false });
-    } else if (!old || membershipInputs(p) !== membershipInputs(old)) {
+    } else if (!old || !sameJson(membershipInputs(p), membershipInputs(old))) {
       // Its own node must see the pod again only if what that node's kernel holds of it changed: a
       // label change alone changes no kernel there (no NpmNode write would ever follow, #10).
-      if (!old || addressInputs(p) !== addressInputs(old)) known.podRV = rv;
+      if (!old || !sameJson(addressInputs(p), addressInputs(old))) known.podRV = rv;
       known.since = rv;
       known.done = false;
       // The sets it may be leaving: what the API server holds for it before our write.

@@ -3,7 +3,8 @@
  * restore (phase 2) failed with exit 1: ipset v7.19: Error in line 3: ..." instead of only the
  * outermost wrapper, so a status field or a log line names the failing command and the kernel
  * tool's own message. A cause whose first line its wrapper already quotes is not repeated; at most
- * `depth` levels (a cyclic chain cannot loop).
+ * `depth` levels (a cyclic chain cannot loop). For API server errors use formatError (kube.ts): it
+ * reduces an ApiException's body to the Status reason and message and walks causes too.
  */
 export function errorChain(e: unknown, depth = 5): string {
   const parts: string[] = [];

@@ -31,6 +31,7 @@ import { defaultNamespace, defaultPod, defaultPolicy } from './defaults.js';
 import { NAMESPACE_NAME_LABEL, type ClusterSnapshot, type Namespace, type NetworkPolicy, type Pod } from './k8s.js';
 import { compilePolicy, type CompiledPolicy, type Scope, type SetDemand } from './policy.js';
 import { indexKeys, labelKeys, matches, type FieldError, type Selector } from './selector.js';
+import { addTo, removeFrom } from './multimap.js';
 
 /** Members per shard at which a set doubles its shard count (see shardCountFor). */
 export const SHARD_TARGET = 1024;
@@ -561,18 +562,6 @@ export class TranslationEngine {
   }
 }
 
-function addTo(m: Map<string, Set<string>>, k: string, v: string): void {
-  let s = m.get(k);
-  if (!s) m.set(k, (s = new Set()));
-  s.add(v);
-}
-
-function removeFrom(m: Map<string, Set<string>>, k: string, v: string): void {
-  const s = m.get(k);
-  if (!s) return;
-  s.delete(v);
-  if (s.size === 0) m.delete(k);
-}
 
 /**
  * Which IP of a pod counts: the IPv4 one (from podIPs for dual-stack pods, else podIP). hostNetwork

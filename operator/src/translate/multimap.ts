@@ -1,0 +1,16 @@
+/**
+ * Index maps from a key to a set of values (label -> pods, set -> rulesets), kept without empty
+ * entries so that `has(k)` means "something is indexed under k". Pure.
+ */
+export function addTo(m: Map<string, Set<string>>, k: string, v: string): void {
+  let s = m.get(k);
+  if (!s) m.set(k, (s = new Set()));
+  s.add(v);
+}
+
+export function removeFrom(m: Map<string, Set<string>>, k: string, v: string): void {
+  const s = m.get(k);
+  if (!s) return;
+  s.delete(v);
+  if (s.size === 0) m.delete(k);
+}
