@@ -191,10 +191,14 @@ describe(`pod startup, real packets (backend ${backend})`, function () {
     await agent.sync(before, known, policies);
 
     const inLocal = prober(cl, CLIENT.name, ip);
-    const inRemote = prober(cl, REMOTE.name, ip);
     const created = performance.now();
     await cl.addPod({ name, node: 1, ip });
     const up = performance.now();
+    // Cross-node probes start once the address exists: sent earlier, they leave node 1 with a
+    // FAILED neighbour entry for it, which the kernel retries only after its retransmit time
+    // (~1 s), so replies and inbound packets to the new pod would be lost for a reason that has
+    // nothing to do with policy (the open window was then measured as 0 cross-node probes reached).
+    const inRemote = prober(cl, REMOTE.name, ip);
     const out = prober(cl, name, REMOTE.ip);
     await new Promise((r) => setTimeout(r, AGENT_LAG_MS));
     const newPod = pod(name, ip, 1, labels);
