@@ -170,6 +170,15 @@ describe(`pod startup, real packets (backend ${backend})`, function () {
     }
     c = await createCluster({ nodes: 2, pods: [CLIENT, REMOTE], defaultTimeoutMs: PROBE_TIMEOUT_MS });
     kernel = await detectBackend(realExec({ netns: c.nodeNs(1) }), backend, () => undefined);
+    // Resolve the underlay neighbours (node 1 <-> node 2) before anything is measured: the first
+    // cross-node packet of a fresh cluster triggers ARP between the nodes, and when that first
+    // request is lost (seen in CI under load) the kernel retries only after ~1 s, so the open
+    // window's cross-node probes all failed for a reason that has nothing to do with policy.
+    for (const [from, to] of [[CLIENT.name, REMOTE.ip], [REMOTE.name, CLIENT.ip]] as const) {
+      let ok = false;
+      for (let i = 0; i < 20 && !ok; i++) ok = (await c.probeDetailed(from, to, 80, 'TCP', 500)).ok;
+      if (!ok) throw new Error(`cross-node path ${from} -> ${to} never came up: the harness network is broken, not the policy`);
+    }
   });
 
   after(async () => {
