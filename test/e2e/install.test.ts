@@ -49,7 +49,7 @@ describe('install manifests against a real API server (e2e)', function () {
 
   it('every manifest of config/default passes apply --dry-run=server --validate=strict', async () => {
     const objs = docs(rendered);
-    expect(objs.length).to.equal(25); // 16 + the metrics-reader ClusterRole + the agent's Lease Role and RoleBinding + 6 admission objects (config/admission)
+    expect(objs.length).to.equal(26); // 16 + the node metrics Service + the metrics-reader ClusterRole + the agent's Lease Role and RoleBinding + 6 admission objects (config/admission)
     const r = await cp.kubectl(['apply', '--dry-run=server', '--validate=strict', '-f', '-'], { input: rendered });
     expect(r.code, r.stderr).to.equal(0);
     for (const o of objs) expect(r.stdout, `${o.kind}/${o.metadata.name}`).to.match(new RegExp(`${o.metadata.name}\\b.*\\(server dry run\\)`));

@@ -208,6 +208,7 @@ describe('install manifests (kustomize, no API server)', function () {
         'RoleBinding/kube-npm-agent',
         'RoleBinding/kube-npm-operator',
         'Service/npm-metrics-cluster-service',
+        'Service/npm-metrics-node-service',
         'ServiceAccount/kube-npm-agent',
         'ServiceAccount/kube-npm-operator',
         'ValidatingAdmissionPolicy/kube-npm-agent-owns-its-lease',
