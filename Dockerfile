@@ -11,10 +11,18 @@
 # the same tags (several independent ones agree). To refresh after a Node or Debian update:
 #   docker buildx imagetools inspect node:20.X.Y-bookworm-slim   # "Digest:" of the manifest list
 #   (or: crane digest node:20.X.Y-bookworm-slim)
-# and replace tag and digest together in both FROM lines.
+# and replace tag and digest together in both ARG lines below.
+#
+# The bases are build arguments so the image can be built where Docker Hub is not reachable, from
+# a local Debian bookworm + Node 20 base (hack/image/build.sh makes one and passes it as both):
+#   buildah bud --build-arg BUILD_BASE=localhost/kube-npm-base:KEY \
+#     --build-arg RUNTIME_BASE=localhost/kube-npm-base:KEY -t localhost/kube-npm:dev .
+# Without --build-arg nothing changes: the pinned official images below.
+ARG BUILD_BASE=node:20.20.2-bookworm@sha256:8f693eaa7e0a8e71560c9a82b55fd54c2ae920a2ba5d2cde28bac7d1c01c9ba5
+ARG RUNTIME_BASE=node:20.20.2-bookworm-slim@sha256:2cf067cfed83d5ea958367df9f966191a942351a2df77d6f0193e162b5febfc0
 
 # ---- build: compile TypeScript, then drop dev dependencies ----
-FROM node:20.20.2-bookworm@sha256:8f693eaa7e0a8e71560c9a82b55fd54c2ae920a2ba5d2cde28bac7d1c01c9ba5 AS build
+FROM ${BUILD_BASE} AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
@@ -24,7 +32,7 @@ RUN npm run build \
  && npm prune --omit=dev --no-audit --no-fund
 
 # ---- runtime: Node 20 on Debian 12 with the kernel tools the agent drives ----
-FROM node:20.20.2-bookworm-slim@sha256:2cf067cfed83d5ea958367df9f966191a942351a2df77d6f0193e162b5febfc0 AS runtime
+FROM ${RUNTIME_BASE} AS runtime
 # iptables ships both backends (iptables-nft* and iptables-legacy*); the agent picks one per node.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iptables ipset conntrack \

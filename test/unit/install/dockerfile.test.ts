@@ -74,6 +74,26 @@ export function parseDockerfile(text: string): { directives: Record<string, stri
   return { directives, stages, preamble };
 }
 
+/** Defaults of the ARGs declared before the first FROM: what FROM lines see without --build-arg. */
+export function preambleArgs(preamble: Instruction[]): Record<string, string | undefined> {
+  const args: Record<string, string | undefined> = {};
+  for (const ins of preamble.filter((x) => x.cmd === 'ARG')) {
+    const m = /^([A-Za-z_][A-Za-z0-9_]*)(?:=(.*))?$/.exec(ins.raw);
+    if (!m) throw new Error(`line ${ins.line}: cannot parse ARG "${ins.raw}"`);
+    args[m[1]!] = m[2];
+  }
+  return args;
+}
+
+/** `$NAME` and `${NAME}` replaced by the ARG values; an unknown or valueless ARG is an error. */
+export function expandArgs(text: string, args: Record<string, string | undefined>): string {
+  return text.replace(/\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))/g, (_, a: string | undefined, b: string | undefined) => {
+    const v = args[(a ?? b)!];
+    if (v === undefined) throw new Error(`ARG ${a ?? b} has no default`);
+    return v;
+  });
+}
+
 /** Commands of RUN instructions, split on && and ;. */
 const runCommands = (s: Stage): string[] =>
   s.instructions.filter((x) => x.cmd === 'RUN').flatMap((x) => x.raw.split(/&&|;/).map((c) => c.trim().replace(/\s+/g, ' ')).filter(Boolean));
@@ -83,6 +103,10 @@ describe('Dockerfile', () => {
   const df = parseDockerfile(text);
   const build = df.stages[0]!;
   const runtime = df.stages[df.stages.length - 1]!;
+  // The bases are build arguments (a local base where no registry is reachable, hack/image/build.sh);
+  // the rules below hold for their defaults, the images a plain `docker build` uses.
+  const args = preambleArgs(df.preamble);
+  const image = (s: Stage): string => expandArgs(s.image, args);
 
   it('the parser: continuations, comments, JSON form, stages', () => {
     const p = parseDockerfile('# syntax=docker/dockerfile:1\nARG X=1\nFROM a:1 AS one\nRUN a \\\n# c\n  && b\nFROM one\nCMD ["x", "y"]\n');
@@ -91,24 +115,35 @@ describe('Dockerfile', () => {
     expect(p.stages.map((s) => [s.image, s.name])).to.deep.equal([['a:1', 'one'], ['one', undefined]]);
     expect(p.stages[0]!.instructions[0]!.raw).to.equal('a && b');
     expect(p.stages[1]!.instructions[0]!.json).to.deep.equal(['x', 'y']);
+    const q = parseDockerfile('ARG A=img:1.2.3@sha256:00\nARG B\nFROM ${A} AS a\nFROM $B\n');
+    const qa = preambleArgs(q.preamble);
+    expect(qa).to.deep.equal({ A: 'img:1.2.3@sha256:00', B: undefined });
+    expect(expandArgs(q.stages[0]!.image, qa)).to.equal('img:1.2.3@sha256:00');
+    expect(() => expandArgs(q.stages[1]!.image, qa)).to.throw(/ARG B has no default/);
+  });
+
+  it('takes both bases as build arguments declared before the first FROM', () => {
+    expect([build.image, runtime.image]).to.deep.equal(['${BUILD_BASE}', '${RUNTIME_BASE}']);
+    expect(Object.keys(args).sort()).to.deep.equal(['BUILD_BASE', 'RUNTIME_BASE']);
   });
 
   it('is multi-stage: a node:20 build stage and a Debian node:20 runtime stage', () => {
     expect(df.stages.map((s) => s.name)).to.deep.equal(['build', 'runtime']);
-    expect(build.image).to.match(/^node:20\.\d+\.\d+-bookworm@sha256:[0-9a-f]{64}$/);
-    expect(runtime.image).to.match(/^node:20\.\d+\.\d+-bookworm-slim@sha256:[0-9a-f]{64}$/);
+    expect(image(build)).to.match(/^node:20\.\d+\.\d+-bookworm@sha256:[0-9a-f]{64}$/);
+    expect(image(runtime)).to.match(/^node:20\.\d+\.\d+-bookworm-slim@sha256:[0-9a-f]{64}$/);
   });
 
   it('pins every base image by a full version tag and a digest (never latest, never untagged)', () => {
     const names = new Set(df.stages.map((s) => s.name));
     for (const s of df.stages) {
-      if (names.has(s.image)) continue;
-      const tag = /^[^@]+:([^:/@]+)(@sha256:[0-9a-f]{64})?$/.exec(s.image)?.[1];
-      expect(tag, s.image).to.be.a('string');
-      expect(tag, s.image).to.not.equal('latest');
-      expect(tag, s.image).to.match(/\d+\.\d+\.\d+/);
+      const img = image(s);
+      if (names.has(img)) continue;
+      const tag = /^[^@]+:([^:/@]+)(@sha256:[0-9a-f]{64})?$/.exec(img)?.[1];
+      expect(tag, img).to.be.a('string');
+      expect(tag, img).to.not.equal('latest');
+      expect(tag, img).to.match(/\d+\.\d+\.\d+/);
       // A tag can be repointed; the digest cannot (#9 item 9).
-      expect(s.image, s.image).to.match(/@sha256:[0-9a-f]{64}$/);
+      expect(img, img).to.match(/@sha256:[0-9a-f]{64}$/);
     }
   });
 
