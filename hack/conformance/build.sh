@@ -6,17 +6,19 @@
 #   e2e.test = go test -c k8s.io/kubernetes/test/e2e   (TestMain in e2e_test.go;
 #              run it directly with --ginkgo.focus, no ginkgo CLI needed)
 #   agnhost  = go build k8s.io/kubernetes/test/images/agnhost (static, CGO off)
+#   ginkgo   = the Ginkgo CLI at the version go.mod requires; only needed to
+#              run specs in parallel (ginkgo -p --procs=N e2e.test -- ...)
 #
 # Binaries are cached under
 #   ${KUBE_NPM_CACHE:-$HOME/.cache/kube-npm}/conformance/<k8s version>/bin/
 # with one stamp file per binary, so a second run only checks stamps.
 #
 # Env knobs:
-#   ONLY="agnhost" | "e2e.test"   build just one of them (default: both)
+#   ONLY="agnhost e2e.test"       build just these (default: agnhost e2e.test ginkgo)
 #   KUBE_NPM_CACHE=/dir           cache root
 #
 # All progress goes to stderr; the LAST line on stdout is the bin dir, which
-# holds e2e.test and agnhost. Leaves nothing behind but the cache.
+# holds e2e.test, agnhost and ginkgo. Leaves nothing behind but the cache.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -32,7 +34,7 @@ K8S_VERSION="$(awk '$1 == "k8s.io/kubernetes" && $2 ~ /^v/ { print $2; exit }' "
 
 VERSION_DIR="${KUBE_NPM_CACHE:-${HOME}/.cache/kube-npm}/conformance/${K8S_VERSION}"
 BIN_DIR="${VERSION_DIR}/bin"
-ALL=(agnhost e2e.test)
+ALL=(agnhost ginkgo e2e.test)
 read -r -a WANT <<<"${ONLY:-${ALL[*]}}"
 for b in "${WANT[@]}"; do
   [[ " ${ALL[*]} " == *" ${b} "* ]] || die "ONLY=${ONLY}: unknown binary ${b} (known: ${ALL[*]})"
@@ -85,6 +87,10 @@ if ((${#need[@]} > 0)); then
       agnhost)
         log "building agnhost @ ${K8S_VERSION} with $(go version | awk '{print $3}')"
         go build -trimpath -ldflags "-s -w${k8s_x}" -o "${tmp}/agnhost" k8s.io/kubernetes/test/images/agnhost
+        ;;
+      ginkgo)
+        log "building ginkgo $(awk '$1 == "github.com/onsi/ginkgo/v2" { print $2; exit }' go.mod)"
+        go build -trimpath -ldflags "-s -w" -o "${tmp}/ginkgo" github.com/onsi/ginkgo/v2/ginkgo
         ;;
       e2e.test)
         log "building e2e.test @ ${K8S_VERSION} with $(go version | awk '{print $3}') (first build: 20-40 min on 2 cores)"
