@@ -47,11 +47,12 @@ for n in ${nodes}; do
     ctr_=(timeout 20 ctr --address "${sock}" -n k8s.io)
     ids="$("${ctr_[@]}" tasks ls -q 2>/dev/null || true)"
     for id in ${ids}; do "${ctr_[@]}" tasks kill -a -s SIGKILL "${id}" >/dev/null 2>&1 || true; done
-    for id in ${ids}; do
-      for _ in $(seq 1 20); do
-        "${ctr_[@]}" tasks rm -f "${id}" >/dev/null 2>&1 && break
-        sleep 0.25
-      done
+    # containerd's CRI removes some exited tasks itself: delete what is left.
+    for _ in $(seq 1 20); do
+      ids="$("${ctr_[@]}" tasks ls -q 2>/dev/null || true)"
+      [[ -n "${ids}" ]] || break
+      for id in ${ids}; do "${ctr_[@]}" tasks rm -f "${id}" >/dev/null 2>&1 || true; done
+      sleep 0.25
     done
     for id in $("${ctr_[@]}" containers ls -q 2>/dev/null || true); do
       "${ctr_[@]}" containers rm "${id}" >/dev/null 2>&1 || true
@@ -102,8 +103,11 @@ for n in ${nodes}; do
     rm -f "/run/containerd/s/${h}"
   done
 done
-if ! grep -qx /run/containerd "${CLUSTER_DIR}/preexisting-paths" 2>/dev/null; then
-  rmdir /run/containerd/s /run/containerd 2>/dev/null || true
+# containerd 1.6 and ctr also make /run/containerd/{s,fifo,runc/k8s.io}:
+# removed when up.sh found no /run/containerd and they are empty.
+if [[ -f "${CLUSTER_DIR}/preexisting-paths" ]] && ! grep -qx /run/containerd "${CLUSTER_DIR}/preexisting-paths" &&
+  [[ -d /run/containerd ]]; then
+  find /run/containerd -depth -type d -empty -delete 2>/dev/null || true
 fi
 
 # cgroups, deepest first.
@@ -157,6 +161,15 @@ if [[ -s "${CLUSTER_DIR}/host-sysctls" ]]; then
   rm -f "${CLUSTER_DIR}/host-sysctls"
 fi
 rm -f /var/lib/cni/results/kc-n[0-9]*-* 2>/dev/null || true
+# containerd's loopback results (cni-loopback-<sandbox id>-lo): those that
+# appeared since up.sh started.
+if [[ -f "${CLUSTER_DIR}/preexisting-cni-results" ]]; then
+  for f in /var/lib/cni/results/cni-loopback-*; do
+    [[ -e "${f}" ]] || continue
+    grep -qxF "$(basename "${f}")" "${CLUSTER_DIR}/preexisting-cni-results" && continue
+    [[ "${f}" -nt "${CLUSTER_DIR}/preexisting-cni-results" ]] && rm -f "${f}"
+  done
+fi
 if ! grep -qx /var/lib/cni "${CLUSTER_DIR}/preexisting-paths" 2>/dev/null && [[ -d /var/lib/cni ]]; then
   rmdir /var/lib/cni/results /var/lib/cni 2>/dev/null || true
 fi

@@ -102,6 +102,9 @@ done >"${CLUSTER_DIR}/host-sysctls"
 for p in /var/lib/kubelet /var/log/containers /var/lib/cni /run/containerd; do
   [[ -e "${p}" ]] && echo "${p}"
 done >"${CLUSTER_DIR}/preexisting-paths"
+# libcni caches results under /var/lib/cni/results whatever containerd's
+# config says; containerd's own loopback network is named cni-loopback.
+ls /var/lib/cni/results 2>/dev/null >"${CLUSTER_DIR}/preexisting-cni-results" || true
 
 # ---------------------------------------------------------------- network
 phase network
