@@ -131,6 +131,17 @@ Suites: ${DEBIAN_SUITE}-security
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
+# Debian's images carry the point release's fixes: upgrade to bookworm-updates and -security now,
+# not in every image built on this base. In a private mount namespace so /proc (dpkg triggers want
+# it) is unmounted with it; the host's resolv.conf only for these apt runs.
+cp /etc/resolv.conf "${ROOT}/etc/resolv.conf"
+unshare --mount --propagation private sh -c '
+  mount -t proc proc "$1/proc" &&
+  chroot "$1" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
+    sh -c "apt-get update -qq && apt-get upgrade -y -qq"' sh "${ROOT}" >"${WORK}/upgrade.log" 2>&1 \
+  || { tail -n 20 "${WORK}/upgrade.log" >&2; die "apt-get upgrade in the rootfs failed (log above)"; }
+rm -f "${ROOT}/etc/resolv.conf"
+
 # Like the slim images: packages installed later leave out manuals, docs and translations
 # (copyright files stay), and apt keeps no .deb files.
 cat >"${ROOT}/etc/dpkg/dpkg.cfg.d/kube-npm-slim" <<'EOF'

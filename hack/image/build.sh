@@ -10,8 +10,9 @@
 #   STORAGE_DRIVER=          containers-storage driver; default storage.conf's: overlay (the root
 #                            fs is ext4 and the kernel has overlayfs, so layers are shared, not
 #                            copied as vfs would; vfs also works, slower and bigger)
-#   ARCHIVE_FORMAT=docker-archive   or oci-archive (ctr 1.6 drops the name of an oci-archive
-#                            unless given --base-name; see docs/install.md)
+#   ARCHIVE_FORMAT=oci-archive   or docker-archive; `ctr -n k8s.io images import` of containerd
+#                            1.6.20 loads both under their name; oci-archive has gzip layers
+#                            (~1/3 of the docker-archive, whose layers are plain tar)
 #   OUT_DIR=${KUBE_NPM_CACHE:-$HOME/.cache/kube-npm}/image/out   where the archive goes
 #   NO_CACHE=1               rebuild every step (buildah bud --no-cache)
 #   BUILD_CA_FILE=FILE       extra CA certificates for the build stage's npm ci (a TLS-inspecting
@@ -34,7 +35,7 @@ die() { log "ERROR: $*"; exit 1; }
 [[ "$(id -u)" == 0 ]] || die "needs root (containers-storage under /var/lib/containers, chroot isolation)"
 # containers-storage's default driver (overlay here: ext4 root, kernel overlayfs) unless given.
 SD=(${STORAGE_DRIVER:+--storage-driver "${STORAGE_DRIVER}"})
-ARCHIVE_FORMAT="${ARCHIVE_FORMAT:-docker-archive}"
+ARCHIVE_FORMAT="${ARCHIVE_FORMAT:-oci-archive}"
 OUT_DIR="${OUT_DIR:-${KUBE_NPM_CACHE:-${HOME}/.cache/kube-npm}/image/out}"
 case "${ARCHIVE_FORMAT}" in docker-archive | oci-archive) ;; *) die "ARCHIVE_FORMAT must be docker-archive or oci-archive" ;; esac
 

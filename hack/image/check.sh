@@ -8,9 +8,12 @@
 #      iptables-nft-save inside each namespace must show kube-npm's KNPM-* chains in the seeded
 #      backend and not in the other. Then `agent --cleanup` in the container must remove them.
 #
+#   3. with ARCHIVE=path (build.sh's last line): `ctr -n k8s.io images import` loads it under the
+#      image's name in a throwaway containerd, and `ctr run` starts it.
+#
 #   hack/image/check.sh [IMAGE]    IMAGE defaults to localhost/kube-npm:dev-<git short sha>
 #
-# Env knobs: STORAGE_DRIVER (as build.sh; default: containers-storage's own).
+# Env knobs: ARCHIVE (above); STORAGE_DRIVER (as build.sh; default: containers-storage's own).
 # Needs root, podman (installed from Debian when missing), iptables (both backends), iproute2.
 # Leaves nothing behind: its namespaces (knpm-img-*-PID) and temp dir are removed on exit.
 # Exits non-zero when a backend does not match or a step fails; progress goes to stderr.
@@ -122,4 +125,36 @@ for backend in legacy nft; do
   fi
 done
 ((fail == 0)) || die "the image's agent did not follow the namespace's iptables backend"
+
+# 3. (ARCHIVE=path) The archive loads into containerd under its name and runs there: a throwaway
+#    containerd with its own root, state and socket in the temp dir, no CRI plugin, stopped and
+#    removed on exit (Debian's containerd package: 1.6.20 on bookworm, as on the nodes).
+if [[ -n "${ARCHIVE:-}" ]]; then
+  command -v containerd >/dev/null || die "ARCHIVE given but containerd is missing (apt-get install containerd)"
+  [[ -r "${ARCHIVE}" ]] || die "ARCHIVE ${ARCHIVE} is not readable"
+  cdir="${TMP}/containerd"
+  mkdir -p "${cdir}"
+  printf '%s\n' 'version = 2' "root = \"${cdir}/root\"" "state = \"${cdir}/state\"" \
+    'disabled_plugins = ["io.containerd.grpc.v1.cri"]' \
+    '[grpc]' "  address = \"${cdir}/sock\"" '[ttrpc]' "  address = \"${cdir}/sock.ttrpc\"" \
+    '[debug]' "  address = \"${cdir}/debug.sock\"" '[metrics]' '  address = ""' >"${cdir}/config.toml"
+  containerd --config "${cdir}/config.toml" >"${cdir}/log" 2>&1 &
+  CONTAINERD_PID=$!
+  stop_containerd() {
+    kill "${CONTAINERD_PID}" 2>/dev/null || true
+    wait "${CONTAINERD_PID}" 2>/dev/null || true
+    umount -R "${cdir}/root" 2>/dev/null || true
+    cleanup
+  }
+  trap stop_containerd EXIT
+  for _ in $(seq 50); do [[ -S "${cdir}/sock" ]] && break; sleep 0.2; done
+  [[ -S "${cdir}/sock" ]] || { tail -n 20 "${cdir}/log" >&2; die "the throwaway containerd did not start"; }
+  CTR=(ctr -a "${cdir}/sock" -n k8s.io)
+  "${CTR[@]}" images import "${ARCHIVE}" >&2 || die "ctr images import ${ARCHIVE} failed"
+  "${CTR[@]}" images ls -q | grep -qx "${IMAGE}" \
+    || die "ctr imported ${ARCHIVE} but not as ${IMAGE}: $("${CTR[@]}" images ls -q | tr '\n' ' ')"
+  # ctr run gives the container a new network namespace holding only lo: nothing is configured.
+  v="$("${CTR[@]}" run --rm "${IMAGE}" "knpm-img-check-$$" node --version)" || die "ctr run ${IMAGE} failed"
+  log "OK   ctr $(ctr --version | awk '{print $3}') imported ${ARCHIVE##*/} as ${IMAGE}; node ${v} runs in it"
+fi
 log "PASS ${IMAGE}"
