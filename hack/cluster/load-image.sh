@@ -22,15 +22,17 @@ REF="${2:-}"
 [[ -s "${CLUSTER_DIR}/cluster.env" ]] || die "${CLUSTER_DIR}/cluster.env missing: is the cluster up?"
 # shellcheck disable=SC1091
 source "${CLUSTER_DIR}/cluster.env"
-t0=${SECONDS}
-for n in ${NODES}; do
+# load_into NODE: import (and tag) on one node; its output to stderr.
+load_into() {
+  local n="$1" sock out tmp nm
   sock="${CLUSTER_DIR}/n${n#kc-n}/containerd/containerd.sock"
   [[ -S "${sock}" ]] || die "${sock} missing: is ${n} up?"
-  c=(ctr --address "${sock}" -n k8s.io)
+  local c=(ctr --address "${sock}" -n k8s.io)
   out="$("${c[@]}" images import "${ARCHIVE}" 2>&1)" || die "import into ${n} failed: ${out}"
   if [[ -n "${REF}" ]]; then
     # Names ctr gave the archive's images ("unpacking NAME (sha256:...)").
-    # An OCI ref.name of just a tag becomes import-<date>:TAG: renamed below.
+    # An OCI ref.name of just a tag becomes import-<date>:TAG: dropped below.
+    local names=()
     mapfile -t names < <(sed -n 's/^unpacking \([^ ]*\) (sha256:.*/\1/p' <<<"${out}")
     if ((${#names[@]} == 0)); then
       # No name in the archive: name its index instead.
@@ -46,6 +48,16 @@ for n in ${NODES}; do
     done
   fi
   printf '%s\n' "${out}" | sed "s/^/[${n}] /" >&2
+}
+t0=${SECONDS}
+# All nodes at once: each import is mostly one containerd unpacking layers.
+pids=()
+for n in ${NODES}; do
+  load_into "${n}" &
+  pids+=($!)
 done
+rc=0
+for p in "${pids[@]}"; do wait "${p}" || rc=1; done
+((rc == 0)) || die "importing ${ARCHIVE} failed on at least one node (see above)"
 log "imported ${ARCHIVE} into ${NODES} in $((SECONDS - t0))s"
 [[ -z "${REF}" ]] || printf '%s\n' "${REF}"

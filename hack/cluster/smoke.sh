@@ -6,7 +6,9 @@
 #   3. a ClusterIP Service to the pod on the first node answers from the pod on
 #      the last node (kube-proxy's DNAT);
 #   4. the pod has a ServiceAccount token and kube-root-ca.crt, and an
-#      in-cluster client reaches https://10.96.0.1:443 with them (verified TLS).
+#      in-cluster client reaches https://10.96.0.1:443 with them (verified TLS);
+#   5. a privileged hostNetwork pod (as a node agent runs) starts on the first
+#      node and connects to 10.96.0.1:443 from the node's network namespace.
 # Leaves nothing behind: namespace kc-smoke is deleted at the end (KEEP=1 keeps it).
 # Env: CLUSTER_DIR (default /tmp/kube-npm-cluster), TIMEOUT (default 90 s).
 set -euo pipefail
@@ -55,6 +57,22 @@ spec:
       periodSeconds: 1
 EOF
 done
+kc -n "${NS}" apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata:
+  name: hostnet-${first}
+spec:
+  nodeName: ${first}
+  hostNetwork: true
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: ${TEST_IMAGE}
+    imagePullPolicy: Never
+    command: [sleep, "3600"]
+    securityContext: {privileged: true}
+EOF
 kc -n "${NS}" apply -f - >/dev/null <<EOF
 apiVersion: v1
 kind: Service
@@ -121,6 +139,10 @@ api_ok() {
   grep -q "system:serviceaccount:${NS}:default" <<<"${out}" || { printf '%s\n' "${out}" >&2; return 1; }
 }
 check "in-cluster client in pod on ${last} -> https://${KUBERNETES_SVC_IP}:443 as system:serviceaccount:${NS}:default" api_ok
+hostnet_ok() {
+  kc -n "${NS}" exec "hostnet-${first}" -- sh -c 'echo | timeout 5 nc 10.96.0.1 443' >/dev/null 2>&1
+}
+check "privileged hostNetwork pod on ${first} -> 10.96.0.1:443 (TCP)" hostnet_ok
 
 log "smoke: ${passes} passed, ${fails} failed in $((SECONDS - T0))s"
 if ((fails == 0)); then log "smoke: all checks passed"; else die "smoke: ${fails} check(s) failed"; fi
