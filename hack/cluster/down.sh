@@ -25,14 +25,14 @@ LOG_TAG=down
 source "${HERE}/lib/common.sh"
 [[ "$(id -u)" == 0 ]] || die "must run as root"
 T_START="$(date +%s.%N)"
-[[ -d "${CLUSTER_DIR}" ]] && CLUSTER_DIR="$(cd "${CLUSTER_DIR}" && pwd)"
+if [[ -d "${CLUSTER_DIR}" ]]; then CLUSTER_DIR="$(cd "${CLUSTER_DIR}" && pwd)"; fi
 
 # Nodes: configured count, state dirs and namespaces alike.
 nodes="$(
   {
     node_names
-    for d in "${CLUSTER_DIR}"/n[0-9]*; do [[ -d "${d}" ]] && echo "kc-n${d##*/n}"; done
-    for f in /var/run/netns/kc-n[0-9]*; do [[ -e "${f}" ]] && basename "${f}"; done
+    for d in "${CLUSTER_DIR}"/n[0-9]*; do if [[ -d "${d}" ]]; then echo "kc-n${d##*/n}"; fi; done
+    for f in /var/run/netns/kc-n[0-9]*; do if [[ -e "${f}" ]]; then basename "${f}"; fi; done
   } | sort -u
 )"
 
@@ -69,7 +69,7 @@ done
 cgroup_procs() {
   local h
   for h in /sys/fs/cgroup/*/"${CGROUP_PARENT}"; do
-    [[ -d "${h}" ]] && find "${h}" -name cgroup.procs -exec cat {} + 2>/dev/null
+    if [[ -d "${h}" ]]; then find "${h}" -name cgroup.procs -exec cat {} + 2>/dev/null || true; fi
   done | sort -un
 }
 for _ in 1 2 3 4 5; do
@@ -83,7 +83,7 @@ done
 for n in ${nodes}; do
   sock="${CLUSTER_DIR}/n${n#kc-n}/containerd/containerd.sock"
   for p in /proc/[0-9]*; do
-    cmd="$(tr '\0' ' ' <"${p}/cmdline" 2>/dev/null || true)"
+    cmd="$(tr '\0' ' ' 2>/dev/null <"${p}/cmdline" || true)"
     if [[ "${cmd}" == *containerd-shim* && "${cmd}" == *" -address ${sock} "* ]]; then
       log "killing leftover shim ${p#/proc/}"
       kill -KILL "${p#/proc/}" 2>/dev/null || true
@@ -141,9 +141,11 @@ phase netns
 for ns in ${nodes} "${CP_NS}" "${FAB_NS}"; do
   if [[ -e "/var/run/netns/${ns}" ]]; then
     # A process still in the namespace would keep it (and its addresses) alive.
-    ip netns pids "${ns}" 2>/dev/null | while read -r p; do
-      log "WARNING: pid ${p} still in ${ns}; killing it"
-      kill -KILL "${p}" 2>/dev/null || true
+    # Not ours to kill (ours were stopped above by pid file): e.g. a kubectl
+    # someone runs there. Deleting the name is safe; the namespace lives on
+    # until they exit.
+    for p in $(ip netns pids "${ns}" 2>/dev/null || true); do
+      log "WARNING: pid ${p} ($(tr '\0' ' ' 2>/dev/null <"/proc/${p}/cmdline" | cut -c1-80)) is still in ${ns}"
     done
     ip netns del "${ns}" || log "WARNING: ip netns del ${ns} failed"
   fi
@@ -167,7 +169,7 @@ if [[ -f "${CLUSTER_DIR}/preexisting-cni-results" ]]; then
   for f in /var/lib/cni/results/cni-loopback-*; do
     [[ -e "${f}" ]] || continue
     grep -qxF "$(basename "${f}")" "${CLUSTER_DIR}/preexisting-cni-results" && continue
-    [[ "${f}" -nt "${CLUSTER_DIR}/preexisting-cni-results" ]] && rm -f "${f}"
+    if [[ "${f}" -nt "${CLUSTER_DIR}/preexisting-cni-results" ]]; then rm -f "${f}"; fi
   done
 fi
 if ! grep -qx /var/lib/cni "${CLUSTER_DIR}/preexisting-paths" 2>/dev/null && [[ -d /var/lib/cni ]]; then
@@ -177,7 +179,7 @@ if [[ -d /var/log/containers ]]; then
   for l in /var/log/containers/*; do
     [[ -L "${l}" ]] || continue
     t="$(readlink "${l}")"
-    [[ "${t}" == "${CLUSTER_DIR}/"* ]] && rm -f "${l}"
+    if [[ "${t}" == "${CLUSTER_DIR}/"* ]]; then rm -f "${l}"; fi
   done
   if ! grep -qx /var/log/containers "${CLUSTER_DIR}/preexisting-paths" 2>/dev/null; then
     rmdir /var/log/containers 2>/dev/null || true
@@ -186,7 +188,9 @@ fi
 if [[ -f "${CLUSTER_DIR}/preexisting-paths" ]] && ! grep -qx /var/lib/kubelet "${CLUSTER_DIR}/preexisting-paths"; then
   # Only kubelet's hard-coded device-plugins dir (our kubelets' sockets).
   rm -rf /var/lib/kubelet/device-plugins
-  rmdir /var/lib/kubelet 2>/dev/null || log "WARNING: /var/lib/kubelet not empty; left in place"
+  if [[ -d /var/lib/kubelet ]]; then
+    rmdir /var/lib/kubelet 2>/dev/null || log "WARNING: /var/lib/kubelet not empty; left in place"
+  fi
 fi
 
 # ---------------------------------------------------------------- files

@@ -45,7 +45,7 @@ for ns in "${FAB_NS}" "${CP_NS}" $(node_names); do
 done
 if [[ -d "${CLUSTER_DIR}" ]]; then
   for f in "${CLUSTER_DIR}"/*.pid "${CLUSTER_DIR}"/*/*.pid; do
-    [[ -s "${f}" ]] && alive "$(cat "${f}")" && die "${f} names a running process: run hack/cluster/down.sh first"
+    if [[ -s "${f}" ]] && alive "$(cat "${f}")"; then die "${f} names a running process: run hack/cluster/down.sh first"; fi
   done
   [[ ! -e "${CLUSTER_DIR}/host-sysctls" ]] || die "${CLUSTER_DIR}/host-sysctls exists (a cluster was not taken down): run hack/cluster/down.sh first"
   # Old logs and state of a previous run go away, so this run's are clean.
@@ -100,7 +100,7 @@ done >"${CLUSTER_DIR}/host-sysctls"
 # Paths outside CLUSTER_DIR that kubelet creates whatever its --root-dir:
 # remember whether they existed so down.sh removes only what we made.
 for p in /var/lib/kubelet /var/log/containers /var/lib/cni /run/containerd; do
-  [[ -e "${p}" ]] && echo "${p}"
+  if [[ -e "${p}" ]]; then echo "${p}"; fi
 done >"${CLUSTER_DIR}/preexisting-paths"
 # libcni caches results under /var/lib/cni/results whatever containerd's
 # config says; containerd's own loopback network is named cni-loopback.
@@ -316,7 +316,7 @@ fi
 cgroup_hierarchies() {
   local h
   for h in /sys/fs/cgroup/*; do
-    [[ -d "${h}" ]] && mountpoint -q "${h}" && echo "${h}"
+    if [[ -d "${h}" ]] && mountpoint -q "${h}"; then echo "${h}"; fi
   done
 }
 # Pods of node N go under /CGROUP_PARENT/N in every hierarchy (kubelet checks
