@@ -143,7 +143,8 @@ unshare --mount --propagation private sh -c '
 rm -f "${ROOT}/etc/resolv.conf"
 
 # Like the slim images: packages installed later leave out manuals, docs and translations
-# (copyright files stay), and apt keeps no .deb files.
+# (copyright files stay), and apt keeps no .deb files and no package caches (pkgcache.bin and
+# srcpkgcache.bin: ~80 MB that `rm -rf /var/lib/apt/lists/*` alone would leave in a layer).
 cat >"${ROOT}/etc/dpkg/dpkg.cfg.d/kube-npm-slim" <<'EOF'
 path-exclude /usr/share/doc/*
 path-include /usr/share/doc/*/copyright
@@ -154,6 +155,8 @@ path-exclude /usr/share/lintian/*
 EOF
 cat >"${ROOT}/etc/apt/apt.conf.d/kube-npm-slim" <<'EOF'
 APT::Install-Recommends "false";
+Dir::Cache::pkgcache "";
+Dir::Cache::srcpkgcache "";
 DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb || true"; };
 EOF
 
@@ -173,6 +176,10 @@ in_root() { chroot "${ROOT}" /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin H
 [[ "$(in_root npm --version)" == "${NPM_VERSION}" ]] || die "npm in the rootfs does not run"
 rm -rf "${ROOT}/root/.npm"
 
+# What the dpkg excludes above keep out of later packages, removed from debootstrap's too.
+find "${ROOT}/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete
+find "${ROOT}/usr/share/doc" -mindepth 1 -type d -empty -delete
+rm -rf "${ROOT}"/usr/share/man/* "${ROOT}"/usr/share/info/* "${ROOT}"/usr/share/locale/* "${ROOT}"/usr/share/lintian/*
 # Leave nothing of the build behind: apt lists and caches, debootstrap's logs, device nodes
 # (the runtime provides /dev).
 rm -rf "${ROOT}"/var/lib/apt/lists/* "${ROOT}"/var/cache/apt/*.bin "${ROOT}"/var/cache/apt/archives/*.deb \
