@@ -13,7 +13,8 @@
 #
 #   hack/image/check.sh [IMAGE]    IMAGE defaults to localhost/kube-npm:dev-<git short sha>
 #
-# Env knobs: ARCHIVE (above); STORAGE_DRIVER (as build.sh; default: containers-storage's own).
+# Env knobs: ARCHIVE (above); AGENT_ARGS (more args for agent --once: AGENT_ARGS="--backend nft"
+# must make the legacy case fail, which shows the check can fail); STORAGE_DRIVER (as build.sh; default: containers-storage's own).
 # Needs root, podman (installed from Debian when missing), iptables (both backends), iproute2.
 # Leaves nothing behind: its namespaces (knpm-img-*-PID) and temp dir are removed on exit.
 # Exits non-zero when a backend does not match or a step fails; progress goes to stderr.
@@ -101,7 +102,8 @@ for backend in legacy nft; do
   # kubelet hint chain exists; an empty chain alone is no rule).
   ip netns exec "${ns}" "iptables-${backend}" -N SEED
   ip netns exec "${ns}" "iptables-${backend}" -A SEED -j RETURN
-  agent "${ns}" --once --node-name n1 -f /in/list.json >"${TMP}/agent-${backend}.log" 2>&1 \
+  # shellcheck disable=SC2086 # AGENT_ARGS: words on purpose
+  agent "${ns}" --once --node-name n1 -f /in/list.json ${AGENT_ARGS:-} >"${TMP}/agent-${backend}.log" 2>&1 \
     || { cat "${TMP}/agent-${backend}.log" >&2; die "agent --once in ${ns} failed"; }
   said="$(grep -o 'backend [a-z]*: .*' "${TMP}/agent-${backend}.log" | head -n1 || true)"
   mine="$(knpm_chains "${ns}" "${backend}")"
