@@ -198,8 +198,11 @@ phase files
 if [[ -d "${CLUSTER_DIR}" ]]; then
   if grep -q " ${CLUSTER_DIR}[/ ]" /proc/self/mounts; then
     log "WARNING: mounts remain under ${CLUSTER_DIR}; not removing it"
+  elif [[ ! -e "${CLUSTER_DIR}/.kube-npm-cluster" ]]; then
+    log "WARNING: ${CLUSTER_DIR} has no .kube-npm-cluster marker (not made by up.sh?); not removing it"
   elif [[ "${KEEP_LOGS:-0}" == 1 ]]; then
-    find "${CLUSTER_DIR}" -mindepth 1 -depth ! -name '*.log' \( -type d -empty -delete -o ! -type d -delete \) 2>/dev/null || true
+    find "${CLUSTER_DIR}" -mindepth 1 -depth ! -name '*.log' ! -name .kube-npm-cluster \
+      \( -type d -empty -delete -o ! -type d -delete \) 2>/dev/null || true
   else
     rm -rf "${CLUSTER_DIR}"
   fi

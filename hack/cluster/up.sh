@@ -44,16 +44,23 @@ for ns in "${FAB_NS}" "${CP_NS}" $(node_names); do
   [[ ! -e "/var/run/netns/${ns}" ]] || die "netns ${ns} exists: run hack/cluster/down.sh first"
 done
 if [[ -d "${CLUSTER_DIR}" ]]; then
+  # rm -rf below: only a dir made by up.sh (marker file) or an empty one.
+  if [[ ! -e "${CLUSTER_DIR}/.kube-npm-cluster" && -n "$(ls -A "${CLUSTER_DIR}")" ]]; then
+    die "CLUSTER_DIR=${CLUSTER_DIR} exists, is not empty and was not made by up.sh: choose another"
+  fi
   for f in "${CLUSTER_DIR}"/*.pid "${CLUSTER_DIR}"/*/*.pid; do
     if [[ -s "${f}" ]] && alive "$(cat "${f}")"; then die "${f} names a running process: run hack/cluster/down.sh first"; fi
   done
   [[ ! -e "${CLUSTER_DIR}/host-sysctls" ]] || die "${CLUSTER_DIR}/host-sysctls exists (a cluster was not taken down): run hack/cluster/down.sh first"
   # Old logs and state of a previous run go away, so this run's are clean.
-  grep -q " ${CLUSTER_DIR}[/ ]" /proc/self/mounts && die "mounts under ${CLUSTER_DIR} remain: run hack/cluster/down.sh first"
+  if grep -q " $(cd "${CLUSTER_DIR}" && pwd)[/ ]" /proc/self/mounts; then
+    die "mounts under ${CLUSTER_DIR} remain: run hack/cluster/down.sh first"
+  fi
   rm -rf "${CLUSTER_DIR}"
 fi
 mkdir -p "${CLUSTER_DIR}"
 CLUSTER_DIR="$(cd "${CLUSTER_DIR}" && pwd)"
+: >"${CLUSTER_DIR}/.kube-npm-cluster"
 T_START="$(date +%s.%N)"
 
 on_exit() {
