@@ -75,7 +75,7 @@ cgroup_procs() {
 for _ in 1 2 3 4 5; do
   pids="$(cgroup_procs)"
   [[ -n "${pids}" ]] || break
-  log "killing leftover processes in the cluster cgroups: $(echo ${pids})"
+  log "killing leftover processes in the cluster cgroups: $(tr '\n' ' ' <<<"${pids}")"
   for p in ${pids}; do kill -KILL "${p}" 2>/dev/null || true; done
   sleep 0.5
 done

@@ -517,7 +517,7 @@ done
 # The default ServiceAccount (kcm) must exist before pods can be created.
 wait_until "default ServiceAccount" "" kc -n default get serviceaccount default
 wait_until "kube-root-ca.crt" "" kc -n default get configmap kube-root-ca.crt
-phase done
+phase "done"
 
 cat >"${CLUSTER_DIR}/cluster.env" <<EOF
 # Written by hack/cluster/up.sh. Use the API from the control-plane namespace:

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034
 # Shared settings and helpers of hack/cluster/*.sh (sourced, not run).
 # Layout of the cluster (see docs/adr/0012-real-cluster.md):
 #   netns kc-fab  bridge br0, the underlay switch (no address)

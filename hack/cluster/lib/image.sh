@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034
 # OCI image helpers (sourced). Needs umoci (Debian package umoci).
 
 # oci_archive_from_files OUT TAG ENTRYPOINT_JSON SRC:DEST...
