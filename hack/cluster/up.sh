@@ -19,7 +19,8 @@
 #
 # Leaves running: the kc-* namespaces, the daemons (pid files in $CLUSTER_DIR),
 # kubelet/containerd mounts under $CLUSTER_DIR. Writes $CLUSTER_DIR/cluster.env
-# and $CLUSTER_DIR/admin.kubeconfig. Undo with hack/cluster/down.sh.
+# and $CLUSTER_DIR/admin.kubeconfig; the only stdout line is the cluster.env path.
+# Undo with hack/cluster/down.sh.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -542,3 +543,5 @@ PAUSE_IMAGE=${PAUSE_REF}
 EOF
 kc get nodes -o wide >&2
 log "up in $(awk -v a="${T_START}" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')s: $(node_names | tr '\n' ' ')Ready; env in ${CLUSTER_DIR}/cluster.env"
+# The one stdout line: where the cluster's env is.
+printf '%s\n' "${CLUSTER_DIR}/cluster.env"
