@@ -22,7 +22,6 @@
 # Progress goes to stderr; the LAST stdout line is the image name (localhost/kube-npm-base:<hash>).
 set -euo pipefail
 
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 log() { printf '[image/base] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
@@ -135,6 +134,7 @@ EOF
 # not in every image built on this base. In a private mount namespace so /proc (dpkg triggers want
 # it) is unmounted with it; the host's resolv.conf only for these apt runs.
 cp /etc/resolv.conf "${ROOT}/etc/resolv.conf"
+# shellcheck disable=SC2016 # $1 is expanded by the inner sh
 unshare --mount --propagation private sh -c '
   mount -t proc proc "$1/proc" &&
   chroot "$1" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
@@ -177,13 +177,13 @@ in_root() { chroot "${ROOT}" /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin H
 rm -rf "${ROOT}/root/.npm"
 
 # What the dpkg excludes above keep out of later packages, removed from debootstrap's too.
-find "${ROOT}/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete
-find "${ROOT}/usr/share/doc" -mindepth 1 -type d -empty -delete
-rm -rf "${ROOT}"/usr/share/man/* "${ROOT}"/usr/share/info/* "${ROOT}"/usr/share/locale/* "${ROOT}"/usr/share/lintian/*
+find "${ROOT:?}/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete
+find "${ROOT:?}/usr/share/doc" -mindepth 1 -type d -empty -delete
+rm -rf "${ROOT:?}"/usr/share/man/* "${ROOT:?}"/usr/share/info/* "${ROOT:?}"/usr/share/locale/* "${ROOT:?}"/usr/share/lintian/*
 # Leave nothing of the build behind: apt lists and caches, debootstrap's logs, device nodes
 # (the runtime provides /dev).
-rm -rf "${ROOT}"/var/lib/apt/lists/* "${ROOT}"/var/cache/apt/*.bin "${ROOT}"/var/cache/apt/archives/*.deb \
-  "${ROOT}"/var/log/* "${ROOT}"/debootstrap "${ROOT}"/tmp/* "${ROOT}"/dev/*
+rm -rf "${ROOT:?}"/var/lib/apt/lists/* "${ROOT:?}"/var/cache/apt/*.bin "${ROOT:?}"/var/cache/apt/archives/*.deb \
+  "${ROOT:?}"/var/log/* "${ROOT:?}"/debootstrap "${ROOT:?}"/tmp/* "${ROOT:?}"/dev/*
 tar -C "${ROOT}" --numeric-owner -cf "${DIR}/rootfs.tar.part" .
 mv "${DIR}/rootfs.tar.part" "${DIR}/rootfs.tar"
 

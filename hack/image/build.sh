@@ -9,7 +9,7 @@
 # Env knobs:
 #   STORAGE_DRIVER=          containers-storage driver; default storage.conf's: overlay (the root
 #                            fs is ext4 and the kernel has overlayfs, so layers are shared, not
-#                            copied as vfs would; vfs also works, slower and bigger)
+#                            copied as vfs would; other drivers are untested)
 #   ARCHIVE_FORMAT=oci-archive   or docker-archive; `ctr -n k8s.io images import` of containerd
 #                            1.6.20 loads both under their name; oci-archive has gzip layers
 #                            (~1/3 of the docker-archive, whose layers are plain tar)
