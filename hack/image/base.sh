@@ -24,6 +24,8 @@ set -euo pipefail
 
 log() { printf '[image/base] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+# set -e stops silently otherwise: name the command that failed.
+trap 'die "unexpected failure at line ${LINENO}: ${BASH_COMMAND}"' ERR
 
 NODE_VERSION="${NODE_VERSION:-20.20.2}"
 NODE_INTEGRITY="${NODE_INTEGRITY:-sha512-PeHQM8wAdmHtZA1mBocygZxs5LiUWtsJezQTkBd0iY987KpGrD1O2tVEydvMZiuXceRanxt7rjTnDEBwOPujoQ==}"

@@ -31,6 +31,8 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "${HERE}/../.." && pwd)"
 log() { printf '[image/build] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+# set -e stops silently otherwise: name the command that failed.
+trap 'die "unexpected failure at line ${LINENO}: ${BASH_COMMAND}"' ERR
 
 [[ "$(id -u)" == 0 ]] || die "needs root (containers-storage under /var/lib/containers, chroot isolation)"
 # containers-storage's default driver (overlay here: ext4 root, kernel overlayfs) unless given.
@@ -104,7 +106,9 @@ rm -f "${ARCHIVE}"
 buildah "${SD[@]}" push --quiet "${IMAGE}" "${ARCHIVE_FORMAT}:${ARCHIVE}:${IMAGE}" >&2 \
   || die "buildah push to ${ARCHIVE_FORMAT}:${ARCHIVE} failed"
 
-size="$(buildah "${SD[@]}" images --format '{{.Size}}' "${IMAGE}" | head -n1)"
+# One line per tag of the image: keep the first (no `| head`: its early exit fails the pipe).
+size="$(buildah "${SD[@]}" images --format '{{.Size}}' "${IMAGE}")"
+size="${size%%$'\n'*}"
 log "image ${IMAGE}: ${size} uncompressed; ${ARCHIVE_FORMAT} $(du -h "${ARCHIVE}" | cut -f1) (${ARCHIVE})"
 log "times: base ${base_s} s, buildah bud ${bud_s} s, total $((SECONDS - start)) s"
 log "load into containerd: ctr -n k8s.io images import ${ARCHIVE}"

@@ -24,6 +24,8 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "${HERE}/../.." && pwd)"
 log() { printf '[image/check] %s\n' "$*" >&2; }
 die() { log "FAIL: $*"; exit 1; }
+# set -e stops silently otherwise: name the command that failed.
+trap 'die "unexpected failure at line ${LINENO}: ${BASH_COMMAND}"' ERR
 
 [[ "$(id -u)" == 0 ]] || die "needs root (network namespaces, podman)"
 SD=(${STORAGE_DRIVER:+--storage-driver "${STORAGE_DRIVER}"})
