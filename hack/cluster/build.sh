@@ -75,7 +75,7 @@ if ((${#need[@]} > 0)); then
   export CGO_ENABLED="${CGO_ENABLED:-0}"
   export GOFLAGS="${GOFLAGS:-} -mod=readonly"
   export GONOSUMDB="${GONOSUMDB:-*}" GOSUMDB="${GOSUMDB:-off}"
-  log "building ${need[*]} @ ${K8S_VERSION} (cold: ~15-25 min on 2 cores)"
+  log "building ${need[*]} @ ${K8S_VERSION} (cold: ~9 min on 2 cores)"
   s=${SECONDS}
   (cd "${GOMOD_DIR}" && go build -trimpath -ldflags "-s -w${k8s_x}" -o "${tmp}/" "${pkgs[@]}")
   for b in "${need[@]}"; do
