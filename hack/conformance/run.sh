@@ -138,7 +138,10 @@ skipped="?"
 # count ANY failed probe as "blocked": an exec that never reached the pod
 # (API server or kubelet down) looks like enforcement. Count those so a run
 # on a failing cluster is not mistaken for a verdict on policy.
-exec_errors="$(grep -c 'unexpected error trying to use websockets for pod exec' "${REPORT_DIR}/e2e.log" || true)"
+# (The same log line with "command terminated with exit code" is a probe
+# that ran and failed: a real result.)
+exec_errors="$(grep 'unexpected error trying to use websockets for pod exec' "${REPORT_DIR}/e2e.log" \
+  | grep -vc 'command terminated with exit code' || true)"
 ((exec_errors == 0)) || log "WARNING: ${exec_errors} probe execs failed to reach their pod (grep 'for pod exec' ${REPORT_DIR}/e2e.log): results are not about policy"
 verdict=PASS
 ((rc == 0)) || verdict=FAIL
