@@ -167,6 +167,20 @@ describe('kube-npm on a real cluster (hack/cluster: kubelet, containerd, kube-pr
     expect(agents.map((p) => p.spec.nodeName).sort()).to.deep.equal(['kc-n1', 'kc-n2']);
     const pods = await getJson<{ items: { spec: { containers: { image: string }[] } }[] }>(['get', 'pods', '-n', SYS]);
     for (const p of pods.items) expect(p.spec.containers[0]!.image).to.equal(IMAGE);
+    // The agent, inside its container, follows the iptables backend of the node's kube-proxy
+    // (hack/cluster/up.sh NODE_IPTABLES, default nft), as its NpmNode reports.
+    const backend = process.env.NODE_IPTABLES ?? 'nft';
+    const reported = await waitFor(
+      'both NpmNodes report a backend',
+      async () => {
+        const l = await getJson<{ items: { metadata: { name: string }; status?: { backend?: string } }[] }>(['get', 'npmnodes']);
+        const b = l.items.map((n) => `${n.metadata.name}=${n.status?.backend ?? ''}`).sort();
+        return b.length === 2 && b.every((x) => !x.endsWith('=')) ? b : undefined;
+      },
+      60_000,
+      500,
+    );
+    expect(reported).to.deep.equal([`kc-n1=${backend}`, `kc-n2=${backend}`]);
   });
 
   it('a deny-all policy isolates a real pod from pods on both nodes; kubectl get nrs shows it Programmed 1/1', async () => {
