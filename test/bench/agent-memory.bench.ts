@@ -1,0 +1,270 @@
+/**
+ * npm run bench:agent-memory -- [--nodes N] [--pods P] [--policies K] [--namespaces NS] [--node I]
+ *   [--heap-snapshot FILE]
+ *   (tsx test/bench/agent-memory.bench.ts ...: bundles itself with esbuild and measures in a plain
+ *   `node --expose-gc` child, as bench:scale runs its agents)
+ *
+ * Where one agent's memory goes at scale (issue #10: agent RSS ≤ 80 MiB at P=10,000, K=1,000).
+ * Figures, no timed assertion. No API server: the seeded synthetic cluster (test/bench/synthetic.ts,
+ * pods spread over N nodes as bench:scale spreads them) is translated in-process as the operator
+ * would (translate/engine.ts), its NpmRuleSets and NpmIPSets labelled for the nodes that program
+ * them (ADR 0011), and served to ONE real AgentDaemon (node-I) through its transport seam: the
+ * list returns what a label/field-selected list would, as freshly parsed JSON (no shared objects),
+ * and the watch stays open without events. Objects carry what the API server adds (managedFields,
+ * resourceVersion, creationTimestamp, uid; pods as a kubelet reports them: conditions, container
+ * statuses, the defaulted spec with its service-account volume), so the caches hold what a real
+ * agent's caches hold. The kernel is the in-process fake (test/unit/agent/fakekernel.ts): it is
+ * released FIRST and its share printed apart, since a real agent's kernel state lives in the kernel.
+ *
+ * Printed after the first sync (and a forced GC): process.memoryUsage() (rss, heapUsed, external,
+ * arrayBuffers), V8 heap spaces; then the retained heap of each cache, measured by releasing the
+ * caches one after another (GC, heapUsed difference): the order matters only where two caches
+ * share objects, and the later one is then charged only what is left.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { writeHeapSnapshot, getHeapSpaceStatistics, getHeapStatistics } from 'node:v8';
+import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
+import { AgentDaemon } from '../../operator/src/agent/daemon.js';
+import { Converger } from '../../operator/src/agent/converge.js';
+import { realClock } from '../../operator/src/agent/exec.js';
+import { nodeLabelKey } from '../../operator/src/api/names.js';
+import { API_VERSION, IPSET_KIND, RULESET_KIND, type NpmIPSet, type NpmRuleSet } from '../../operator/src/api/types.js';
+import { withNodeLabels } from '../../operator/src/controller/nodelabels.js';
+import type { ListFn, WatchFn } from '../../operator/src/framework/informer.js';
+import type { ResourceRef } from '../../operator/src/framework/kube.js';
+import { translate } from '../../operator/src/translate/engine.js';
+import type { NetworkPolicy, Pod } from '../../operator/src/translate/k8s.js';
+import { FakeKernel } from '../unit/agent/fakekernel.js';
+import { REPO } from '../support/e2e.js';
+import { rng, syntheticCluster } from './synthetic.js';
+
+interface Options {
+  nodes: number;
+  pods: number;
+  policies: number;
+  namespaces: number;
+  node: number;
+  heapSnapshot?: string;
+}
+
+function parseArgs(args: readonly string[]): Options {
+  const o: Options = { nodes: 10, pods: 10_000, policies: 1_000, namespaces: 100, node: 0 };
+  for (let i = 0; i < args.length; i += 2) {
+    const [k, v] = [args[i]!, args[i + 1]];
+    if (v === undefined) throw new Error(`bench:agent-memory: ${k} needs a value`);
+    if (k === '--heap-snapshot') o.heapSnapshot = v;
+    else if (['--nodes', '--pods', '--policies', '--namespaces', '--node'].includes(k) && Number.isInteger(Number(v)) && Number(v) >= 0) {
+      (o as unknown as Record<string, number>)[k.slice(2)] = Number(v);
+    } else throw new Error(`bench:agent-memory: unknown argument or bad value: ${k} ${v}`);
+  }
+  return o;
+}
+
+const MiB = (b: number) => (b / 1048576).toFixed(1);
+/** Same placement as bench:scale (scale.bench.ts nodeOf): seeded pseudo-random per pod. */
+const nodeOf = (i: number, n: number) => rng(i * 2654435761 + 17).int(n);
+const gc = (): void => {
+  const g = (globalThis as { gc?: () => void }).gc;
+  if (!g) throw new Error('run with node --expose-gc (npm run bench:agent-memory does)');
+  for (let i = 0; i < 3; i++) g();
+};
+const heapUsed = (): number => {
+  gc();
+  return process.memoryUsage().heapUsed;
+};
+
+const created = '2026-12-01T12:00:00Z';
+const field = (manager: string, operation: string, fieldsV1: unknown, subresource?: string) => ({
+  manager, operation, apiVersion: 'v1', time: created, fieldsType: 'FieldsV1', fieldsV1, ...(subresource ? { subresource } : {}),
+});
+
+/** A pod as the API server serves it once a kubelet runs it: defaulted spec, kubelet status, managedFields. */
+function apiPod(p: Pod, rv: number): KubernetesObject {
+  const c = p.spec!.containers![0]!;
+  const ports = (c.ports ?? []).map((x) => ({ ...x }));
+  const portKeys = Object.fromEntries(ports.map((x) => [`k:{"containerPort":${x.containerPort},"protocol":"${x.protocol}"}`, { '.': {}, 'f:containerPort': {}, 'f:name': {}, 'f:protocol': {} }]));
+  const cond = (type: string) => ({ type, status: 'True', lastProbeTime: null, lastTransitionTime: created });
+  const condKey = (type: string) => [`k:{"type":"${type}"}`, { '.': {}, 'f:lastProbeTime': {}, 'f:lastTransitionTime': {}, 'f:status': {}, 'f:type': {} }];
+  const types = ['PodReadyToStartContainers', 'Initialized', 'Ready', 'ContainersReady', 'PodScheduled'];
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: {
+      name: p.metadata.name, namespace: p.metadata.namespace, uid: `0b9c${String(rv).padStart(4, '0')}-1c2d-4e5f-8a9b-${String(rv).padStart(12, '0')}`,
+      resourceVersion: String(rv), creationTimestamp: created, labels: { ...p.metadata.labels },
+      managedFields: [
+        field('kubectl-client-side-apply', 'Update', { 'f:metadata': { 'f:labels': Object.fromEntries(Object.keys(p.metadata.labels ?? {}).map((k) => [`f:${k}`, {}])) }, 'f:spec': { 'f:containers': { 'k:{"name":"main"}': { '.': {}, 'f:image': {}, 'f:imagePullPolicy': {}, 'f:name': {}, 'f:ports': { '.': {}, ...portKeys }, 'f:resources': {}, 'f:terminationMessagePath': {}, 'f:terminationMessagePolicy': {} } }, 'f:dnsPolicy': {}, 'f:enableServiceLinks': {}, 'f:restartPolicy': {}, 'f:schedulerName': {}, 'f:securityContext': {}, 'f:terminationGracePeriodSeconds': {} } }),
+        field('kubelet', 'Update', { 'f:status': { 'f:conditions': Object.fromEntries(types.map(condKey)), 'f:containerStatuses': {}, 'f:hostIP': {}, 'f:hostIPs': {}, 'f:phase': {}, 'f:podIP': {}, 'f:podIPs': { '.': {}, [`k:{"ip":"${p.status!.podIP}"}`]: { '.': {}, 'f:ip': {} } }, 'f:startTime': {} } }, 'status'),
+      ],
+    },
+    spec: {
+      volumes: [{ name: 'kube-api-access-x7k2p', projected: { sources: [{ serviceAccountToken: { expirationSeconds: 3607, path: 'token' } }, { configMap: { name: 'kube-root-ca.crt', items: [{ key: 'ca.crt', path: 'ca.crt' }] } }, { downwardAPI: { items: [{ path: 'namespace', fieldRef: { apiVersion: 'v1', fieldPath: 'metadata.namespace' } }] } }], defaultMode: 420 } }],
+      containers: [{ name: c.name, image: 'registry.example/app:1.2.3', ports, resources: {}, volumeMounts: [{ name: 'kube-api-access-x7k2p', readOnly: true, mountPath: '/var/run/secrets/kubernetes.io/serviceaccount' }], terminationMessagePath: '/dev/termination-log', terminationMessagePolicy: 'File', imagePullPolicy: 'IfNotPresent' }],
+      restartPolicy: 'Always', terminationGracePeriodSeconds: 30, dnsPolicy: 'ClusterFirst', serviceAccountName: 'default', serviceAccount: 'default',
+      nodeName: p.spec!.nodeName, securityContext: {}, schedulerName: 'default-scheduler',
+      tolerations: [{ key: 'node.kubernetes.io/not-ready', operator: 'Exists', effect: 'NoExecute', tolerationSeconds: 300 }, { key: 'node.kubernetes.io/unreachable', operator: 'Exists', effect: 'NoExecute', tolerationSeconds: 300 }],
+      priority: 0, enableServiceLinks: true, preemptionPolicy: 'PreemptLowerPriority',
+    },
+    status: {
+      phase: 'Running', conditions: types.map(cond), hostIP: '192.168.250.10', hostIPs: [{ ip: '192.168.250.10' }], podIP: p.status!.podIP, podIPs: [{ ip: p.status!.podIP! }], startTime: created,
+      containerStatuses: [{ name: 'main', state: { running: { startedAt: created } }, lastState: {}, ready: true, restartCount: 0, image: 'registry.example/app:1.2.3', imageID: `registry.example/app@sha256:${'4f'.repeat(32)}`, containerID: `containerd://${String(rv).padStart(64, 'a')}`, started: true }],
+      qosClass: 'BestEffort',
+    },
+  };
+}
+
+function apiPolicy(np: NetworkPolicy, rv: number): KubernetesObject {
+  return {
+    apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy',
+    metadata: { ...np.metadata, resourceVersion: String(rv), generation: 1, creationTimestamp: created, managedFields: [field('kubectl-client-side-apply', 'Update', { 'f:spec': { 'f:ingress': {}, 'f:podSelector': {}, 'f:policyTypes': {} } })] },
+    spec: np.spec,
+  } as KubernetesObject;
+}
+
+/** What the operator writes (create, then JSON patches): an Update managedFields entry per writer. */
+function apiOurs(o: NpmRuleSet | NpmIPSet, rv: number): KubernetesObject {
+  const labels = Object.fromEntries(Object.keys(o.metadata.labels ?? {}).map((k) => [`f:${k}`, {}]));
+  const spec = Object.fromEntries(Object.keys(o.spec).map((k) => [`f:${k}`, {}]));
+  return {
+    ...o,
+    metadata: {
+      ...o.metadata, uid: `5e1f${String(rv).padStart(4, '0')}-aaaa-4bbb-8ccc-${String(rv).padStart(12, '0')}`, resourceVersion: String(rv), generation: 1, creationTimestamp: created,
+      managedFields: [{ ...field('kube-npm-operator', 'Update', { 'f:metadata': { 'f:labels': labels, 'f:ownerReferences': {} }, 'f:spec': spec }), apiVersion: API_VERSION }],
+    },
+  } as KubernetesObject;
+}
+
+/** The cluster as served to node-I's informers: per resource, the JSON of every object it lists. */
+function buildCluster(o: Options): { served: Map<string, string[]>; counts: Record<string, number> } {
+  const snap = syntheticCluster({ namespaces: o.namespaces, pods: o.pods, policies: o.policies, seed: 42 });
+  const nodeName = (i: number) => `node-${i}`;
+  for (const p of snap.pods) p.spec!.nodeName = nodeName(nodeOf(Number(p.metadata.name!.slice(4)), o.nodes));
+  const nodeOfIP = new Map(snap.pods.map((p) => [p.status!.podIP!, p.spec!.nodeName!]));
+  const { items } = translate(snap);
+  const sets = items.filter((x): x is NpmIPSet => x.kind === IPSET_KIND);
+  const rulesets = items.filter((x): x is NpmRuleSet => x.kind === RULESET_KIND);
+  const shardsOf = new Map<string, NpmIPSet[]>();
+  for (const s of sets) shardsOf.set(s.spec.setName, [...(shardsOf.get(s.spec.setName) ?? []), s]);
+  // ADR 0011: a ruleset concerns the nodes hosting a member of one of its target sets; a set, the
+  // union of the concerned nodes of the rulesets that reference it.
+  const setNodes = new Map<string, Set<string>>();
+  const me = nodeName(o.node);
+  const mine: KubernetesObject[] = [];
+  let rv = 1000;
+  for (const rs of rulesets) {
+    const nodes = new Set<string>();
+    for (const c of rs.spec.chains) for (const sh of shardsOf.get(c.targetSet) ?? []) for (const m of sh.spec.members) nodes.add(nodeOfIP.get(m) ?? '');
+    nodes.delete('');
+    for (const r of rs.spec.ipsets) for (const n of nodes) setNodes.set(r.name, (setNodes.get(r.name) ?? new Set()).add(n));
+    if (nodes.has(me)) mine.push(apiOurs(withNodeLabels(rs, nodes), rv++));
+  }
+  for (const s of sets) {
+    const nodes = setNodes.get(s.spec.setName) ?? new Set<string>();
+    if (nodes.has(me)) mine.push(apiOurs(withNodeLabels(s, nodes), rv++));
+  }
+  const pods = snap.pods.filter((p) => p.spec!.nodeName === me).map((p) => JSON.stringify(apiPod(p, rv++)));
+  const policies = snap.policies.map((np) => JSON.stringify(apiPolicy(np, rv++)));
+  const served = new Map<string, string[]>([
+    ['npmrulesets', mine.filter((x) => x.kind === RULESET_KIND).map((x) => JSON.stringify(x))],
+    ['npmipsets', mine.filter((x) => x.kind === IPSET_KIND).map((x) => JSON.stringify(x))],
+    ['pods', pods],
+    ['networkpolicies', policies],
+    ['npmnodes', []],
+  ]);
+  const counts = Object.fromEntries([...served].map(([k, v]) => [k, v.length]));
+  return { served, counts: { ...counts, clusterRulesets: rulesets.length, clusterSets: sets.length } };
+}
+
+/** The child: one AgentDaemon fed from the served file, then the figures. */
+async function child(file: string, o: Options): Promise<void> {
+  const base = heapUsed();
+  const { served: raw, counts } = JSON.parse(readFileSync(file, 'utf8')) as { served: Record<string, string[]>; counts: Record<string, number> };
+  const served = new Map(Object.entries(raw));
+  const servedBytes = Object.fromEntries([...served].map(([k, v]) => [k, v.reduce((a, s) => a + s.length, 0)]));
+  const transport = (r: ResourceRef): { listFn: ListFn<KubernetesObject>; watchFn: WatchFn } => ({
+    listFn: async () => ({ items: (served.get(r.plural) ?? []).map((s) => JSON.parse(s) as KubernetesObject), resourceVersion: '999999' }),
+    watchFn: async () => ({ abort: () => undefined }),
+  });
+  const kernel = new FakeKernel();
+  kernel.calls = { push: () => 0 } as unknown as FakeKernel['calls'];
+  const converger = new Converger({ exec: kernel.exec, backend: 'nft', resyncIntervalMs: 3_600_000 });
+  const node = `node-${o.node}`;
+  const daemon = new AgentDaemon({
+    kc: {} as KubeConfig, nodeName: node, backend: 'nft', converger, clock: realClock, log: () => undefined,
+    resyncMs: 3_600_000, tamperCheckMs: 0, podStartup: 'open', transport, writeStatus: async () => undefined,
+  });
+  const t0 = Date.now();
+  await daemon.start();
+  await daemon.settled();
+  const syncMs = Date.now() - t0;
+  // The served JSON is the bench's own (the API server's side): not the agent's.
+  served.clear();
+  const after = heapUsed();
+  const mu = process.memoryUsage();
+  const hs = getHeapStatistics();
+  const hwm = /VmHWM:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
+  console.log(`bench:agent-memory ${node} of N=${o.nodes}, P=${o.pods}, K=${o.policies}, ${o.namespaces} namespaces (${process.version}, bundled, plain node)`);
+  console.log(`  served to the agent: ${JSON.stringify(counts)}; JSON MiB ${JSON.stringify(Object.fromEntries(Object.entries(servedBytes).map(([k, v]) => [k, Number(MiB(v))])))}`);
+  console.log(`  start + first sync ${syncMs} ms (noisy: loaded machine)`);
+  console.log(`  after the first sync: rss ${MiB(mu.rss)} MiB (peak ${MiB(Number(hwm ?? 0) * 1024)}), heapUsed ${MiB(mu.heapUsed)} (before the agent: ${MiB(base)}), heapTotal ${MiB(mu.heapTotal)}, external ${MiB(mu.external)}, arrayBuffers ${MiB(mu.arrayBuffers)}; V8 malloced ${MiB(hs.malloced_memory)}`);
+  console.log(`  heap spaces used MiB: ${getHeapSpaceStatistics().filter((s) => s.space_used_size > 0).map((s) => `${s.space_name.replace('_space', '')} ${MiB(s.space_used_size)}`).join(', ')}`);
+  if (o.heapSnapshot) console.log(`  heap snapshot: ${writeHeapSnapshot(o.heapSnapshot)}`);
+
+  // Retained heap per cache, released one after another.
+  const d = daemon as unknown as Record<string, unknown>;
+  const inf = (k: string) => (d[k] as { cache: Map<string, unknown> }).cache;
+  const steps: [string, () => void][] = [
+    ['fake kernel (bench only: a real kernel holds this)', () => { kernel.sets.clear(); kernel.chains.clear(); }],
+    ['converger (last applied kernel state)', () => void ((converger as unknown as Record<string, unknown>).applied = undefined)],
+    ['pods informer', () => inf('pods').clear()],
+    ['networkpolicies informer', () => inf('policies').clear()],
+    ['daemon programmed view + setCache (member maps)', () => { d.programmed = undefined; (d.setCache as Map<string, unknown>).clear(); }],
+    ['daemon lastApplied + status', () => { (d.lastApplied as Map<string, unknown>).clear(); d.applied = []; d.written = undefined; }],
+    ['npmrulesets informer', () => inf('rulesets').clear()],
+    ['npmipsets informer', () => inf('ipsets').clear()],
+  ];
+  let prev = after;
+  for (const [what, release] of steps) {
+    release();
+    const now = heapUsed();
+    console.log(`  retained: ${what}: ${MiB(prev - now)} MiB`);
+    prev = now;
+  }
+  console.log(`  left: ${MiB(prev)} MiB heapUsed (before the agent: ${MiB(base)})`);
+  await daemon.stop();
+}
+
+/** The parent (under tsx): builds the served cluster, bundles this file, runs it in a plain node child. */
+function parent(o: Options): void {
+  // Under the repository: the bundle's packages (--packages=external) resolve from node_modules.
+  mkdirSync(join(REPO, 'node_modules/.cache'), { recursive: true });
+  const dir = mkdtempSync(join(REPO, 'node_modules/.cache/kube-npm-agentmem-'));
+  try {
+    const file = join(dir, 'served.json');
+    const { served, counts } = buildCluster(o);
+    writeFileSync(file, JSON.stringify({ served: Object.fromEntries(served), counts }));
+    // Plain JavaScript: under tsx the child would carry a second V8 isolate (the loader thread).
+    const r = spawnSync(join(REPO, 'node_modules/.bin/esbuild'), [fileURLToPath(import.meta.url), '--bundle', '--platform=node', '--format=esm', '--target=node20', '--packages=external', `--outfile=${join(dir, 'bench.mjs')}`, '--log-level=warning'], { cwd: REPO, encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`esbuild failed (${r.status}): ${r.stderr}`);
+    const c = spawnSync(process.execPath, ['--expose-gc', join(dir, 'bench.mjs'), ...process.argv.slice(2), '--child', file], { cwd: REPO, stdio: 'inherit', env: { ...process.env, NODE_OPTIONS: '' } });
+    if (c.status !== 0) throw new Error(`bench child failed: status ${c.status} signal ${c.signal}`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function main(): Promise<void> {
+  const args = process.argv.slice(2);
+  const i = args.indexOf('--child');
+  const o = parseArgs(i >= 0 ? args.slice(0, i) : args);
+  if (i >= 0) await child(args[i + 1]!, o);
+  else parent(o);
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench:agent-memory failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(1);
+});
