@@ -1,8 +1,9 @@
 /**
  * npm run bench:agent-memory -- [--nodes N] [--pods P] [--policies K] [--namespaces NS] [--node I]
- *   [--heap-snapshot FILE]
+ *   [--heap-snapshot FILE] [--untrimmed]
  *   (tsx test/bench/agent-memory.bench.ts ...: bundles itself with esbuild and measures in a plain
- *   `node --expose-gc` child, as bench:scale runs its agents)
+ *   `node --expose-gc` child, as bench:scale runs its agents; AGENT_MEMORY_NODE_FLAGS: more node
+ *   flags for that child, e.g. "--max-old-space-size=64")
  *
  * Where one agent's memory goes at scale (issue #10: agent RSS ≤ 80 MiB at P=10,000, K=1,000).
  * Figures, no timed assertion. No API server: the seeded synthetic cluster (test/bench/synthetic.ts,
@@ -30,7 +31,6 @@ import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
 import { AgentDaemon } from '../../operator/src/agent/daemon.js';
 import { Converger } from '../../operator/src/agent/converge.js';
 import { realClock } from '../../operator/src/agent/exec.js';
-import { nodeLabelKey } from '../../operator/src/api/names.js';
 import { API_VERSION, IPSET_KIND, RULESET_KIND, type NpmIPSet, type NpmRuleSet } from '../../operator/src/api/types.js';
 import { withNodeLabels } from '../../operator/src/controller/nodelabels.js';
 import type { ListFn, WatchFn } from '../../operator/src/framework/informer.js';
@@ -48,11 +48,18 @@ interface Options {
   namespaces: number;
   node: number;
   heapSnapshot?: string;
+  /** Informers without their transforms: the agent as before the trim. */
+  untrimmed?: boolean;
 }
 
 function parseArgs(args: readonly string[]): Options {
   const o: Options = { nodes: 10, pods: 10_000, policies: 1_000, namespaces: 100, node: 0 };
   for (let i = 0; i < args.length; i += 2) {
+    if (args[i] === '--untrimmed') {
+      o.untrimmed = true;
+      i--;
+      continue;
+    }
     const [k, v] = [args[i]!, args[i + 1]];
     if (v === undefined) throw new Error(`bench:agent-memory: ${k} needs a value`);
     if (k === '--heap-snapshot') o.heapSnapshot = v;
@@ -76,13 +83,16 @@ const heapUsed = (): number => {
   return process.memoryUsage().heapUsed;
 };
 
+/** An object as JSON (timestamps are strings there, not client-node's Dates). */
+type Served = { kind?: string; [k: string]: unknown };
+
 const created = '2026-12-01T12:00:00Z';
 const field = (manager: string, operation: string, fieldsV1: unknown, subresource?: string) => ({
   manager, operation, apiVersion: 'v1', time: created, fieldsType: 'FieldsV1', fieldsV1, ...(subresource ? { subresource } : {}),
 });
 
 /** A pod as the API server serves it once a kubelet runs it: defaulted spec, kubelet status, managedFields. */
-function apiPod(p: Pod, rv: number): KubernetesObject {
+function apiPod(p: Pod, rv: number): Served {
   const c = p.spec!.containers![0]!;
   const ports = (c.ports ?? []).map((x) => ({ ...x }));
   const portKeys = Object.fromEntries(ports.map((x) => [`k:{"containerPort":${x.containerPort},"protocol":"${x.protocol}"}`, { '.': {}, 'f:containerPort': {}, 'f:name': {}, 'f:protocol': {} }]));
@@ -116,16 +126,16 @@ function apiPod(p: Pod, rv: number): KubernetesObject {
   };
 }
 
-function apiPolicy(np: NetworkPolicy, rv: number): KubernetesObject {
+function apiPolicy(np: NetworkPolicy, rv: number): Served {
   return {
     apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy',
     metadata: { ...np.metadata, resourceVersion: String(rv), generation: 1, creationTimestamp: created, managedFields: [field('kubectl-client-side-apply', 'Update', { 'f:spec': { 'f:ingress': {}, 'f:podSelector': {}, 'f:policyTypes': {} } })] },
     spec: np.spec,
-  } as KubernetesObject;
+  };
 }
 
 /** What the operator writes (create, then JSON patches): an Update managedFields entry per writer. */
-function apiOurs(o: NpmRuleSet | NpmIPSet, rv: number): KubernetesObject {
+function apiOurs(o: NpmRuleSet | NpmIPSet, rv: number): Served {
   const labels = Object.fromEntries(Object.keys(o.metadata.labels ?? {}).map((k) => [`f:${k}`, {}]));
   const spec = Object.fromEntries(Object.keys(o.spec).map((k) => [`f:${k}`, {}]));
   return {
@@ -134,7 +144,7 @@ function apiOurs(o: NpmRuleSet | NpmIPSet, rv: number): KubernetesObject {
       ...o.metadata, uid: `5e1f${String(rv).padStart(4, '0')}-aaaa-4bbb-8ccc-${String(rv).padStart(12, '0')}`, resourceVersion: String(rv), generation: 1, creationTimestamp: created,
       managedFields: [{ ...field('kube-npm-operator', 'Update', { 'f:metadata': { 'f:labels': labels, 'f:ownerReferences': {} }, 'f:spec': spec }), apiVersion: API_VERSION }],
     },
-  } as KubernetesObject;
+  };
 }
 
 /** The cluster as served to node-I's informers: per resource, the JSON of every object it lists. */
@@ -152,7 +162,7 @@ function buildCluster(o: Options): { served: Map<string, string[]>; counts: Reco
   // union of the concerned nodes of the rulesets that reference it.
   const setNodes = new Map<string, Set<string>>();
   const me = nodeName(o.node);
-  const mine: KubernetesObject[] = [];
+  const mine: Served[] = [];
   let rv = 1000;
   for (const rs of rulesets) {
     const nodes = new Set<string>();
@@ -179,13 +189,14 @@ function buildCluster(o: Options): { served: Map<string, string[]>; counts: Reco
 }
 
 /** The child: one AgentDaemon fed from the served file, then the figures. */
-async function child(file: string, o: Options): Promise<void> {
+async function child(dir: string, o: Options): Promise<void> {
   const base = heapUsed();
-  const { served: raw, counts } = JSON.parse(readFileSync(file, 'utf8')) as { served: Record<string, string[]>; counts: Record<string, number> };
-  const served = new Map(Object.entries(raw));
-  const servedBytes = Object.fromEntries([...served].map(([k, v]) => [k, v.reduce((a, s) => a + s.length, 0)]));
+  const rss0 = process.memoryUsage().rss;
+  // Each list reads its resource's file then: the process holds the served JSON only while a list
+  // runs, as a real agent holds a list's pages (all pages' objects, untrimmed, until the list ends).
+  const { counts, bytes: servedBytes } = JSON.parse(readFileSync(join(dir, 'counts.json'), 'utf8')) as { counts: Record<string, number>; bytes: Record<string, number> };
   const transport = (r: ResourceRef): { listFn: ListFn<KubernetesObject>; watchFn: WatchFn } => ({
-    listFn: async () => ({ items: (served.get(r.plural) ?? []).map((s) => JSON.parse(s) as KubernetesObject), resourceVersion: '999999' }),
+    listFn: async () => ({ items: JSON.parse(readFileSync(join(dir, `${r.plural}.json`), 'utf8')) as KubernetesObject[], resourceVersion: '999999' }),
     watchFn: async () => ({ abort: () => undefined }),
   });
   const kernel = new FakeKernel();
@@ -196,20 +207,22 @@ async function child(file: string, o: Options): Promise<void> {
     kc: {} as KubeConfig, nodeName: node, backend: 'nft', converger, clock: realClock, log: () => undefined,
     resyncMs: 3_600_000, tamperCheckMs: 0, podStartup: 'open', transport, writeStatus: async () => undefined,
   });
+  if (o.untrimmed) {
+    // The agent as before its informers trimmed objects (agent/trim.ts): the before figures.
+    for (const k of ['rulesets', 'ipsets', 'pods', 'policies', 'self']) delete (daemon as unknown as Record<string, { opts: { transform?: unknown } }>)[k]!.opts.transform;
+  }
   const t0 = Date.now();
   await daemon.start();
   await daemon.settled();
   const syncMs = Date.now() - t0;
-  // The served JSON is the bench's own (the API server's side): not the agent's.
-  served.clear();
   const after = heapUsed();
   const mu = process.memoryUsage();
   const hs = getHeapStatistics();
   const hwm = /VmHWM:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
-  console.log(`bench:agent-memory ${node} of N=${o.nodes}, P=${o.pods}, K=${o.policies}, ${o.namespaces} namespaces (${process.version}, bundled, plain node)`);
+  console.log(`bench:agent-memory ${node} of N=${o.nodes}, P=${o.pods}, K=${o.policies}, ${o.namespaces} namespaces (${process.version}, bundled, plain node${o.untrimmed ? ', UNTRIMMED informers: as before agent/trim.ts' : ''})`);
   console.log(`  served to the agent: ${JSON.stringify(counts)}; JSON MiB ${JSON.stringify(Object.fromEntries(Object.entries(servedBytes).map(([k, v]) => [k, Number(MiB(v))])))}`);
   console.log(`  start + first sync ${syncMs} ms (noisy: loaded machine)`);
-  console.log(`  after the first sync: rss ${MiB(mu.rss)} MiB (peak ${MiB(Number(hwm ?? 0) * 1024)}), heapUsed ${MiB(mu.heapUsed)} (before the agent: ${MiB(base)}), heapTotal ${MiB(mu.heapTotal)}, external ${MiB(mu.external)}, arrayBuffers ${MiB(mu.arrayBuffers)}; V8 malloced ${MiB(hs.malloced_memory)}`);
+  console.log(`  after the first sync: rss ${MiB(mu.rss)} MiB (peak ${MiB(Number(hwm ?? 0) * 1024)}, before the agent ${MiB(rss0)}), heapUsed ${MiB(mu.heapUsed)} (before the agent: ${MiB(base)}), heapTotal ${MiB(mu.heapTotal)}, external ${MiB(mu.external)}, arrayBuffers ${MiB(mu.arrayBuffers)}; V8 malloced ${MiB(hs.malloced_memory)}`);
   console.log(`  heap spaces used MiB: ${getHeapSpaceStatistics().filter((s) => s.space_used_size > 0).map((s) => `${s.space_name.replace('_space', '')} ${MiB(s.space_used_size)}`).join(', ')}`);
   if (o.heapSnapshot) console.log(`  heap snapshot: ${writeHeapSnapshot(o.heapSnapshot)}`);
 
@@ -243,13 +256,14 @@ function parent(o: Options): void {
   mkdirSync(join(REPO, 'node_modules/.cache'), { recursive: true });
   const dir = mkdtempSync(join(REPO, 'node_modules/.cache/kube-npm-agentmem-'));
   try {
-    const file = join(dir, 'served.json');
     const { served, counts } = buildCluster(o);
-    writeFileSync(file, JSON.stringify({ served: Object.fromEntries(served), counts }));
+    for (const [plural, items] of served) writeFileSync(join(dir, `${plural}.json`), `[${items.join(',')}]`);
+    const bytes = Object.fromEntries([...served].map(([k, v]) => [k, v.reduce((a, x) => a + x.length, 0)]));
+    writeFileSync(join(dir, 'counts.json'), JSON.stringify({ counts, bytes }));
     // Plain JavaScript: under tsx the child would carry a second V8 isolate (the loader thread).
     const r = spawnSync(join(REPO, 'node_modules/.bin/esbuild'), [fileURLToPath(import.meta.url), '--bundle', '--platform=node', '--format=esm', '--target=node20', '--packages=external', `--outfile=${join(dir, 'bench.mjs')}`, '--log-level=warning'], { cwd: REPO, encoding: 'utf8' });
     if (r.status !== 0) throw new Error(`esbuild failed (${r.status}): ${r.stderr}`);
-    const c = spawnSync(process.execPath, ['--expose-gc', join(dir, 'bench.mjs'), ...process.argv.slice(2), '--child', file], { cwd: REPO, stdio: 'inherit', env: { ...process.env, NODE_OPTIONS: '' } });
+    const c = spawnSync(process.execPath, ['--expose-gc', ...(process.env.AGENT_MEMORY_NODE_FLAGS ?? '').split(' ').filter(Boolean), join(dir, 'bench.mjs'), ...process.argv.slice(2), '--child', dir], { cwd: REPO, stdio: 'inherit', env: { ...process.env, NODE_OPTIONS: '' } });
     if (c.status !== 0) throw new Error(`bench child failed: status ${c.status} signal ${c.signal}`);
   } finally {
     rmSync(dir, { recursive: true, force: true });

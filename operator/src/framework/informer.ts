@@ -83,6 +83,12 @@ export interface InformerOptions<T = KubernetesObject> {
   listFn?: ListFn<T>;
   /** Injectable transport (unit tests); default: client-node's Watch. */
   watchFn?: WatchFn;
+  /**
+   * Applied to every listed and watched object (ADDED, MODIFIED, DELETED) before it is cached and
+   * handed to the handlers: a cache keeps only the fields its user reads (e.g. no managedFields).
+   * It must keep metadata.name, namespace and resourceVersion; default: the object as received.
+   */
+  transform?: (obj: T) => T;
 }
 
 type Outcome =
@@ -332,11 +338,12 @@ export class Informer<T extends KubernetesObject> {
 
   /** Apply one watch event to the cache and queue its notification; an Outcome ends the watch. */
   private apply(type: string, raw: unknown): Outcome | undefined {
-    const obj = raw as T;
+    let obj = raw as T;
     switch (type) {
       case 'ADDED':
       case 'MODIFIED': {
         const key = this.keyOf(obj, type);
+        if (key !== undefined && this.opts.transform) obj = this.opts.transform(obj);
         if (key === undefined) return undefined;
         const old = this.cache.get(key);
         this.cache.set(key, obj);
@@ -348,6 +355,7 @@ export class Informer<T extends KubernetesObject> {
       case 'DELETED': {
         const key = this.keyOf(obj, type);
         if (key === undefined) return undefined;
+        if (this.opts.transform) obj = this.opts.transform(obj);
         this.cache.delete(key);
         this.advance(obj);
         this.notifyDelete(obj);
@@ -390,8 +398,9 @@ export class Informer<T extends KubernetesObject> {
     });
     if (this.stopping) return;
     const fresh = new Map<string, T>();
+    const transform = this.opts.transform;
     for (const o of res.items) {
-      if (o?.metadata?.name) fresh.set(objectKey(o), o);
+      if (o?.metadata?.name) fresh.set(objectKey(o), transform ? transform(o) : o);
     }
     let added = 0;
     let updated = 0;
