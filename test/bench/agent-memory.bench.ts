@@ -1,6 +1,6 @@
 /**
  * npm run bench:agent-memory -- [--nodes N] [--pods P] [--policies K] [--namespaces NS] [--node I]
- *   [--heap-snapshot FILE] [--untrimmed]
+ *   [--heap-snapshot FILE] [--untrimmed] [--paged-trim]
  *   (tsx test/bench/agent-memory.bench.ts ...: bundles itself with esbuild and measures in a plain
  *   `node --expose-gc` child, as bench:scale runs its agents; AGENT_MEMORY_NODE_FLAGS: more node
  *   flags for that child, e.g. "--max-old-space-size=64")
@@ -50,13 +50,15 @@ interface Options {
   heapSnapshot?: string;
   /** Informers without their transforms: the agent as before the trim. */
   untrimmed?: boolean;
+  /** The transform applied to each list page as it arrives (a proposed listObjects option). */
+  pagedTrim?: boolean;
 }
 
 function parseArgs(args: readonly string[]): Options {
   const o: Options = { nodes: 10, pods: 10_000, policies: 1_000, namespaces: 100, node: 0 };
   for (let i = 0; i < args.length; i += 2) {
-    if (args[i] === '--untrimmed') {
-      o.untrimmed = true;
+    if (args[i] === '--untrimmed' || args[i] === '--paged-trim') {
+      o[args[i] === '--untrimmed' ? 'untrimmed' : 'pagedTrim'] = true;
       i--;
       continue;
     }
@@ -192,11 +194,21 @@ function buildCluster(o: Options): { served: Map<string, string[]>; counts: Reco
 async function child(dir: string, o: Options): Promise<void> {
   const base = heapUsed();
   const rss0 = process.memoryUsage().rss;
-  // Each list reads its resource's file then: the process holds the served JSON only while a list
-  // runs, as a real agent holds a list's pages (all pages' objects, untrimmed, until the list ends).
-  const { counts, bytes: servedBytes } = JSON.parse(readFileSync(join(dir, 'counts.json'), 'utf8')) as { counts: Record<string, number>; bytes: Record<string, number> };
+  // Each list reads its resource's pages then (500 objects each, as framework/kube.ts listObjects
+  // asks): the process holds the served JSON only while a list runs, and, as listObjects does
+  // today, every page's objects untrimmed until the list ends. --paged-trim applies the informer's
+  // transform to each page instead (a proposed listObjects option): the peak of one page.
+  let transformOf: ((plural: string) => ((x: KubernetesObject) => KubernetesObject) | undefined) = () => undefined;
+  const { counts, bytes: servedBytes, pages } = JSON.parse(readFileSync(join(dir, 'counts.json'), 'utf8')) as { counts: Record<string, number>; bytes: Record<string, number>; pages: Record<string, number> };
   const transport = (r: ResourceRef): { listFn: ListFn<KubernetesObject>; watchFn: WatchFn } => ({
-    listFn: async () => ({ items: JSON.parse(readFileSync(join(dir, `${r.plural}.json`), 'utf8')) as KubernetesObject[], resourceVersion: '999999' }),
+    listFn: async () => {
+      const items: KubernetesObject[] = [];
+      const map = o.pagedTrim ? transformOf(r.plural) : undefined;
+      for (let i = 0; i < (pages[r.plural] ?? 0); i++) {
+        for (const x of JSON.parse(readFileSync(join(dir, `${r.plural}.${i}.json`), 'utf8')) as KubernetesObject[]) items.push(map ? map(x) : x);
+      }
+      return { items, resourceVersion: '999999' };
+    },
     watchFn: async () => ({ abort: () => undefined }),
   });
   const kernel = new FakeKernel();
@@ -207,6 +219,8 @@ async function child(dir: string, o: Options): Promise<void> {
     kc: {} as KubeConfig, nodeName: node, backend: 'nft', converger, clock: realClock, log: () => undefined,
     resyncMs: 3_600_000, tamperCheckMs: 0, podStartup: 'open', transport, writeStatus: async () => undefined,
   });
+  const informers: Record<string, string> = { npmrulesets: 'rulesets', npmipsets: 'ipsets', pods: 'pods', networkpolicies: 'policies', npmnodes: 'self' };
+  transformOf = (plural) => (daemon as unknown as Record<string, { opts: { transform?: (x: KubernetesObject) => KubernetesObject } }>)[informers[plural]!]?.opts.transform;
   if (o.untrimmed) {
     // The agent as before its informers trimmed objects (agent/trim.ts): the before figures.
     for (const k of ['rulesets', 'ipsets', 'pods', 'policies', 'self']) delete (daemon as unknown as Record<string, { opts: { transform?: unknown } }>)[k]!.opts.transform;
@@ -219,7 +233,7 @@ async function child(dir: string, o: Options): Promise<void> {
   const mu = process.memoryUsage();
   const hs = getHeapStatistics();
   const hwm = /VmHWM:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
-  console.log(`bench:agent-memory ${node} of N=${o.nodes}, P=${o.pods}, K=${o.policies}, ${o.namespaces} namespaces (${process.version}, bundled, plain node${o.untrimmed ? ', UNTRIMMED informers: as before agent/trim.ts' : ''})`);
+  console.log(`bench:agent-memory ${node} of N=${o.nodes}, P=${o.pods}, K=${o.policies}, ${o.namespaces} namespaces (${process.version}, bundled, plain node${o.untrimmed ? ', UNTRIMMED informers: as before agent/trim.ts' : ''}${o.pagedTrim ? ', list pages trimmed as they arrive' : ''})`);
   console.log(`  served to the agent: ${JSON.stringify(counts)}; JSON MiB ${JSON.stringify(Object.fromEntries(Object.entries(servedBytes).map(([k, v]) => [k, Number(MiB(v))])))}`);
   console.log(`  start + first sync ${syncMs} ms (noisy: loaded machine)`);
   console.log(`  after the first sync: rss ${MiB(mu.rss)} MiB (peak ${MiB(Number(hwm ?? 0) * 1024)}, before the agent ${MiB(rss0)}), heapUsed ${MiB(mu.heapUsed)} (before the agent: ${MiB(base)}), heapTotal ${MiB(mu.heapTotal)}, external ${MiB(mu.external)}, arrayBuffers ${MiB(mu.arrayBuffers)}; V8 malloced ${MiB(hs.malloced_memory)}`);
@@ -257,9 +271,13 @@ function parent(o: Options): void {
   const dir = mkdtempSync(join(REPO, 'node_modules/.cache/kube-npm-agentmem-'));
   try {
     const { served, counts } = buildCluster(o);
-    for (const [plural, items] of served) writeFileSync(join(dir, `${plural}.json`), `[${items.join(',')}]`);
+    const pages: Record<string, number> = {};
+    for (const [plural, items] of served) {
+      pages[plural] = Math.ceil(items.length / 500);
+      for (let i = 0; i < pages[plural]; i++) writeFileSync(join(dir, `${plural}.${i}.json`), `[${items.slice(i * 500, i * 500 + 500).join(',')}]`);
+    }
     const bytes = Object.fromEntries([...served].map(([k, v]) => [k, v.reduce((a, x) => a + x.length, 0)]));
-    writeFileSync(join(dir, 'counts.json'), JSON.stringify({ counts, bytes }));
+    writeFileSync(join(dir, 'counts.json'), JSON.stringify({ counts, bytes, pages }));
     // Plain JavaScript: under tsx the child would carry a second V8 isolate (the loader thread).
     const r = spawnSync(join(REPO, 'node_modules/.bin/esbuild'), [fileURLToPath(import.meta.url), '--bundle', '--platform=node', '--format=esm', '--target=node20', '--packages=external', `--outfile=${join(dir, 'bench.mjs')}`, '--log-level=warning'], { cwd: REPO, encoding: 'utf8' });
     if (r.status !== 0) throw new Error(`esbuild failed (${r.status}): ${r.stderr}`);
