@@ -33,6 +33,7 @@ GOMOD_DIR="${HERE}/go"
 BUNDLE_DIR="${ROOT}/config/olm"
 # Bump when the way binaries or images are built changes.
 BUILD_REV=1
+GO_TAGS="containers_image_openpgp,netgo,osusergo"
 BUSYBOX="${BUSYBOX:-/bin/busybox}"
 
 log() { printf '[olm-cluster/build] %s\n' "$*" >&2; }
@@ -61,7 +62,7 @@ BIN_DIR="${CACHE_DIR}/bin"
 IMG_DIR="${CACHE_DIR}/images"
 mkdir -p "${BIN_DIR}" "${IMG_DIR}"
 
-BIN_KEY="$({ cat "${GOMOD_DIR}/go.mod" "${GOMOD_DIR}/go.sum"; echo "rev=${BUILD_REV}"; } | sha256sum | cut -c1-16)"
+BIN_KEY="$({ cat "${GOMOD_DIR}/go.mod" "${GOMOD_DIR}/go.sum"; echo "rev=${BUILD_REV} tags=${GO_TAGS}"; } | sha256sum | cut -c1-16)"
 BINS=(olm catalog cpb opm)
 is_current() { [[ -x "${BIN_DIR}/$1" && -f "${BIN_DIR}/.$1.stamp" && "$(cat "${BIN_DIR}/.$1.stamp")" == "${BIN_KEY}" ]]; }
 
@@ -90,7 +91,9 @@ if ((${#need[@]} > 0)); then
   olm_x="-X github.com/operator-framework/operator-lifecycle-manager/pkg/version.OLMVersion=${OLM_VERSION#v}"
   start=${SECONDS}
   log "building ${need[*]} (OLM ${OLM_VERSION}, operator-registry ${OPM_VERSION}) with $(go version | awk '{print $3}'); cold: ~10 min on 2 cores"
-  (cd "${GOMOD_DIR}" && go build -trimpath -ldflags "-s -w ${olm_x}" -o "${tmp}/" "${pkgs[@]}")
+  # containers_image_openpgp: opm pulls in containers/image, whose default
+  # signature backend is gpgme (cgo).
+  (cd "${GOMOD_DIR}" && go build -trimpath -tags "${GO_TAGS}" -ldflags "-s -w ${olm_x}" -o "${tmp}/" "${pkgs[@]}")
   for b in "${need[@]}"; do
     mv -f "${tmp}/${b}" "${BIN_DIR}/${b}"
     printf '%s\n' "${BIN_KEY}" >"${BIN_DIR}/.${b}.stamp"
@@ -107,13 +110,19 @@ mkdir -p "${CRD_DIR}"
 cp -f "${api_dir}"/crds/*.yaml "${CRD_DIR}/"
 chmod u+w "${CRD_DIR}"/*.yaml
 
-# oci_image OUT TAG CONFIG_ARGS_VAR SRC:DEST...
-#   OUT: tar of an OCI layout with one image (ref.name TAG), one layer holding
+# oci_image OUT REF CONFIG_ARGS_VAR SRC:DEST...
+#   OUT: tar of an OCI layout with one image named REF (name:tag; ref.name the
+#   tag, io.containerd.image.name the full REF, so `ctr images import` names it
+#   REF itself: renaming an import-* name with load-image.sh REF left
+#   containerd 1.6's CRI image cache pointing at the removed name, and
+#   containers failed with `failed to get image from containerd "sha256:...":
+#   image "docker.io/library/import-2026-12-01:v0.33.0": not found`), one layer holding
 #   each SRC at DEST (a SRC dir's content goes into DEST), configured with the
 #   umoci config args in the array named CONFIG_ARGS_VAR. Prints the manifest
 #   digest.
 oci_image() {
-  local out="$1" tag="$2" cfgvar="$3[@]"
+  local out="$1" ref="$2" cfgvar="$3[@]"
+  local tag="${ref##*:}"
   shift 3
   local cfg=("${!cfgvar}") work spec src dest
   work="$(mktemp -d "${TMPDIR:-/tmp}/olmc-image.XXXXXX")"
@@ -134,6 +143,9 @@ oci_image() {
   umoci repack --image "${work}/layout:${tag}" "${work}/bundle"
   umoci config --image "${work}/layout:${tag}" --os linux --architecture amd64 "${cfg[@]}"
   umoci gc --layout "${work}/layout"
+  jq --arg n "${ref}" '.manifests[0].annotations["io.containerd.image.name"] = $n' \
+    "${work}/layout/index.json" >"${work}/index.json"
+  mv -f "${work}/index.json" "${work}/layout/index.json"
   jq -r '.manifests[0].digest' "${work}/layout/index.json"
   tar -C "${work}/layout" -cf "${out}.tmp" .
   mv -f "${out}.tmp" "${out}"
@@ -159,7 +171,7 @@ else
 
   OLM_IMAGE="kube-npm.local/olm:${OLM_VERSION}"
   cfg=(--config.env PATH=/bin --config.entrypoint /bin/olm --config.user 65534)
-  olm_digest="$(oci_image "${IMG_DIR}/olm.tar" "${OLM_VERSION}" cfg "${stage}/olm-bin:/bin" "${stage}/tmp:/tmp")"
+  olm_digest="$(oci_image "${IMG_DIR}/olm.tar" "${OLM_IMAGE}" cfg "${stage}/olm-bin:/bin" "${stage}/tmp:/tmp")"
   log "olm image ${OLM_IMAGE} ${olm_digest}"
 
   # The bundle: bundle.Dockerfile's layout and labels (FROM scratch).
@@ -168,7 +180,7 @@ else
   while IFS= read -r l; do cfg+=(--config.label "${l}"); done < <(
     sed -n 's/^LABEL \([^=]*\)=\(.*\)$/\1=\2/p' "${BUNDLE_DIR}/bundle.Dockerfile")
   ((${#cfg[@]} > 0)) || die "no LABEL in ${BUNDLE_DIR}/bundle.Dockerfile"
-  bundle_digest="$(oci_image "${IMG_DIR}/bundle.tar" "${BUNDLE_VERSION}" cfg \
+  bundle_digest="$(oci_image "${IMG_DIR}/bundle.tar" "${BUNDLE_IMAGE}" cfg \
     "${BUNDLE_DIR}/manifests:/manifests" "${BUNDLE_DIR}/metadata:/metadata")"
   # name@digest (no tag): what containerd's CRI resolves, and what makes OLM's
   # unpack Job use pull policy IfNotPresent.
@@ -201,7 +213,7 @@ else
   cfg=(--config.env PATH=/bin --config.user 65534
     --config.label operators.operatorframework.io.index.configs.v1=/configs
     --config.entrypoint /bin/opm --config.cmd serve --config.cmd /configs --config.cmd --port=50051)
-  cat_digest="$(oci_image "${IMG_DIR}/catalog.tar" "${BUNDLE_VERSION}" cfg \
+  cat_digest="$(oci_image "${IMG_DIR}/catalog.tar" "${CATALOG_IMAGE}" cfg \
     "${stage}/cat-bin:/bin" "${stage}/configs:/configs" "${stage}/tmp:/tmp")"
   log "catalog image ${CATALOG_IMAGE} ${cat_digest}"
 

@@ -64,7 +64,8 @@ fail() { # NS WHAT MESSAGE
   dump "$1" "$2"
   die "$3"
 }
-# wait_for DESC NS WHAT CMD...: polls CMD (a shell test) every 2 s up to TIMEOUT.
+# wait_for DESC NS WHAT CMD...: runs CMD (a function: re-evaluated each time)
+# every 2 s until it succeeds, up to TIMEOUT.
 wait_for() {
   local desc="$1" ns="$2" what="$3" t=${SECONDS}
   shift 3
@@ -87,10 +88,11 @@ csv_image="$(awk '$1 == "image:" { print $2; exit }' "${ROOT}/config/olm/manifes
 archive="${KUBE_NPM_IMAGE_ARCHIVE:-$(ls -t "${HOME}"/.cache/kube-npm/image/out/kube-npm-*.tar 2>/dev/null | head -n1 || true)}"
 [[ -s "${archive}" ]] || die "no kube-npm image archive (set KUBE_NPM_IMAGE_ARCHIVE; the image build writes ~/.cache/kube-npm/image/out/kube-npm-*.tar)"
 L="${ROOT}/hack/cluster/load-image.sh"
-bash "${L}" "${CACHE}/images/olm.tar" "${OLM_IMAGE}" >/dev/null
-bash "${L}" "${CACHE}/images/catalog.tar" "${CATALOG_IMAGE}" >/dev/null
-bash "${L}" "${CACHE}/images/bundle.tar" "${BUNDLE_IMAGE}" >/dev/null
-# The unpack Job names the bundle by digest (from the catalog).
+# build.sh's archives carry their full names (no REF: see oci_image there).
+bash "${L}" "${CACHE}/images/olm.tar" >/dev/null
+bash "${L}" "${CACHE}/images/catalog.tar" >/dev/null
+bash "${L}" "${CACHE}/images/bundle.tar" >/dev/null
+# The unpack Job names the bundle by digest (from the catalog): a second name.
 bash "${L}" "${CACHE}/images/bundle.tar" "${BUNDLE_REF}" >/dev/null
 log "kube-npm image ${archive} as ${csv_image}"
 bash "${L}" "${archive}" "${csv_image}" >/dev/null
@@ -120,14 +122,14 @@ subst "${HERE}/manifests/40-kube-npm-catalog.yaml" | k apply -f - >/dev/null
 k -n olm rollout status deploy/kube-npm-catalog --timeout="${TIMEOUT}s" >&2 || fail olm deploy/kube-npm-catalog "the catalog (opm serve) did not become available"
 CATALOG_ADDRESS="$(jp olm svc/kube-npm-catalog '{.spec.clusterIP}'):50051"
 subst "${HERE}/manifests/41-kube-npm-catalogsource.yaml" | k apply -f - >/dev/null
-wait_for "CatalogSource kube-npm-catalog READY" olm catalogsource/kube-npm-catalog \
-  test "$(jp olm catalogsource/kube-npm-catalog '{.status.connectionState.lastObservedState}')" == READY
+catalog_ready() { [[ "$(jp olm catalogsource/kube-npm-catalog '{.status.connectionState.lastObservedState}')" == READY ]]; }
+wait_for "CatalogSource kube-npm-catalog READY" olm catalogsource/kube-npm-catalog catalog_ready
 phase_done "catalog (opm serve) + CatalogSource READY at ${CATALOG_ADDRESS}"
 
 # 5. subscription -> CSV -> operator -> agent DaemonSet
 k apply -f "${HERE}/manifests/50-kube-npm-subscription.yaml" >/dev/null
-wait_for "Subscription kube-npm to name its installed CSV" "${NS}" subscription/kube-npm \
-  test -n "$(jp "${NS}" subscription/kube-npm '{.status.installedCSV}')"
+sub_installed() { [[ -n "$(jp "${NS}" subscription/kube-npm '{.status.installedCSV}')" ]]; }
+wait_for "Subscription kube-npm to name its installed CSV" "${NS}" subscription/kube-npm sub_installed
 csv="$(jp "${NS}" subscription/kube-npm '{.status.installedCSV}')"
 phase_done "Subscription resolved, InstallPlan applied (CSV ${csv})"
 csv_phase() { jp "${NS}" "csv/${csv}" '{.status.phase}'; }
