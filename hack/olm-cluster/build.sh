@@ -13,7 +13,7 @@
 #       catalog.tar  kube-npm.local/kube-npm-catalog:<csv version>: opm and a
 #                    file-based catalog in /configs (package kube-npm, channel
 #                    alpha), served by `opm serve /configs -p 50051`;
-#   - catalog/kube-npm/catalog.yaml: that FBC, rendered by `opm render` from
+#   - catalog/kube-npm/catalog.json: that FBC, rendered by `opm render` from
 #     config/olm, its bundle image = the bundle's digest reference (OLM infers
 #     pull policy Always for a tag, IfNotPresent for a digest, and the nodes
 #     have no registry to pull from).
