@@ -48,7 +48,7 @@ phase_done() { FIG+=("$1: $((SECONDS - PHASE_T)) s"); log "$1 done in $((SECONDS
 dump() {
   local ns="$1" what="$2"
   log "---- ${what} in ${ns}:"
-  k -n "${ns}" get ${what} -o yaml 2>&1 | sed -n '/^  status:\|^status:/,$p' | head -80 >&2 || true
+  k -n "${ns}" get "${what}" -o yaml 2>&1 | sed -n '/^  status:\|^status:/,$p' | head -80 >&2 || true
   log "---- pods (all namespaces):"
   k get pods -A -o wide >&2 || true
   log "---- events in ${ns}:"
@@ -85,6 +85,7 @@ phase_done "build.sh (cached unless sources changed)"
 # 2. images into the nodes
 csv_image="$(awk '$1 == "image:" { print $2; exit }' "${ROOT}/config/olm/manifests/kube-npm.clusterserviceversion.yaml")"
 [[ -n "${csv_image}" ]] || die "no image: in the CSV"
+# shellcheck disable=SC2012 # newest by mtime; the names are ours
 archive="${KUBE_NPM_IMAGE_ARCHIVE:-$(ls -t "${HOME}"/.cache/kube-npm/image/out/kube-npm-*.tar 2>/dev/null | head -n1 || true)}"
 [[ -s "${archive}" ]] || die "no kube-npm image archive (set KUBE_NPM_IMAGE_ARCHIVE; the image build writes ~/.cache/kube-npm/image/out/kube-npm-*.tar)"
 L="${ROOT}/hack/cluster/load-image.sh"
