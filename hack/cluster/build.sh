@@ -16,6 +16,8 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=../lib/k8s-build.sh
+source "${HERE}/../lib/k8s-build.sh"
 REPO_ROOT="$(cd "${HERE}/../.." && pwd)"
 GOMOD_DIR="${REPO_ROOT}/hack/controlplane/go"
 LOG_TAG=build
@@ -51,23 +53,12 @@ need=()
 for b in "${BINS[@]}"; do is_current "${b}" || need+=("${b}"); done
 if ((${#need[@]} > 0)); then
   command -v go >/dev/null || die "go is required to build ${need[*]}"
-  exec 9>"${VERSION_DIR}/.lock"
-  log "waiting for build lock ${VERSION_DIR}/.lock"
-  flock 9
-  still=()
-  for b in "${need[@]}"; do is_current "${b}" || still+=("${b}"); done
-  need=("${still[@]+"${still[@]}"}")
+  build_lock "${VERSION_DIR}"
 fi
 if ((${#need[@]} > 0)); then
   tmp="$(mktemp -d "${VERSION_DIR}/build.XXXXXX")"
   trap 'rm -rf "${tmp}"' EXIT
-  minor="${K8S_VERSION#v}"; major="${minor%%.*}"; minor="${minor#*.}"; minor="${minor%%.*}"
-  build_date="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  k8s_x=""
-  for pkg in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
-    k8s_x+=" -X ${pkg}.gitVersion=${K8S_VERSION} -X ${pkg}.gitMajor=${major} -X ${pkg}.gitMinor=${minor}"
-    k8s_x+=" -X ${pkg}.gitTreeState=clean -X ${pkg}.buildDate=${build_date}"
-  done
+  k8s_x="$(k8s_version_ldflags "${K8S_VERSION}")"
   pkgs=()
   for b in "${need[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/${b}"); done
   # Same flags as hack/controlplane/build.sh: shared compile cache, no

@@ -18,6 +18,8 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=../lib/k8s-build.sh
+source "${HERE}/../lib/k8s-build.sh"
 GOMOD_DIR="${HERE}/go"
 # Bump when the way binaries are built changes, to invalidate caches.
 BUILD_REV=1
@@ -95,28 +97,13 @@ need=()
 if ((${#need[@]} > 0)); then
   command -v go >/dev/null || die "go is required to build ${need[*]} (or pass KUBE_APISERVER/ETCD/KUBECTL or KUBEBUILDER_ASSETS)"
   mkdir -p "${BIN_DIR}"
-  # Serialise concurrent builds of the same version.
-  exec 9>"${VERSION_DIR}/.lock"
-  if command -v flock >/dev/null; then
-    log "waiting for build lock ${VERSION_DIR}/.lock"
-    flock 9
-  fi
-  # Someone else may have built while we waited.
-  still=()
-  for b in "${need[@]}"; do is_current "${b}" || still+=("${b}"); done
-  need=("${still[@]+"${still[@]}"}")
+  build_lock "${VERSION_DIR}"
 fi
 
 if ((${#need[@]} > 0)); then
   tmp="$(mktemp -d "${VERSION_DIR}/build.XXXXXX")"
   trap 'rm -rf "${tmp}"' EXIT
-  minor="${K8S_VERSION#v}"; major="${minor%%.*}"; minor="${minor#*.}"; minor="${minor%%.*}"
-  build_date="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  k8s_x=""
-  for pkg in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
-    k8s_x+=" -X ${pkg}.gitVersion=${K8S_VERSION} -X ${pkg}.gitMajor=${major} -X ${pkg}.gitMinor=${minor}"
-    k8s_x+=" -X ${pkg}.gitTreeState=clean -X ${pkg}.buildDate=${build_date}"
-  done
+  k8s_x="$(k8s_version_ldflags "${K8S_VERSION}")"
   export CGO_ENABLED="${CGO_ENABLED:-0}"
   # go.sum is complete and committed: readonly keeps the tree untouched and
   # needs no checksum database (sum.golang.org may be unreachable).
