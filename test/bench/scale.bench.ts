@@ -33,6 +33,7 @@ import type { NetworkPolicy, Pod } from '../../operator/src/translate/k8s.js';
 import { startControlPlane, type ControlPlane } from '../support/controlplane.js';
 import { REPO } from '../support/e2e.js';
 import { diff, scraper, total } from './scale/apimetrics.js';
+import { TrialTimeline, type Stamps } from './scale/timeline.js';
 import type { WorkerStats } from './scale/agents.js';
 import { rng, syntheticCluster, syntheticPod } from './synthetic.js';
 import { assertValidSnapshot } from './validate.js';
@@ -397,6 +398,9 @@ export async function runScaleBench(o: ScaleOptions): Promise<ScaleResult> {
     log(`policy trials: ${TRIALS} NetworkPolicy creates, each until its NpmRuleSet is Programmed`);
     const trialMs: number[] = [];
     const reasons: Record<string, number> = {};
+    const timeline = new TrialTimeline(new Set(trialPolicies.map((np) => `${np.metadata.namespace}/${np.metadata.name}`)));
+    await timeline.start(cp.kubeconfigPath);
+    const stages: Record<keyof Stamps, number[]> = { written: [], labelled: [], reported: [], programmed: [] };
     for (const np of trialPolicies) {
       const ta = performance.now();
       await createPolicy(np);
@@ -407,6 +411,9 @@ export async function runScaleBench(o: ScaleOptions): Promise<ScaleResult> {
         const c = rs?.status?.conditions?.find((x) => x.type === 'Programmed' && x.status === 'True');
         if (c) {
           trialMs.push(performance.now() - ta);
+          await sleep(50); // the timeline's watch may trail our GET
+          const st = timeline.get(`${np.metadata.namespace}/${np.metadata.name}`);
+          for (const k of Object.keys(stages) as (keyof Stamps)[]) if (st[k] !== undefined) stages[k].push(st[k]! - ta);
           reasons[c.reason ?? '?'] = (reasons[c.reason ?? '?'] ?? 0) + 1;
           break;
         }
@@ -414,6 +421,9 @@ export async function runScaleBench(o: ScaleOptions): Promise<ScaleResult> {
         await sleep(25);
       }
     }
+    timeline.stop();
+    const stageMs = Object.fromEntries(Object.entries(stages).map(([k, v]) => [k, { p50: round(pct(v, 50)), p99: round(pct(v, 99)), n: v.length }]));
+    log(`policy trials: Programmed p50 ${round(pct(trialMs, 50))} ms; stages since create (p50/p99 ms): ${Object.entries(stageMs).map(([k, v]) => `${k} ${v.p50}/${v.p99}`).join(', ')}`);
 
     // ---------------------------------------------------------------- memory
     const agent0 = await workers[0]!.stats();
@@ -441,6 +451,7 @@ export async function runScaleBench(o: ScaleOptions): Promise<ScaleResult> {
       agent_wakeups_per_pod_event: wakeups,
       pod_event_window_ms: median(events.map((e) => e.ms)),
       policy_programmed_ms: { p50: round(pct(trialMs, 50)), p99: round(pct(trialMs, 99)), trials: trialMs.length, reasons },
+      policy_programmed_stages_ms: stageMs,
       operator_rss_mib: round(operatorIdle.rssMiB),
       operator_rss_mib_end: round(opEnd.rssMiB),
       operator_peak_rss_mib: round(opEnd.hwmMiB),

@@ -8,6 +8,7 @@
  * collapse into one drain per tick and one write per changed shard; the queue dedupes keys, so a hot
  * key cannot grow the backlog and other keys are not starved (FIFO).
  */
+import { dropManagedFields, trimOperatorNamespace, trimOperatorPod, trimOperatorPolicy } from './trim.js';
 import { CoreV1Api, EventsV1Api, PatchStrategy, V1MicroTime, setHeaderOptions, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
 import { ipSetObjectName } from '../api/names.js';
 import {
@@ -125,12 +126,12 @@ export class NpmOperator {
     const resyncMs = o.resyncMs ?? 300_000;
     const ours = `${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`;
     const t = (r: ResourceRef) => (o.transport?.(r) ?? {}) as object;
-    this.policies = new Informer({ kc: o.kc, resource: CORE.networkPolicies, log, resyncMs, ...t(CORE.networkPolicies) });
-    this.pods = new Informer({ kc: o.kc, resource: CORE.pods, log, resyncMs, ...t(CORE.pods) });
-    this.namespaces = new Informer({ kc: o.kc, resource: CORE.namespaces, log, resyncMs, ...t(CORE.namespaces) });
-    this.rulesets = new Informer({ kc: o.kc, resource: RULESETS, labelSelector: ours, log, resyncMs, ...t(RULESETS) });
-    this.ipsets = new Informer({ kc: o.kc, resource: IPSETS, labelSelector: ours, log, resyncMs, ...t(IPSETS) });
-    this.nodes = new Informer({ kc: o.kc, resource: NODES, log, resyncMs, ...t(NODES) });
+    this.policies = new Informer({ kc: o.kc, resource: CORE.networkPolicies, log, resyncMs, transform: trimOperatorPolicy, ...t(CORE.networkPolicies) });
+    this.pods = new Informer({ kc: o.kc, resource: CORE.pods, log, resyncMs, transform: trimOperatorPod, ...t(CORE.pods) });
+    this.namespaces = new Informer({ kc: o.kc, resource: CORE.namespaces, log, resyncMs, transform: trimOperatorNamespace, ...t(CORE.namespaces) });
+    this.rulesets = new Informer({ kc: o.kc, resource: RULESETS, labelSelector: ours, log, resyncMs, transform: dropManagedFields, ...t(RULESETS) });
+    this.ipsets = new Informer({ kc: o.kc, resource: IPSETS, labelSelector: ours, log, resyncMs, transform: dropManagedFields, ...t(IPSETS) });
+    this.nodes = new Informer({ kc: o.kc, resource: NODES, log, resyncMs, transform: dropManagedFields, ...t(NODES) });
     this.leases = new Informer({ kc: o.kc, resource: LEASES, namespace: o.agentLeaseNamespace ?? DEFAULT_LEASE_NAMESPACE, log, resyncMs, ...t(LEASES) });
     this.clock = o.clock ?? realClock;
     this.events = o.kc.makeApiClient(EventsV1Api);
