@@ -29,9 +29,13 @@
  *    (ipset/session.ts, ADR 0010) instead of a new process: same lines, same stop-at-the-first-
  *    failing-line semantics, same RestoreError; after a failed session write the next ipset write
  *    starts `ipset restore` again.
- *  - sync() retries failed attempts with exponential backoff (injected clock), every retry full.
+ *  - sync() retries failed attempts with the framework Backoff (injected clock), every retry full.
+ *    Given a function instead of a state, each attempt calls it again: a retry re-plans from the
+ *    newest desired state (the daemon's caches as they are then), never re-applies the failed
+ *    attempt's input, which may be seconds old by then.
  * Effects: only through the injected Exec and Clock. Not re-entrant: one caller at a time.
  */
+import { Backoff } from '../framework/backoff.js';
 import { binaries, type Backend, type Binaries } from './backend.js';
 import { realClock, type Clock, type Exec } from './exec.js';
 import { parseIptablesSave } from './iptables/parse.js';
@@ -219,13 +223,18 @@ export class Converger {
     return r.stdout;
   }
 
-  /** Converges to `desired`, retrying with exponential backoff; throws the last error when all attempts fail. */
-  async sync(desired: DesiredState, opts: SyncOptions = {}): Promise<SyncResult> {
+  /**
+   * Converges to `desired`, retrying with backoff; throws the last error when all attempts fail.
+   * `desired` may be a function: it is called at every attempt, so a retry plans from the newest
+   * desired state (the kernel is re-read in full either way).
+   */
+  async sync(desired: DesiredState | (() => DesiredState), opts: SyncOptions = {}): Promise<SyncResult> {
     const start = this.clock.now();
-    let delay = this.retry.initialDelayMs;
+    const backoff = new Backoff({ initialMs: this.retry.initialDelayMs, maxMs: Math.max(this.retry.initialDelayMs, this.retry.maxDelayMs), factor: this.retry.factor });
     for (let attempt = 1; ; attempt++) {
       try {
-        const r = await this.syncOnce(desired, { ...opts, forceFull: opts.forceFull || attempt > 1 });
+        const d = typeof desired === 'function' ? desired() : desired;
+        const r = await this.syncOnce(d, { ...opts, forceFull: opts.forceFull || attempt > 1 });
         r.attempts = attempt;
         r.durationMs = this.clock.now() - start;
         this.observer.sync?.(r);
@@ -237,9 +246,9 @@ export class Converger {
           this.observer.syncFailed?.(err, (this.clock.now() - start) / 1000);
           throw new Error(`sync failed after ${attempt} attempt(s)`, { cause: e });
         }
-        this.log(`sync attempt ${attempt} failed, retrying in ${delay} ms with a full re-read: ${err.message}`);
+        const delay = backoff.next();
+        this.log(`sync attempt ${attempt} failed, retrying in ${delay} ms with a full re-read${typeof desired === 'function' ? ' and a new plan' : ''}: ${err.message}`);
         await this.clock.sleep(delay);
-        delay = Math.min(this.retry.maxDelayMs, delay * this.retry.factor);
       }
     }
   }

@@ -1,29 +1,36 @@
 /**
  * `kube-npm agent --node-name NODE`: the node agent as a daemon. Watches NpmRuleSets, NpmIPSets and
- * the pods of its own node; one converge loop (coalesced, at most one sync at a time, a minimum
- * interval between syncs, a periodic full resync that heals drift); its NpmNode status is written
- * only when its content changes (an idle node writes nothing; liveness is the Lease of lease.ts). It never writes NpmRuleSets: N nodes x M rulesets writes would not scale; the operator
+ * the pods of its own node. Two framework Runners (framework/runner.ts, ADR 0014):
+ *  - syncs: coalesced, at most one sync at a time, a minimum interval between syncs, a periodic full
+ *    resync that heals drift, and a retry with backoff after a sync the converger gave up on. Every
+ *    sync, and every converger attempt within it, plans from the caches as they are then.
+ *  - reports: the NpmNode status write trails the syncs by reportDelayMs, one at a time, of the
+ *    latest state, retried with backoff; written only when its content changes (an idle node
+ *    writes nothing; liveness is the Lease of lease.ts).
+ * It never writes NpmRuleSets: N nodes x M rulesets writes would not scale; the operator
  * aggregates NpmNodes instead.
  */
 import { isDeepStrictEqual } from 'node:util';
 import { CustomObjectsApi, PatchStrategy, setHeaderOptions, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
 import { GROUP, IPSET_KIND, IPSET_PLURAL, NODE_KIND, NODE_PLURAL, RULESET_KIND, RULESET_PLURAL, VERSION, API_VERSION, type AppliedRuleSet, type ObservedRevisions, type NpmIPSet, type NpmNodeStatus, type NpmRuleSet, type Condition, type KernelCounts } from '../api/types.js';
+import { realClock as abortableClock, type Clock as FrameworkClock } from '../framework/backoff.js';
 import { setCondition } from '../framework/conditions.js';
 import { errorChain } from '../framework/errors.js';
 import { Informer, type ListFn, type WatchFn } from '../framework/informer.js';
 import { nodeLabelKey } from '../api/names.js';
 import { CORE, formatError, type ResourceRef } from '../framework/kube.js';
+import { Runner, type RunReason } from '../framework/runner.js';
 import type { NodeMetrics } from '../metrics/node.js';
 import type { Backend } from './backend.js';
 import type { Converger, SyncResult } from './converge.js';
-import type { Clock } from './exec.js';
+import { realClock as agentRealClock, type Clock } from './exec.js';
 import { buildDesired, type DesiredState, type SetCache } from './model.js';
 import { selectLocal } from './select.js';
 import { TamperWatcher } from './tamper.js';
 import { trimOurs, trimPod, trimPolicy } from './trim.js';
 import type { Pod } from '../translate/k8s.js';
 import type { NetworkPolicy } from '../translate/k8s.js';
-import { PodStartup, appliedView, inPodCidrs, localPodsOf, policyTargets, selectionView, type PodStartupMode, type ProgrammedView } from './podstartup.js';
+import { PodStartup, appliedView, inPodCidrs, localPodsOf, policyTargets, selectionView, type Admission, type PodStartupMode, type ProgrammedView } from './podstartup.js';
 
 export interface AgentDaemonOptions {
   kc: KubeConfig;
@@ -43,9 +50,12 @@ export interface AgentDaemonOptions {
   coalesceMs?: number;
   /** The NpmNode write trails a sync by this much, so that a burst of syncs costs one write. Default 100 ms. */
   reportDelayMs?: number;
-  /** Full kernel re-read and repair at least this often. Default 60 s. */
+  /** Full kernel re-read and repair at least this often; 0 = never (tests). Default 60 s. */
   resyncMs?: number;
-  /** Retry delay after a failed sync (the converger already retried with backoff). Default 2 s. */
+  /**
+   * First retry delay after a failed sync (the converger already retried with backoff) or a failed
+   * NpmNode write; doubles per failure up to max(retryMs, 30 s). Default 2 s.
+   */
   retryMs?: number;
   /**
    * Tamper check of the hook and base chains (tamper.ts) this often; a finding forces a full
@@ -76,6 +86,16 @@ function linesWritten(r: SyncResult): number {
   return r.lines.ipset + r.lines.iptables + r.lines.destroy;
 }
 
+/** One plan of a sync: the desired state and what it was computed from. */
+interface Planned {
+  observed: ObservedRevisions;
+  pods: ReturnType<typeof localPodsOf>;
+  sel: ReturnType<typeof selectLocal>;
+  targets: ReturnType<typeof policyTargets>;
+  admission: Admission;
+  desired: DesiredState;
+}
+
 export class AgentDaemon {
   private readonly rulesets: Informer<NpmRuleSet & KubernetesObject>;
   private readonly ipsets: Informer<NpmIPSet & KubernetesObject>;
@@ -87,30 +107,21 @@ export class AgentDaemon {
   private readonly startup: PodStartup;
   /** What the kernel holds after the last successful sync (rulesets and set members). */
   private programmed: ProgrammedView | undefined;
-  /** Sync again without the minimum interval: a waiting pod became ready to enter KNPM-LOCAL. */
-  private urgent = false;
   /** Strict found a local pod outside the pod CIDR: the strict rules are off until restart. */
   private strictSuspended = false;
   private api: CustomObjectsApi | undefined;
   private readonly lastApplied = new Map<string, NpmRuleSet>();
   private readonly setCache: SetCache = new Map();
-  private dirty = false;
-  /** Clock time of the first request since the last sync started. */
-  private dirtySince = 0;
   private forceFull = true;
-  private running: Promise<void> | undefined;
-  private stopped = false;
   private started = false;
-  private lastSyncAt = -Infinity;
-  private timer: NodeJS.Timeout | undefined;
+  private readonly syncs: Runner;
+  /** The NpmNode write: trails the syncs, one at a time (two patches in flight could land out of order). */
+  private readonly reports: Runner;
   private tamper: TamperWatcher | undefined;
   /** The next sync re-reads iptables: the tamper check found something. */
   private rereadIptables = false;
-  /** A report waiting for reportDelayMs, and the outcome of the latest sync it will write. */
-  private reporting: Promise<void> | undefined;
+  /** The outcome of the latest sync: what the next report writes. */
   private reportError: string | undefined;
-  /** Syncs finished (each one's outcome is to be reported). */
-  private reportSeq = 0;
   /** The NpmNode status this process last wrote successfully (nothing is written while equal). */
   private written: NpmNodeStatus | undefined;
   /** Kernel counts and rulesets of the last successful sync. */
@@ -124,6 +135,37 @@ export class AgentDaemon {
 
   constructor(private readonly o: AgentDaemonOptions) {
     const log = (s: string) => o.log(s);
+    // The runners wait through the clock and abandon waits through an AbortSignal; the agent's real
+    // clock (exec.ts) ignores the signal, and a pending 60 s resync timer would then hold the process
+    // for up to a minute after SIGTERM. Same time source, abortable sleep.
+    const clock: FrameworkClock = o.clock === agentRealClock ? { now: agentRealClock.now, sleep: abortableClock.sleep } : o.clock;
+    const retryMs = o.retryMs ?? 2000;
+    const backoff = { initialMs: retryMs, maxMs: Math.max(retryMs, 30_000) };
+    this.syncs = new Runner({
+      name: 'sync',
+      run: (reason) => this.syncNow(reason),
+      clock,
+      minIntervalMs: o.minIntervalMs ?? 50,
+      coalesceMs: o.coalesceMs ?? 25,
+      maxIntervalMs: o.resyncMs ?? 60_000,
+      backoff,
+      // With its causes: the failing command and the kernel tool's message, not only "sync failed".
+      onError: (err, delay) => log(`sync failed, kernel keeps its last good state, retrying in ${delay} ms: ${errorChain(err)}`),
+    });
+    // The report trails the first sync it covers by reportDelayMs and the previous report by as
+    // much: the syncs of one change that arrived in pieces (shards written one after another by a
+    // busy operator) are reported by one write of the latest state.
+    const reportDelay = o.reportDelayMs ?? 100;
+    this.reports = new Runner({
+      name: 'report',
+      run: () => this.report(this.reportError),
+      clock,
+      minIntervalMs: reportDelay,
+      coalesceMs: reportDelay,
+      backoff,
+      // Retried by the runner: nothing else would wake us up (an idle node does not sync).
+      onError: (err, delay) => log(`reporting NpmNode ${o.nodeName} failed, retrying in ${delay} ms: ${formatError(err)}`),
+    });
     const via = <T extends KubernetesObject>(r: ResourceRef) => (o.transport ? (o.transport(r) as { listFn: ListFn<T>; watchFn: WatchFn }) : {});
     // Only the rulesets and sets the operator labelled for this node (ADR 0011): an agent neither
     // caches nor wakes up for the rest of the cluster, so a pod event costs the nodes it concerns.
@@ -165,11 +207,8 @@ export class AgentDaemon {
     // the pods or sets would remove rules the kernel holds (an unprotected window after a restart).
     await Promise.all([this.rulesets.start(), this.ipsets.start(), this.pods.start(), this.policies.start(), this.self.start()]);
     this.started = true;
-    const resync = this.o.resyncMs ?? 60_000;
-    this.timer = setInterval(() => {
-      this.forceFull = true;
-      this.request();
-    }, resync);
+    this.syncs.start();
+    this.reports.start();
     const tamperMs = this.o.tamperCheckMs ?? 1000;
     if (tamperMs > 0) {
       this.tamper = new TamperWatcher({
@@ -189,45 +228,75 @@ export class AgentDaemon {
     this.request();
   }
 
+  /** Stops the syncs (waiting for a running one) and drops a report not yet started. The kernel keeps its state. */
   async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.timer) clearInterval(this.timer);
     await this.tamper?.stop();
     await Promise.all([this.rulesets.stop(), this.ipsets.stop(), this.pods.stop(), this.policies.stop(), this.self.stop()]);
-    await this.running;
+    await this.syncs.stop();
+    await this.reports.stop();
   }
 
-  /** Resolves when no sync is running or pending (tests, shutdown). */
+  /**
+   * Resolves when no sync or report is running or waiting to run (tests; the CLI before its first
+   * Lease renewal). A retry scheduled after a failure does not count: the failure was reported.
+   */
   async settled(): Promise<void> {
-    while (this.running || this.reporting) await (this.running ?? this.reporting);
+    while (!this.syncs.isSettled() || !this.reports.isSettled()) {
+      await this.syncs.settled();
+      await this.reports.settled();
+    }
   }
 
   /** Ask for a sync; bursts coalesce into one. */
   request(): void {
-    if (!this.started) return;
-    if (!this.dirty) this.dirtySince = this.o.clock.now();
-    this.dirty = true;
-    if (!this.running && !this.stopped) this.running = this.loop().finally(() => (this.running = undefined));
+    if (this.started) this.syncs.run();
   }
 
-  private async loop(): Promise<void> {
-    const min = this.o.minIntervalMs ?? 50;
-    while (this.dirty && !this.stopped) {
-      const now = this.o.clock.now();
-      const wait = Math.max(this.lastSyncAt + min - now, this.dirtySince + (this.o.coalesceMs ?? 25) - now);
-      if (wait > 0 && !this.urgent) await this.o.clock.sleep(wait);
-      this.urgent = false;
-      this.dirty = false;
-      await this.syncNow();
-    }
-  }
-
-  private async syncNow(): Promise<void> {
-    const t0 = this.o.clock.now();
-    const full = this.forceFull;
+  /**
+   * One sync. Throws when the converger gave up (the runner retries later, from the newest state);
+   * every outcome is reported.
+   */
+  private async syncNow(reason: RunReason): Promise<void> {
+    const full = this.forceFull || reason === 'periodic';
     this.forceFull = false;
     const rereadIptables = this.rereadIptables;
     this.rereadIptables = false;
+    let planned: Planned | undefined;
+    let result: SyncResult;
+    try {
+      // A function, not a state: each attempt of the converger plans from the caches as they are
+      // then, so a retry after a failed attempt applies the newest desired state, not this one.
+      result = await this.o.converger.sync(() => (planned = this.plan()).desired, { forceFull: full, rereadIptables });
+    } catch (err) {
+      this.forceFull = true;
+      this.scheduleReport(errorChain(err));
+      throw err;
+    }
+    const { pods, sel, targets, admission, observed, desired } = planned!;
+    this.lastApplied.clear();
+    for (const o of sel.objects) if (o.kind === RULESET_KIND) this.lastApplied.set(`${o.metadata.namespace}/${o.metadata.name}`, o);
+    this.programmed = appliedView(new Map(this.lastApplied), desired.sets);
+    const done = this.startup.synced(pods, targets, new Set(admission.ips), this.programmed, this.o.clock.now());
+    for (const sec of done.programmedSeconds) this.o.metrics?.podStartup?.programmed(sec);
+    // A waiting pod became ready to enter KNPM-LOCAL: sync again at once, without the minimum interval.
+    if (done.followUp) this.syncs.run({ urgent: true });
+    this.ready = true;
+    for (const d of result.drift) this.o.log(`repaired drift: ${d.kind} ${JSON.stringify(d).slice(0, 200)}`);
+    const wrote = linesWritten(result);
+    if (wrote) this.o.log(`synced (${full ? 'full' : 'incremental'}): ${sel.applied.length} rulesets, wrote ${wrote} lines in ${result.durationMs.toFixed(0)} ms`);
+    // The watch positions move on every event and bookmark; recording them only when the kernel
+    // changed keeps NpmNode writes to syncs that changed something, and keeps ADR 0007's
+    // guarantee: an older position the kernel state reflects is still true (it proves less), and
+    // every change a node must apply is a kernel change there, which moves the position.
+    if (wrote + result.drift.length > 0 || !this.observed) this.observed = observed;
+    this.kernel = AgentDaemon.counts(desired, sel.applied.length);
+    this.applied = [...sel.applied].sort((a, b) => (a.namespace === b.namespace ? (a.name < b.name ? -1 : a.name > b.name ? 1 : 0) : a.namespace < b.namespace ? -1 : 1));
+    this.scheduleReport(undefined);
+  }
+
+  /** The desired state from the caches as they are now, and what it was computed from. */
+  private plan(): Planned {
+    const t0 = this.o.clock.now();
     // Read in the same tick as the caches below: an informer updates its cache and its position
     // together, so the state computed here reflects every event up to these resourceVersions.
     const observed: ObservedRevisions = { ipsets: this.ipsets.lastResourceVersion(), pods: this.pods.lastResourceVersion() };
@@ -257,72 +326,17 @@ export class AgentDaemon {
     const strict = this.startup.mode === 'strict' && !this.strictSuspended;
     const desired = buildDesired(sel.objects, { localPods: strict || this.startup.mode === 'open' ? admission.ips : [...local], cache: this.setCache, ...(strict ? { podCidrs: this.o.podCidrs } : {}) });
     for (const p of desired.problems) this.o.log(`problem: ${p}`);
-    let result: SyncResult | undefined;
-    let error: string | undefined;
-    try {
-      result = await this.o.converger.sync(desired, { forceFull: full, rereadIptables });
-      this.lastApplied.clear();
-      for (const o of sel.objects) if (o.kind === RULESET_KIND) this.lastApplied.set(`${o.metadata.namespace}/${o.metadata.name}`, o);
-      this.programmed = appliedView(new Map(this.lastApplied), desired.sets);
-      const done = this.startup.synced(pods, targets, new Set(admission.ips), this.programmed, this.o.clock.now());
-      for (const sec of done.programmedSeconds) this.o.metrics?.podStartup?.programmed(sec);
-      if (done.followUp) {
-        this.urgent = true;
-        this.dirty = true;
-      }
-      this.ready = true;
-      for (const d of result.drift) this.o.log(`repaired drift: ${d.kind} ${JSON.stringify(d).slice(0, 200)}`);
-      const wrote = linesWritten(result);
-      if (wrote) this.o.log(`synced (${full ? 'full' : 'incremental'}): ${sel.applied.length} rulesets, wrote ${wrote} lines in ${result.durationMs.toFixed(0)} ms`);
-    } catch (err) {
-      // With its causes: the failing command and the kernel tool's message, not only "sync failed".
-      error = errorChain(err);
-      this.forceFull = true;
-      this.o.log(`sync failed, kernel keeps its last good state, retrying in ${this.o.retryMs ?? 2000} ms: ${error}`);
-      setTimeout(() => this.request(), this.o.retryMs ?? 2000).unref();
-    }
-    this.lastSyncAt = this.o.clock.now();
-    if (!error) {
-      // The watch positions move on every event and bookmark; recording them only when the kernel
-      // changed keeps NpmNode writes to syncs that changed something, and keeps ADR 0007's
-      // guarantee: an older position the kernel state reflects is still true (it proves less), and
-      // every change a node must apply is a kernel change there, which moves the position.
-      if (linesWritten(result!) + result!.drift.length > 0 || !this.observed) this.observed = observed;
-      this.kernel = AgentDaemon.counts(desired, sel.applied.length);
-      this.applied = [...sel.applied].sort((a, b) => (a.namespace === b.namespace ? (a.name < b.name ? -1 : a.name > b.name ? 1 : 0) : a.namespace < b.namespace ? -1 : 1));
-    }
-    this.scheduleReport(error);
+    return { observed, pods, sel, targets, admission, desired };
   }
 
   /**
-   * The NpmNode write trails the sync by reportDelayMs: the kernel is programmed at once, and the
-   * syncs of one change that arrived in pieces (shards written one after another by a busy operator)
-   * are reported by one write of the latest state.
+   * The NpmNode write trails the sync (reports runner): the kernel is programmed at once, the
+   * write of the latest outcome follows. A report running now is followed by one more: the state
+   * it built may already be old.
    */
   private scheduleReport(error: string | undefined): void {
     this.reportError = error;
-    this.reportSeq++;
-    if (this.reporting) return;
-    // One report at a time (two patches in flight could land out of order), and again after it if
-    // a sync finished meanwhile: the state it built may already be old.
-    this.reporting = (async () => {
-      let reported = -1;
-      // Cleared in the same tick as the last check: a sync finishing in between schedules anew.
-      try {
-        while (reported !== this.reportSeq && !this.stopped) {
-          await this.o.clock.sleep(this.o.reportDelayMs ?? 100);
-          if (this.stopped) break;
-          reported = this.reportSeq;
-          await this.report(this.reportError).catch((err: unknown) => {
-            this.o.log(`reporting NpmNode ${this.o.nodeName} failed, retrying in ${this.o.retryMs ?? 2000} ms: ${formatError(err)}`);
-            // Nothing else may wake us up (an idle node does not sync): come back to write it.
-            setTimeout(() => this.request(), this.o.retryMs ?? 2000).unref();
-          });
-        }
-      } finally {
-        this.reporting = undefined;
-      }
-    })();
+    this.reports.run();
   }
 
   /**

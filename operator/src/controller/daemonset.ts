@@ -10,8 +10,8 @@
  * Model of AgentDaemonSetManager
  *  - An Informer watches exactly one object (fieldSelector metadata.name=<name> in <namespace>, so
  *    RBAC can restrict every verb but create to that resourceName).
- *  - Any event on it, the informer's periodic relist and our own resync timer mark the manager
- *    dirty; one reconcile runs at a time. A reconcile compares the desired object with the cached
+ *  - Any event on it, the informer's periodic relist and the periodic run of its Runner
+ *    (framework/runner.ts) request a reconcile; one runs at a time. A reconcile compares the desired object with the cached
  *    one (`isSubset`: every field we set has our value; fields the API server defaults or other
  *    actors add are ignored) and, if they differ or the object is missing, applies it.
  *  - Writes are server-side apply with fieldManager 'kube-npm-operator' and force=true. Why SSA
@@ -22,12 +22,13 @@
  *    declared owner of this object: a manual `kubectl edit` of the image is a conflict we resolve
  *    in our favour (that is the point of reconciling). Fields others add and we never set
  *    (an extra annotation, say) are left alone, as SSA intends.
- *  - A failed apply is retried with exponential backoff (1 s .. 60 s); success resets it.
+ *  - A failed apply is retried by the Runner after the framework Backoff (1 s .. 60 s); the retry is a
+ *    new reconcile against the cache as it is then. Success resets the backoff.
  *  - Ownership: a namespaced object cannot be owned by a cluster-scoped one, and the DaemonSet must
  *    outlive any single operator pod, so it is owned by the operator's Deployment when
  *    `ownerDeployment` is given (GC then removes the agents when the operator is uninstalled, which
  *    is what OLM expects); otherwise it carries only our labels.
- *  - stop() stops the informer and the timer and waits for a running reconcile. It never deletes the
+ *  - stop() stops the informer and the runner and waits for a running reconcile. It never deletes the
  *    DaemonSet: the agents keep enforcing while the operator restarts.
  * Effects: the KubeConfig (AppsV1Api, Informer) and the injected Clock.
  */
@@ -40,9 +41,10 @@ import {
   type V1OwnerReference,
   type V1ResourceRequirements,
 } from '@kubernetes/client-node';
-import { Backoff, realClock, type Clock } from '../framework/backoff.js';
+import { realClock, type Clock } from '../framework/backoff.js';
 import { Informer } from '../framework/informer.js';
 import { formatError, objectKey, type ResourceRef } from '../framework/kube.js';
+import { Runner } from '../framework/runner.js';
 
 export const AGENT_DAEMONSET_NAME = 'kube-npm-agent';
 export const AGENT_SERVICE_ACCOUNT = 'kube-npm-agent';
@@ -191,13 +193,8 @@ export class AgentDaemonSetManager {
   private readonly api: AppsV1Api;
   private readonly log: (msg: string) => void;
   private readonly clock: Clock;
-  private readonly backoff = new Backoff({ initialMs: 1000, maxMs: 60_000 });
-  private readonly stopAc = new AbortController();
+  private readonly runner: Runner;
   private desired: V1DaemonSet | undefined;
-  private dirty = false;
-  private running: Promise<void> | undefined;
-  private timer: Promise<void> | undefined;
-  private stopped = false;
   /** Applies so far (tests and logs). */
   applies = 0;
 
@@ -215,6 +212,14 @@ export class AgentDaemonSetManager {
       log: this.log,
       clock: this.clock,
     });
+    this.runner = new Runner({
+      name: 'agent daemonset',
+      run: () => this.reconcile(),
+      clock: this.clock,
+      maxIntervalMs: o.resyncMs ?? 60_000,
+      backoff: { initialMs: 1000, maxMs: 60_000 },
+      onError: (err, delay) => this.log(`agent daemonset: apply failed, retrying in ${delay} ms: ${formatError(err)}`),
+    });
     const kick = () => this.kick();
     this.informer.onAdd(kick);
     this.informer.onUpdate(kick);
@@ -231,17 +236,15 @@ export class AgentDaemonSetManager {
     }
     this.desired = agentDaemonSet({ ...this.o, owner });
     await this.informer.start();
+    this.runner.start();
     this.kick();
-    await this.running;
-    this.timer = this.resyncLoop();
+    // Until a reconcile succeeded (failures are retried) or stop().
+    await this.runner.settled({ retries: true });
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
-    this.stopAc.abort();
     await this.informer.stop();
-    await this.timer;
-    await this.running;
+    await this.runner.stop();
   }
 
   /** The DaemonSet as last seen by the informer. */
@@ -249,35 +252,9 @@ export class AgentDaemonSetManager {
     return this.informer.list()[0];
   }
 
-  private async resyncLoop(): Promise<void> {
-    while (!this.stopped) {
-      await this.clock.sleep(this.o.resyncMs ?? 60_000, this.stopAc.signal);
-      if (!this.stopped) this.kick();
-    }
-  }
-
-  /** Mark dirty; start a reconcile loop unless one runs (it will see the flag). */
+  /** Ask for a reconcile (the runner coalesces and serialises them). */
   private kick(): void {
-    this.dirty = true;
-    if (this.running || this.stopped || !this.desired) return;
-    this.running = this.loop().finally(() => {
-      this.running = undefined;
-    });
-  }
-
-  private async loop(): Promise<void> {
-    while (this.dirty && !this.stopped) {
-      this.dirty = false;
-      try {
-        await this.reconcile();
-        this.backoff.reset();
-      } catch (err) {
-        const delay = this.backoff.next();
-        this.log(`agent daemonset: apply failed, retrying in ${delay} ms: ${formatError(err)}`);
-        await this.clock.sleep(delay, this.stopAc.signal);
-        this.dirty = true;
-      }
-    }
+    if (this.desired) this.runner.run();
   }
 
   private async reconcile(): Promise<void> {

@@ -209,6 +209,26 @@ describe('agent converge (fake kernel)', () => {
     expect(r.full).to.equal(true);
   });
 
+  it('given a function, each retry plans from the newest desired state, not the failed attempt\'s input', async () => {
+    const { k, c, clock, logs } = setup();
+    await c.sync(small);
+    k.failNext((argv) => argv[0] === 'ipset' && argv[1] === 'restore');
+    // The caller's state moves on while the first attempt fails: the retry must apply `moved`.
+    const states = [buildDesired(objects({ namespaces: 2, podsPerNamespace: 4, policiesPerNamespace: 1 })), moved];
+    let calls = 0;
+    const r = await c.sync(() => states[Math.min(calls++, states.length - 1)]!);
+    expect(calls).to.equal(2);
+    expect(r.attempts).to.equal(2);
+    expect(r.full, 'a retry re-reads the kernel').to.equal(true);
+    expect(clock.sleeps).to.deep.equal([100]);
+    expect(logs.some((l) => l.includes('sync attempt 1 failed') && l.includes('a new plan'))).to.equal(true);
+    // The kernel holds `moved` exactly: a no-op sync to it writes nothing.
+    const n = k.writes().length;
+    const again = await c.sync(moved, { forceFull: true });
+    expect(again.lines).to.deep.equal({ ipset: 0, iptables: 0, destroy: 0 });
+    expect(k.writes().length).to.equal(n);
+  });
+
   it('an ipset restore failing half-way: iptables untouched, nothing removed before its replacement, then recovers', async () => {
     const { k, c } = setup();
     await c.sync(small);

@@ -36,6 +36,7 @@ const SHAPE = { namespaces: 1, podsPerNamespace: 3, policiesPerNamespace: 1 };
 
 interface HarnessOptions {
   retryMs?: number;
+  resyncMs?: number;
   podStartup?: 'strict' | 'open';
   /** The NpmRuleSets are not labelled for this node at start: its watch lists none. */
   noRulesets?: boolean;
@@ -88,7 +89,9 @@ async function harness(opts: HarnessOptions = {}): Promise<Harness & { items: Ku
     converger,
     clock,
     log,
-    resyncMs: 3_600_000,
+    // No periodic resync: on the instant clock every timer is due at once (a periodic one would
+    // run forever); the tests that need one pass it on a manual clock.
+    resyncMs: opts.resyncMs ?? 0,
     tamperCheckMs: 0,
     retryMs: opts.retryMs ?? 3_600_000,
     podStartup: opts.podStartup ?? 'open',
@@ -244,29 +247,70 @@ describe('AgentDaemon NpmNode writes', () => {
     expect(Number(after.observed!.pods)).to.be.greaterThan(Number(before.observed!.pods));
   });
 
-  it('a failed sync writes once, with the kernel tool message in lastError; the same failure again writes nothing', async () => {
-    h = await harness();
+  it('a failed sync writes once, with the kernel tool message in lastError; the same failure again writes nothing; the retry waits for its backoff and applies the newest state', async () => {
+    const clock = new ManualClock();
+    const started = harness({ clock, retryMs: 5000 });
+    for (let i = 0; i < 10; i++) await clock.advance(100);
+    h = await started;
+    await clock.advance(1000);
+    expect(h.writes).to.have.length(1);
     const k = h.kernel;
     const stderr = 'ipset v7.19: Error in line 1: Kernel error received: Cannot allocate memory';
+    // The converger makes 2 attempts per sync (harness): both fail.
     const failRestore = (): void => k.failNext((argv) => argv[0] === 'ipset' && argv[1] === 'restore', { applyLines: 0, stderr });
+    const failures = (): number => h!.logs.filter((l) => l.includes('sync failed') && l.includes('Cannot allocate memory')).length;
+    const local = (): string[] => [...(k.sets.get('KNPM-LOCAL')?.members.keys() ?? [])];
     for (let i = 0; i < 2; i++) failRestore();
-    h.transports.get('pods')!.current.emit('ADDED', newPod('new', '10.244.9.9'));
-    await h.settle();
+    const pods = h.transports.get('pods')!.current;
+    pods.emit('ADDED', newPod('new', '10.244.9.9'));
+    for (let i = 0; i < 30; i++) await clock.advance(10);
+    expect(failures()).to.equal(1);
+    expect(h.logs.some((l) => l.includes('sync failed') && l.includes('retrying in 5000 ms'))).to.equal(true);
     expect(h.writes).to.have.length(2);
     const failed = h.writes[1]!;
     expect(failed.lastError).to.contain('Cannot allocate memory');
     expect(failed.lastError).to.contain('ipset restore');
     expect(failed.conditions!.find((c) => c.type === 'Ready')).to.include({ status: 'False', reason: 'SyncFailed' });
     expect(failed.kernel, 'the kernel kept its last good state').to.deep.equal(h.writes[0]!.kernel);
+    // The retry, 5 s later, fails the same way: nothing new to write.
     for (let i = 0; i < 2; i++) failRestore();
-    h.daemon.request();
-    await h.settle();
+    await clock.advance(4000);
+    expect(failures(), 'no retry before its backoff delay').to.equal(1);
+    await clock.advance(1000);
+    for (let i = 0; i < 30; i++) await clock.advance(10);
+    expect(failures()).to.equal(2);
     expect(h.writes, 'the same failure again').to.have.length(2);
+    // Requests during the backoff (10 s now) wait for the retry, which plans from the caches as
+    // they are then: it applies the pod added meanwhile.
+    const restores = k.writes().length;
+    pods.emit('ADDED', newPod('late', '10.244.9.10'));
     h.daemon.request();
-    await h.settle();
+    await clock.advance(9000);
+    expect(k.writes().length, 'nothing runs before the retry time').to.equal(restores);
+    await clock.advance(1000);
+    for (let i = 0; i < 30; i++) await clock.advance(10);
+    expect(failures()).to.equal(2);
+    expect(local()).to.include.members(['10.244.9.9', '10.244.9.10']);
     expect(h.writes).to.have.length(3);
     expect(h.writes[2]!.lastError).to.equal('');
-    expect(h.logs.some((l) => l.includes('sync failed') && l.includes('Cannot allocate memory'))).to.equal(true);
+    expect(h.writes[2]!.kernel!.ipsetEntries).to.be.greaterThan(h.writes[0]!.kernel!.ipsetEntries);
+  });
+
+  it('a periodic full resync every resyncMs, told apart from requested syncs; a busy stream does not starve it', async () => {
+    const clock = new ManualClock();
+    const started = harness({ clock, resyncMs: 10_000 });
+    for (let i = 0; i < 10; i++) await clock.advance(100);
+    h = await started;
+    const k = h.kernel;
+    const reads = (): number => k.calls.filter((c) => c.argv[0] === 'ipset' && c.argv[1] === 'list').length;
+    const r0 = reads();
+    // Requests every 500 ms for 25 s: incremental syncs (no kernel read) and 2 periodic full ones.
+    for (let t = 0; t < 25_000; t += 500) {
+      h.daemon.request();
+      await clock.advance(500);
+    }
+    expect(reads() - r0).to.equal(2);
+    expect(h.writes, 'nothing changed: no NpmNode write').to.have.length(1);
   });
 });
 
