@@ -49,7 +49,8 @@ export function defaultNamespace(ns: Namespace, errors: FieldError[] = []): Name
   return { ...ns, metadata: { ...ns.metadata, labels: { ...(ns.metadata?.labels ?? {}), [NAMESPACE_NAME_LABEL]: name } } };
 }
 
-export function defaultPod(pod: Pod, errors: FieldError[] = []): Pod {
+/** The checks defaultPod makes (the shapes the API server would refuse), without the defaulted copy. */
+export function checkPod(pod: Pod, errors: FieldError[]): void {
   checkMeta(pod, true, errors);
   // Shapes the API server would refuse, checked so that they are reported, never a TypeError.
   const spec: unknown = pod.spec;
@@ -65,6 +66,10 @@ export function defaultPod(pod: Pod, errors: FieldError[] = []): Pod {
     if (status.podIP !== undefined && status.podIP !== null && typeof status.podIP !== 'string') errors.push({ field: 'status.podIP', message: 'must be a string' });
     objectList(status.podIPs, 'status.podIPs', errors);
   }
+}
+
+export function defaultPod(pod: Pod, errors: FieldError[] = []): Pod {
+  checkPod(pod, errors);
   if (errors.length) return pod;
   const withProto = (c: { ports?: { protocol?: string; containerPort: number; name?: string }[] }) => ({
     ...c,

@@ -26,11 +26,11 @@ import {
   type NpmRuleSet,
   type SetRef,
 } from '../api/types.js';
-import { isIPv6, parseIPv4 } from './cidr.js';
-import { defaultNamespace, defaultPod, defaultPolicy } from './defaults.js';
+import { parseIPv4 } from './cidr.js';
+import { checkPod, defaultNamespace, defaultPolicy } from './defaults.js';
 import { NAMESPACE_NAME_LABEL, type ClusterSnapshot, type Namespace, type NetworkPolicy, type Pod } from './k8s.js';
-import { compilePolicy, type CompiledPolicy, type Scope, type SetDemand } from './policy.js';
-import { indexKeys, labelKeys, matches, type FieldError, type Selector } from './selector.js';
+import { compilePolicy, type CompiledPolicy, type DemandCache, type PodDerivedDemand, type Scope } from './policy.js';
+import { indexRequirement, matches, type FieldError, type Selector } from './selector.js';
 import { addTo, removeFrom } from './multimap.js';
 
 /** Members per shard at which a set doubles its shard count (see shardCountFor). */
@@ -60,20 +60,57 @@ interface PodState {
   ns: string;
   labels: Record<string, string>;
   /** spec.nodeName: which node's agent enforces this pod's policies. */
-  node?: string;
+  node: string | undefined;
   /** IPv4 address, if the pod has one and counts (not hostNetwork, not terminated). */
-  ip?: string;
-  /** "name/PROTO" -> container port numbers. */
-  namedPorts: Map<string, number[]>;
+  ip: string | undefined;
+  /**
+   * Named container ports as pairs in one flat array: "name/PROTO", port, "name/PROTO", port, ...
+   * (one array per pod, not a map of arrays: 100k pods).
+   */
+  namedPorts: readonly (string | number)[];
 }
 
-/** Members of one kernel set, sharded. Member strings are ipset entry syntax. */
+const NO_PORTS: readonly (string | number)[] = [];
+
+/** The distinct "name/PROTO" keys of a pod's named ports. */
+function portKeys(ports: readonly (string | number)[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < ports.length; i += 2) if (!out.includes(ports[i] as string)) out.push(ports[i] as string);
+  return out;
+}
+
+/** A pod's port numbers under one "name/PROTO" key. */
+function portsNamed(ports: readonly (string | number)[], key: string): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < ports.length; i += 2) if (ports[i] === key) out.push(ports[i + 1] as number);
+  return out;
+}
+
+/** What one pod contributes to a set: one member (a pod IP), or several (named ports: one per port). */
+type PodMembers = string | string[];
+
+function sameMembers(a: PodMembers | undefined, b: PodMembers | undefined): boolean {
+  if (a === b) return true;
+  if (typeof a !== 'object' || typeof b !== 'object' || a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/**
+ * Members of one kernel set, sharded. Member strings are ipset entry syntax. Each shard maps a
+ * member to the number of pods contributing it (two pods can briefly share an IP), so that one map
+ * per shard is all the member storage (memory is the limit at 10k policies).
+ */
 class MemberSet {
-  /** pod key -> the member strings it contributes. */
-  private readonly byPod = new Map<string, string[]>();
-  /** member -> number of pods contributing it (two pods can briefly share an IP). */
-  private readonly counts = new Map<string, number>();
+  /** pod key -> what it contributes (never empty). */
+  private readonly byPod = new Map<string, PodMembers>();
   private shards: Map<string, number>[] = [new Map()];
+  private count = 0;
+  /**
+   * Rendered shards, kept until the shard changes: all(), drain() and ipSetObject() hand out the
+   * same object, rendered (sorted) once. Callers must not modify it, as for rulesets.
+   */
+  private rendered: (NpmIPSet | undefined)[] = [];
   readonly dirtyShards = new Set<number>();
   /** Shard count last handed out by drain (0: never written). */
   writtenShards = 0;
@@ -81,7 +118,7 @@ class MemberSet {
   constructor(readonly ref: SetRef) {}
 
   get size(): number {
-    return this.counts.size;
+    return this.count;
   }
 
   has(podKey: string): boolean {
@@ -92,21 +129,24 @@ class MemberSet {
     return this.byPod.keys();
   }
 
-  /** Sets a pod's members; returns whether the set changed at all. */
-  set(podKey: string, members: string[]): boolean {
+  /** Sets a pod's members (undefined: none); returns whether the set changed at all. */
+  set(podKey: string, members: PodMembers | undefined): boolean {
     const old = this.byPod.get(podKey);
-    if (old ? old.length === members.length && old.every((m, i) => m === members[i]) : members.length === 0) return false;
-    if (old) for (const m of old) this.dec(m);
-    if (members.length) {
+    if (sameMembers(old, members)) return false;
+    if (typeof old === 'string') this.dec(old);
+    else if (old) for (const m of old) this.dec(m);
+    if (members === undefined) this.byPod.delete(podKey);
+    else {
       this.byPod.set(podKey, members);
-      for (const m of members) this.inc(m);
-    } else this.byPod.delete(podKey);
+      if (typeof members === 'string') this.inc(members);
+      else for (const m of members) this.inc(m);
+    }
     this.reshardIfNeeded();
     return true;
   }
 
   delete(podKey: string): boolean {
-    return this.set(podKey, []);
+    return this.set(podKey, undefined);
   }
 
   markAllDirty(): void {
@@ -114,36 +154,38 @@ class MemberSet {
   }
 
   private inc(m: string): void {
-    const c = this.counts.get(m) ?? 0;
-    this.counts.set(m, c + 1);
-    if (c === 0) this.shardAdd(m);
+    const i = bucket(m, this.shards.length);
+    const shard = this.shards[i]!;
+    const c = shard.get(m);
+    if (c !== undefined) return void shard.set(m, c + 1);
+    shard.set(m, 1);
+    this.count++;
+    this.changed(i);
   }
 
   private dec(m: string): void {
-    const c = this.counts.get(m) ?? 0;
-    if (c <= 1) {
-      this.counts.delete(m);
-      this.shardRemove(m);
-    } else this.counts.set(m, c - 1);
+    const i = bucket(m, this.shards.length);
+    const shard = this.shards[i]!;
+    const c = shard.get(m);
+    if (c === undefined) return;
+    if (c > 1) return void shard.set(m, c - 1);
+    shard.delete(m);
+    this.count--;
+    this.changed(i);
   }
 
-  private shardAdd(m: string): void {
-    const i = bucket(m, this.shards.length);
-    this.shards[i]!.set(m, 1);
-    this.dirtyShards.add(i);
-  }
-
-  private shardRemove(m: string): void {
-    const i = bucket(m, this.shards.length);
-    this.shards[i]!.delete(m);
-    this.dirtyShards.add(i);
+  private changed(shard: number): void {
+    this.dirtyShards.add(shard);
+    this.rendered[shard] = undefined;
   }
 
   private reshardIfNeeded(): void {
-    const n = shardCountFor(this.counts.size);
+    const n = shardCountFor(this.count);
     if (n === this.shards.length) return;
-    this.shards = Array.from({ length: n }, () => new Map<string, number>());
-    for (const m of this.counts.keys()) this.shards[bucket(m, n)]!.set(m, 1);
+    const shards = Array.from({ length: n }, () => new Map<string, number>());
+    for (const old of this.shards) for (const [m, c] of old) shards[bucket(m, n)]!.set(m, c);
+    this.shards = shards;
+    this.rendered = [];
     for (let i = 0; i < n; i++) this.dirtyShards.add(i);
   }
 
@@ -151,13 +193,37 @@ class MemberSet {
     return this.shards.length;
   }
 
-  shardMembers(i: number): string[] {
-    // Decorate-sort: parse each address once, not once per comparison.
-    return [...(this.shards[i]?.keys() ?? [])]
-      .map((m) => [memberSortKey(m), m] as const)
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-      .map(([, m]) => m);
+  /** The NpmIPSet object of one shard (rendered on first use after a change). */
+  object(shard: number): NpmIPSet {
+    return (this.rendered[shard] ??= renderIPSet(this.ref, shard, this.shards.length, sortedMembers(this.shards[shard]!)));
   }
+}
+
+/**
+ * Members in address order, numerically ("10.0.0.9" before "10.0.0.10"), then as text (the same
+ * address with several ports); anything that does not start with an IPv4 address sorts last.
+ * Each address is parsed once, not once per comparison.
+ */
+function sortedMembers(shard: Map<string, number>): string[] {
+  const keyed: { n: number; m: string }[] = [];
+  for (const m of shard.keys()) keyed.push({ n: addressOrder(m), m });
+  keyed.sort((a, b) => a.n - b.n || (a.m < b.m ? -1 : a.m > b.m ? 1 : 0));
+  const out = new Array<string>(keyed.length);
+  for (let i = 0; i < keyed.length; i++) out[i] = keyed[i]!.m;
+  return out;
+}
+
+/** The member's leading IPv4 address (up to ",", "/" or " ") as a number; 2^32 when there is none. */
+function addressOrder(m: string): number {
+  let end = m.length;
+  for (let i = 0; i < m.length; i++) {
+    const c = m.charCodeAt(i);
+    if (c === 44 /* , */ || c === 47 /* / */ || c === 32 /* space */) {
+      end = i;
+      break;
+    }
+  }
+  return parseIPv4(end === m.length ? m : m.slice(0, end)) ?? 2 ** 32;
 }
 
 /** Stateless, so a full and an incremental translation always agree on the shard layout. */
@@ -170,26 +236,20 @@ export function shardCountFor(members: number): number {
 /** FNV-1a of the member's address part: a pod's entries of one set land in one shard. */
 function bucket(member: string, shards: number): number {
   if (shards === 1) return 0;
-  const end = member.indexOf(',');
-  const addr = end < 0 ? member : member.slice(0, end);
   let h = 0x811c9dc5;
-  for (let i = 0; i < addr.length; i++) {
-    h ^= addr.charCodeAt(i);
+  for (let i = 0; i < member.length; i++) {
+    const c = member.charCodeAt(i);
+    if (c === 44 /* , */) break;
+    h ^= c;
     h = Math.imul(h, 0x01000193);
   }
   return (h >>> 0) & (shards - 1);
 }
 
-/** Orders addresses numerically so that lists read naturally ("10.0.0.9" before "10.0.0.10"). */
-function memberSortKey(m: string): string {
-  const end = m.search(/[,/ ]/);
-  const addr = end < 0 ? m : m.slice(0, end);
-  const n = parseIPv4(addr);
-  return n === undefined ? `z${m}` : `${n.toString(16).padStart(8, '0')}${m.slice(addr.length)}`;
-}
-
 interface PodSetState {
   kind: 'PodSelector';
+  /** Key of the set's entry in the engine's DemandCache. */
+  identity: string;
   members: MemberSet;
   scope: Scope;
   pods: Selector;
@@ -198,51 +258,67 @@ interface PodSetState {
 
 interface NamedPortSetState {
   kind: 'NamedPort';
+  identity: string;
   members: MemberSet;
   /** "name/PROTO" */
   portKey: string;
+  /** "tcp", as members spell it. */
+  proto: string;
   refs: number;
 }
 
 type SetState = PodSetState | NamedPortSetState;
 
-/** Selectors indexed by one positive requirement (see selector.indexKeys). */
+/** Selectors indexed by one positive requirement (see selector.indexRequirement). */
 class SelectorIndex {
+  /** label key -> label value -> selectors requiring key in (value, ...). */
+  private readonly byValue = new Map<string, Map<string, Set<PodSetState>>>();
+  /** label key -> selectors requiring the key to exist. */
   private readonly byKey = new Map<string, Set<PodSetState>>();
   private readonly unindexed = new Set<PodSetState>();
 
   add(s: PodSetState): void {
-    const keys = indexKeys(s.pods);
-    if (!keys) return void this.unindexed.add(s);
-    for (const k of keys) {
-      let b = this.byKey.get(k);
-      if (!b) this.byKey.set(k, (b = new Set()));
-      b.add(s);
-    }
+    const r = indexRequirement(s.pods);
+    if (!r) return void this.unindexed.add(s);
+    if (!r.values) return void addTo(this.byKey, r.key, s);
+    let values = this.byValue.get(r.key);
+    if (!values) this.byValue.set(r.key, (values = new Map()));
+    for (const v of r.values) addTo(values, v, s);
   }
 
   remove(s: PodSetState): void {
-    const keys = indexKeys(s.pods);
-    if (!keys) return void this.unindexed.delete(s);
-    for (const k of keys) {
-      const b = this.byKey.get(k);
-      b?.delete(s);
-      if (b?.size === 0) this.byKey.delete(k);
+    const r = indexRequirement(s.pods);
+    if (!r) return void this.unindexed.delete(s);
+    if (!r.values) return void removeFrom(this.byKey, r.key, s);
+    const values = this.byValue.get(r.key);
+    if (!values) return;
+    for (const v of r.values) removeFrom(values, v, s);
+    if (values.size === 0) this.byValue.delete(r.key);
+  }
+
+  /**
+   * Calls fn for every selector that can match these labels, each once (a selector is indexed
+   * under one key; an object has one value per key).
+   */
+  forEach(labels: Readonly<Record<string, string>>, fn: (s: PodSetState) => void): void {
+    for (const s of this.unindexed) fn(s);
+    if (this.byKey.size === 0 && this.byValue.size === 0) return;
+    for (const k of Object.keys(labels)) {
+      const exists = this.byKey.get(k);
+      if (exists) for (const s of exists) fn(s);
+      const withValue = this.byValue.get(k)?.get(labels[k]!);
+      if (withValue) for (const s of withValue) fn(s);
     }
   }
 
-  collect(labels: Record<string, string>, into: Set<PodSetState>): void {
-    for (const s of this.unindexed) into.add(s);
-    for (const k of labelKeys(labels)) for (const s of this.byKey.get(k) ?? []) into.add(s);
-  }
-
   get empty(): boolean {
-    return this.unindexed.size === 0 && this.byKey.size === 0;
+    return this.unindexed.size === 0 && this.byKey.size === 0 && this.byValue.size === 0;
   }
 }
 
 interface PolicyState {
-  compiled: CompiledPolicy;
+  /** Names of the sets it acquired (released when the policy changes or goes). */
+  sets: string[];
   ruleset: NpmRuleSet;
 }
 
@@ -263,6 +339,13 @@ export class TranslationEngine {
   private readonly clusterIndex = new SelectorIndex();
   private readonly clusterSets = new Set<PodSetState>();
   private readonly namedPortSets = new Map<string, NamedPortSetState>();
+  /**
+   * Sets acquired whose members are not computed yet. Pod and namespace events skip them (they
+   * are empty): fill() computes them from the pods as they are then, before any output or query.
+   */
+  private readonly unfilled = new Set<SetState>();
+  /** The live pod-derived sets' demands by identity, shared with compilePolicy (see DemandCache). */
+  private readonly demands: DemandCache = new Map();
 
   private readonly dirtyRulesets = new Set<string>();
   /** Rulesets handed out by drain and not deleted since: only these need a delete. */
@@ -292,14 +375,17 @@ export class TranslationEngine {
 
   upsertPod(raw: Pod): FieldError[] {
     const errors: FieldError[] = [];
-    const pod = defaultPod(raw, errors);
+    // podState applies the API server's pod defaults itself (namespace, port protocol), so the
+    // defaulted copy defaultPod would build is not needed: only its checks.
+    checkPod(raw, errors);
     if (errors.length) return errors;
-    const state = podState(pod);
+    const state = podState(raw);
     const old = this.pods.get(state.key);
     this.pods.set(state.key, state);
     if (!old) addTo(this.podsByNs, state.ns, state.key);
-    for (const k of old?.namedPorts.keys() ?? []) if (!state.namedPorts.has(k)) removeFrom(this.podsByNamedPort, k, state.key);
-    for (const k of state.namedPorts.keys()) addTo(this.podsByNamedPort, k, state.key);
+    const keys = portKeys(state.namedPorts);
+    if (old) for (const k of portKeys(old.namedPorts)) if (!keys.includes(k)) removeFrom(this.podsByNamedPort, k, state.key);
+    for (const k of keys) addTo(this.podsByNamedPort, k, state.key);
     this.podChanged(old, state);
     return [];
   }
@@ -310,7 +396,7 @@ export class TranslationEngine {
     if (!old) return;
     this.pods.delete(key);
     removeFrom(this.podsByNs, old.ns, key);
-    for (const k of old.namedPorts.keys()) removeFrom(this.podsByNamedPort, k, key);
+    for (const k of portKeys(old.namedPorts)) removeFrom(this.podsByNamedPort, k, key);
     this.podChanged(old, undefined);
   }
 
@@ -321,7 +407,7 @@ export class TranslationEngine {
     const what = objectName('NetworkPolicy', np.metadata);
     // Without a valid name there is no ruleset to put the problem on; label errors do not matter here.
     if (objErrors.some((e) => e.field.startsWith('metadata') && !e.field.startsWith('metadata.labels'))) return objErrors.map((e) => ({ object: what, ...e }));
-    const compiled = compilePolicy(np);
+    const compiled = compilePolicy(np, this.demands);
     // Object-level problems (a spec that is not an object, ...) are the policy's problems too: the
     // operator reports spec.problems as Accepted=False.
     if (objErrors.length) {
@@ -330,11 +416,16 @@ export class TranslationEngine {
     }
     const key = `${compiled.namespace}/${compiled.name}`;
     const old = this.policies.get(key);
-    for (const d of compiled.demands) this.acquire(d);
-    if (old) for (const d of old.compiled.demands) this.release(d.ref.name);
+    const sets: string[] = [];
+    for (const d of compiled.demands) {
+      if (d.kind === 'IPBlock') continue; // inline in the ruleset
+      this.acquire(d);
+      sets.push(d.ref.name);
+    }
+    if (old) for (const name of old.sets) this.release(name);
     const ruleset = renderRuleSet(np, compiled);
     if (!old || JSON.stringify(old.ruleset) !== JSON.stringify(ruleset)) this.dirtyRulesets.add(key);
-    this.policies.set(key, { compiled, ruleset });
+    this.policies.set(key, { sets, ruleset });
     return compiled.errors.map((e) => ({ object: what, ...e }));
   }
 
@@ -343,7 +434,7 @@ export class TranslationEngine {
     const old = this.policies.get(key);
     if (!old) return;
     this.policies.delete(key);
-    for (const d of old.compiled.demands) this.release(d.ref.name);
+    for (const name of old.sets) this.release(name);
     this.dirtyRulesets.add(key);
   }
 
@@ -351,10 +442,11 @@ export class TranslationEngine {
 
   /** Everything, as the operator writes it: sets first (so rulesets never reference missing sets), sorted. */
   all(): (NpmRuleSet | NpmIPSet)[] {
+    this.fill();
     const sets: NpmIPSet[] = [];
     for (const name of [...this.sets.keys()].sort()) {
       const s = this.sets.get(name)!;
-      for (let i = 0; i < s.members.shardCount(); i++) sets.push(renderIPSet(s.members, i));
+      for (let i = 0; i < s.members.shardCount(); i++) sets.push(s.members.object(i));
     }
     const rulesets = [...this.policies.keys()].sort().map((k) => this.policies.get(k)!.ruleset);
     return [...sets, ...rulesets];
@@ -362,6 +454,7 @@ export class TranslationEngine {
 
   /** What changed since the previous drain (or since creation). */
   drain(): Changes {
+    this.fill();
     const upserts: (NpmRuleSet | NpmIPSet)[] = [];
     const deletes: ObjectRef[] = [];
     for (const name of [...this.dirtySets].sort()) {
@@ -369,7 +462,7 @@ export class TranslationEngine {
       if (!s) continue;
       const ms = s.members;
       const n = ms.shardCount();
-      for (const i of [...ms.dirtyShards].sort((a, b) => a - b)) if (i < n) upserts.push(renderIPSet(ms, i));
+      for (const i of [...ms.dirtyShards].sort((a, b) => a - b)) if (i < n) upserts.push(ms.object(i));
       if (ms.writtenShards > n) {
         for (let i = n; i < ms.writtenShards; i++) deletes.push({ kind: IPSET_KIND, name: ipSetObjectName(name, i) });
       }
@@ -398,6 +491,7 @@ export class TranslationEngine {
   }
 
   stats(): { namespaces: number; pods: number; policies: number; sets: number; members: number } {
+    this.fill();
     let members = 0;
     for (const s of this.sets.values()) members += s.members.size;
     return { namespaces: this.namespaces.size, pods: this.pods.size, policies: this.policies.size, sets: this.sets.size, members };
@@ -410,6 +504,7 @@ export class TranslationEngine {
   concernedNodes(namespace: string, name: string): string[] {
     const p = this.policies.get(`${namespace}/${name}`);
     if (!p) return [];
+    this.fill();
     const nodes = new Set<string>();
     for (const chain of p.ruleset.spec.chains) {
       for (const key of this.sets.get(chain.targetSet)?.members.podKeys() ?? []) {
@@ -427,15 +522,17 @@ export class TranslationEngine {
 
   /** The current NpmIPSet object of that name (a shard of a set), if the set and shard exist. */
   ipSetObject(objectName: string): NpmIPSet | undefined {
+    this.fill();
     const dash = objectName.lastIndexOf('-');
     const s = this.sets.get(objectName.slice(0, dash).toUpperCase());
     const shard = Number(objectName.slice(dash + 1));
     if (!s || !Number.isInteger(shard) || shard < 0 || shard >= s.members.shardCount()) return undefined;
-    return renderIPSet(s.members, shard);
+    return s.members.object(shard);
   }
 
   /** Names of every NpmIPSet object the engine wants. */
   ipSetObjectNames(): string[] {
+    this.fill();
     const out: string[] = [];
     for (const [name, s] of this.sets) for (let i = 0; i < s.members.shardCount(); i++) out.push(ipSetObjectName(name, i));
     return out.sort();
@@ -459,8 +556,7 @@ export class TranslationEngine {
     return this.namespaces.get(ns) ?? { [NAMESPACE_NAME_LABEL]: ns };
   }
 
-  private acquire(d: SetDemand): void {
-    if (d.kind === 'IPBlock') return; // inline in the ruleset
+  private acquire(d: PodDerivedDemand): void {
     const existing = this.sets.get(d.ref.name);
     if (existing) {
       existing.refs++;
@@ -471,37 +567,105 @@ export class TranslationEngine {
     members.writtenShards = this.removedSets.get(d.ref.name) ?? 0;
     this.removedSets.delete(d.ref.name);
     if (d.kind === 'PodSelector') {
-      const s: PodSetState = { kind: 'PodSelector', members, scope: d.scope, pods: d.pods, refs: 1 };
+      const s: PodSetState = { kind: 'PodSelector', identity: d.identity, members, scope: d.scope, pods: d.pods, refs: 1 };
       this.sets.set(d.ref.name, s);
       if ('ns' in s.scope) {
         let idx = this.nsIndex.get(s.scope.ns);
         if (!idx) this.nsIndex.set(s.scope.ns, (idx = new SelectorIndex()));
         idx.add(s);
-        for (const key of this.podsByNs.get(s.scope.ns) ?? []) this.refreshPodSet(s, this.pods.get(key)!);
       } else {
         this.clusterIndex.add(s);
         this.clusterSets.add(s);
-        for (const [ns, keys] of this.podsByNs) {
-          if (!matches(s.scope.nsSel, this.nsLabels(ns))) continue;
-          for (const key of keys) this.refreshPodSet(s, this.pods.get(key)!);
-        }
       }
     } else {
       const portKey = `${d.portName}/${d.protocol}`;
-      const s: NamedPortSetState = { kind: 'NamedPort', members, portKey, refs: 1 };
+      const s: NamedPortSetState = { kind: 'NamedPort', identity: d.identity, members, portKey, proto: d.protocol.toLowerCase(), refs: 1 };
       this.sets.set(d.ref.name, s);
       this.namedPortSets.set(portKey, s);
-      for (const key of this.podsByNamedPort.get(portKey) ?? []) this.refreshNamedPortSet(s, this.pods.get(key)!);
     }
-    // A new set is written whole, empty or not: the agent creates the kernel set from it.
+    // Members are computed by fill(), before anything reads them: for many new sets at once (a
+    // full translation), in one pass over the pods.
+    this.unfilled.add(this.sets.get(d.ref.name)!);
+    // Written even if it stays empty: the agent creates the kernel set from it.
     members.markAllDirty();
     this.dirtySets.add(d.ref.name);
+  }
+
+  /**
+   * Computes the members of the sets acquired since the last fill. A new set is empty, so pods
+   * only join. Few new sets (a policy added): each visits the pods in its scope. Many (a full
+   * translation: thousands of sets): one pass over the pods, each finding the new sets it can join
+   * through a selector index, as a pod event does; the cost is then O(pods + members), not
+   * O(sets x pods in scope).
+   */
+  private fill(): void {
+    if (this.unfilled.size === 0) return;
+    const sets = [...this.unfilled];
+    this.unfilled.clear();
+    const podSets: PodSetState[] = [];
+    let visits = 0;
+    for (const s of sets) {
+      if (s.kind === 'NamedPort') {
+        for (const key of this.podsByNamedPort.get(s.portKey) ?? []) this.refreshNamedPortSet(s, this.pods.get(key)!);
+        continue;
+      }
+      podSets.push(s);
+      visits += 'ns' in s.scope ? (this.podsByNs.get(s.scope.ns)?.size ?? 0) : this.pods.size;
+    }
+    if (visits <= this.pods.size) {
+      for (const s of podSets) {
+        if ('ns' in s.scope) for (const key of this.podsByNs.get(s.scope.ns) ?? []) this.joinNewSet(s, this.pods.get(key)!);
+        else {
+          for (const [ns, keys] of this.podsByNs) {
+            if (!matches(s.scope.nsSel, this.nsLabels(ns))) continue;
+            for (const key of keys) this.joinNewSet(s, this.pods.get(key)!);
+          }
+        }
+      }
+    } else {
+      const byNs = new Map<string, SelectorIndex>();
+      const cluster = new SelectorIndex();
+      for (const s of podSets) {
+        if (!('ns' in s.scope)) cluster.add(s);
+        else {
+          let idx = byNs.get(s.scope.ns);
+          if (!idx) byNs.set(s.scope.ns, (idx = new SelectorIndex()));
+          idx.add(s);
+        }
+      }
+      // Namespace-selector sets: which namespaces each one covers, computed once per namespace.
+      const covers = new Map<string, Set<PodSetState>>();
+      const coveredBy = (ns: string): Set<PodSetState> => {
+        let c = covers.get(ns);
+        if (!c) {
+          c = new Set();
+          const labels = this.nsLabels(ns);
+          for (const s of podSets) if (!('ns' in s.scope) && matches(s.scope.nsSel, labels)) c.add(s);
+          covers.set(ns, c);
+        }
+        return c;
+      };
+      let pod: PodState;
+      let inScope: Set<PodSetState>;
+      const join = (s: PodSetState) => this.joinNewSet(s, pod);
+      const joinIfCovered = (s: PodSetState) => void (inScope.has(s) && this.joinNewSet(s, pod));
+      for (pod of this.pods.values()) {
+        if (pod.ip === undefined) continue;
+        byNs.get(pod.ns)?.forEach(pod.labels, join);
+        inScope = coveredBy(pod.ns);
+        if (inScope.size) cluster.forEach(pod.labels, joinIfCovered);
+      }
+    }
+    // A new set is written whole, empty or not: the agent creates the kernel set from it.
+    for (const s of sets) s.members.markAllDirty();
   }
 
   private release(name: string): void {
     const s = this.sets.get(name);
     if (!s || --s.refs > 0) return;
     this.sets.delete(name);
+    this.demands.delete(s.identity);
+    this.unfilled.delete(s);
     this.dirtySets.delete(name);
     if (s.members.writtenShards > 0) this.removedSets.set(name, s.members.writtenShards);
     if (s.kind === 'PodSelector') {
@@ -519,34 +683,47 @@ export class TranslationEngine {
   private refreshPodSet(s: PodSetState, pod: PodState): void {
     const inScope = 'ns' in s.scope ? s.scope.ns === pod.ns : matches(s.scope.nsSel, this.nsLabels(pod.ns));
     const member = pod.ip !== undefined && inScope && matches(s.pods, pod.labels);
-    const changed = member ? s.members.set(pod.key, [pod.ip!]) : s.members.delete(pod.key);
+    const changed = s.members.set(pod.key, member ? pod.ip : undefined);
     if (changed) this.dirtySets.add(s.members.ref.name);
   }
 
+  /** A pod in the scope of a set being created (acquire marks the whole set dirty). */
+  private joinNewSet(s: PodSetState, pod: PodState): void {
+    if (pod.ip !== undefined && matches(s.pods, pod.labels)) s.members.set(pod.key, pod.ip);
+  }
+
   private refreshNamedPortSet(s: NamedPortSetState, pod: PodState): void {
-    const ports = pod.ip !== undefined ? (pod.namedPorts.get(s.portKey) ?? []) : [];
-    const proto = s.portKey.slice(s.portKey.lastIndexOf('/') + 1).toLowerCase();
-    const members = [...new Set(ports)].sort((a, b) => a - b).map((p) => `${pod.ip},${proto}:${p}`);
+    let members: PodMembers | undefined;
+    const ports = pod.ip !== undefined ? portsNamed(pod.namedPorts, s.portKey) : [];
+    if (ports.length === 1) members = `${pod.ip},${s.proto}:${ports[0]}`;
+    else if (ports.length > 1) {
+      members = [...new Set(ports)].sort((a, b) => a - b).map((p) => `${pod.ip},${s.proto}:${p}`);
+      if (members.length === 1) members = members[0];
+    }
     if (s.members.set(pod.key, members)) this.dirtySets.add(s.members.ref.name);
   }
 
   private podChanged(old: PodState | undefined, now: PodState | undefined): void {
     const candidates = new Set<PodSetState>();
-    for (const p of [old, now]) {
-      if (!p) continue;
-      this.nsIndex.get(p.ns)?.collect(p.labels, candidates);
+    const add = (s: PodSetState) => void candidates.add(s);
+    const ns = (now ?? old)!.ns;
+    const idx = this.nsIndex.get(ns);
+    for (const p of old ? (now ? [old, now] : [old]) : [now!]) {
+      idx?.forEach(p.labels, add);
       // Namespace-selector sets: refreshPodSet checks the namespace (a few labels, cheap).
-      this.clusterIndex.collect(p.labels, candidates);
+      this.clusterIndex.forEach(p.labels, add);
     }
     const key = (now ?? old)!.key;
     for (const s of candidates) {
+      if (this.unfilled.has(s)) continue;
       if (now) this.refreshPodSet(s, now);
       else if (s.members.delete(key)) this.dirtySets.add(s.members.ref.name);
     }
-    const portKeys = new Set([...(old?.namedPorts.keys() ?? []), ...(now?.namedPorts.keys() ?? [])]);
-    for (const pk of portKeys) {
+    const keys = now ? portKeys(now.namedPorts) : [];
+    if (old) for (const k of portKeys(old.namedPorts)) if (!keys.includes(k)) keys.push(k);
+    for (const pk of keys) {
       const s = this.namedPortSets.get(pk);
-      if (!s) continue;
+      if (!s || this.unfilled.has(s)) continue;
       if (now) this.refreshNamedPortSet(s, now);
       else if (s.members.delete(key)) this.dirtySets.add(s.members.ref.name);
     }
@@ -556,7 +733,7 @@ export class TranslationEngine {
     const labels = this.nsLabels(ns);
     for (const s of this.clusterSets) {
       const sel = (s.scope as { nsSel: Selector }).nsSel;
-      if (matches(sel, before) === matches(sel, labels)) continue;
+      if (this.unfilled.has(s) || matches(sel, before) === matches(sel, labels)) continue;
       for (const key of this.podsByNs.get(ns) ?? []) this.refreshPodSet(s, this.pods.get(key)!);
     }
   }
@@ -571,22 +748,35 @@ export class TranslationEngine {
 function podState(pod: Pod): PodState {
   const ns = pod.metadata.namespace ?? 'default';
   const key = `${ns}/${pod.metadata.name}`;
-  const namedPorts = new Map<string, number[]>();
-  for (const c of [...(pod.spec?.containers ?? []), ...(pod.spec?.initContainers ?? [])]) {
-    for (const p of c.ports ?? []) {
-      if (!p.name || !Number.isInteger(p.containerPort)) continue;
-      const k = `${p.name}/${(p.protocol ?? 'TCP').toUpperCase()}`;
-      const list = namedPorts.get(k) ?? [];
-      list.push(p.containerPort);
-      namedPorts.set(k, list);
+  let namedPorts: (string | number)[] | undefined;
+  const addPorts = (containers: { ports?: { name?: string; containerPort: number; protocol?: string }[] }[] | undefined) => {
+    for (const c of containers ?? []) {
+      for (const p of c.ports ?? []) {
+        if (!p.name || !Number.isInteger(p.containerPort)) continue;
+        (namedPorts ??= []).push(`${p.name}/${(p.protocol ?? 'TCP').toUpperCase()}`, p.containerPort);
+      }
     }
-  }
+  };
+  addPorts(pod.spec?.containers);
+  addPorts(pod.spec?.initContainers);
   const phase = pod.status?.phase;
   const counts = !pod.spec?.hostNetwork && phase !== 'Succeeded' && phase !== 'Failed';
-  const candidates = [...(pod.status?.podIPs ?? []).map((p) => p.ip), pod.status?.podIP].filter((x): x is string => !!x);
-  const ip = counts ? candidates.find((a) => parseIPv4(a) !== undefined && !isIPv6(a)) : undefined;
-  const node = pod.spec?.nodeName;
-  return { key, ns, labels: { ...(pod.metadata.labels ?? {}) }, ...(node ? { node } : {}), ...(ip ? { ip } : {}), namedPorts };
+  let ip: string | undefined;
+  if (counts) {
+    // podIPs first (dual-stack), then podIP. An address that parses as IPv4 is not IPv6.
+    for (const p of pod.status?.podIPs ?? []) {
+      if (isIPv4(p.ip)) {
+        ip = p.ip;
+        break;
+      }
+    }
+    if (ip === undefined && isIPv4(pod.status?.podIP)) ip = pod.status!.podIP;
+  }
+  return { key, ns, labels: { ...(pod.metadata.labels ?? {}) }, node: pod.spec?.nodeName || undefined, ip, namedPorts: namedPorts ?? NO_PORTS };
+}
+
+function isIPv4(a: unknown): a is string {
+  return typeof a === 'string' && a !== '' && parseIPv4(a) !== undefined;
 }
 
 function renderRuleSet(np: NetworkPolicy, c: CompiledPolicy): NpmRuleSet {
@@ -609,8 +799,7 @@ function renderRuleSet(np: NetworkPolicy, c: CompiledPolicy): NpmRuleSet {
   };
 }
 
-function renderIPSet(ms: MemberSet, shard: number): NpmIPSet {
-  const ref = ms.ref;
+function renderIPSet(ref: SetRef, shard: number, shardCount: number, members: string[]): NpmIPSet {
   return {
     apiVersion: API_VERSION,
     kind: IPSET_KIND,
@@ -625,8 +814,8 @@ function renderIPSet(ms: MemberSet, shard: number): NpmIPSet {
       family: ref.family,
       meaning: ref.meaning,
       shard,
-      shardCount: ms.shardCount(),
-      members: ms.shardMembers(shard),
+      shardCount,
+      members,
     },
   };
 }

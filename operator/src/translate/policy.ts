@@ -15,10 +15,22 @@ import { compileSelector, describeSelector, isEmpty, type FieldError, type Selec
 /** Namespace scope of a pod-selector set: one namespace, or the namespaces a selector picks. */
 export type Scope = { ns: string } | { nsSel: Selector };
 
+/** `identity`: what the set's kernel name is a hash of (the key of a DemandCache). */
 export type SetDemand =
-  | { kind: 'PodSelector'; ref: SetRef; scope: Scope; pods: Selector }
-  | { kind: 'NamedPort'; ref: SetRef; portName: string; protocol: Protocol }
+  | { kind: 'PodSelector'; identity: string; ref: SetRef; scope: Scope; pods: Selector }
+  | { kind: 'NamedPort'; identity: string; ref: SetRef; portName: string; protocol: Protocol }
   | { kind: 'IPBlock'; ref: SetRef };
+
+/**
+ * Pod-derived set demands by identity, shared between compilations: a set named by 1,000 policies
+ * is hashed (sha256) once, and its SetRef and meaning exist once in memory. The engine keeps one
+ * entry per live set (it removes an entry when the set goes). The output does not depend on it:
+ * an entry holds exactly what compiling the demand again would give.
+ */
+export type DemandCache = Map<string, PodDerivedDemand>;
+
+/** A set whose members come from pods (not an ipBlock, which the ruleset carries inline). */
+export type PodDerivedDemand = Exclude<SetDemand, { kind: 'IPBlock' }>;
 
 export interface CompiledPolicy {
   namespace: string;
@@ -51,25 +63,35 @@ class Builder {
   readonly demands = new Map<string, SetDemand>();
   readonly errors: FieldError[] = [];
 
-  podSet(scope: Scope, pods: Selector): string {
-    const name = podSelectorSetName(scopeKey(scope), pods.key);
-    if (!this.demands.has(name)) {
+  constructor(private readonly cache: DemandCache = new Map()) {}
+
+  /** The set of these pods: its name, and its meaning in words. */
+  podSet(scope: Scope, pods: Selector): SetRef {
+    const sk = scopeKey(scope);
+    const identity = `S${sk}\u0000${pods.key}`;
+    let d = this.cache.get(identity);
+    if (!d) {
+      const name = podSelectorSetName(sk, pods.key);
       const ref: SetRef = { name, type: 'hash:ip', kind: 'PodSelector', family: 'IPv4', meaning: describePods(scope, pods) };
-      this.demands.set(name, { kind: 'PodSelector', ref, scope, pods });
+      this.cache.set(identity, (d = { kind: 'PodSelector', identity, ref, scope, pods }));
     }
-    return name;
+    this.demands.set(d.ref.name, d);
+    return d.ref;
   }
 
   namedPortSet(portName: string, protocol: Protocol): string {
-    const name = namedPortSetName(portName, protocol);
-    if (!this.demands.has(name)) {
+    const identity = `P${portName}\u0000${protocol}`;
+    let d = this.cache.get(identity);
+    if (!d) {
+      const name = namedPortSetName(portName, protocol);
       const ref: SetRef = {
         name, type: 'hash:ip,port', kind: 'NamedPort', family: 'IPv4',
         meaning: `pods with a ${protocol} container port named ${portName}, as (pod IP, port)`,
       };
-      this.demands.set(name, { kind: 'NamedPort', ref, portName, protocol });
+      this.cache.set(identity, (d = { kind: 'NamedPort', identity, ref, portName, protocol }));
     }
-    return name;
+    this.demands.set(d.ref.name, d);
+    return d.ref.name;
   }
 
   /** Returns the set name, null when the block has no IPv4 effect, or undefined on error. */
@@ -168,7 +190,8 @@ function compilePeer(b: Builder, peer: NetworkPolicyPeer, policyNs: string, fiel
       ? { ns: policyNs }
       : { nsSel: compileSelector(peer.namespaceSelector, `${field}.namespaceSelector`, b.errors) };
   if (b.errors.length > errs) return undefined;
-  return { set: b.podSet(scope, pods), words: describePods(scope, pods) };
+  const ref = b.podSet(scope, pods);
+  return { set: ref.name, words: ref.meaning };
 }
 
 function compilePort(b: Builder, p: NetworkPolicyPort, field: string): PortMatch | undefined {
@@ -265,8 +288,8 @@ function compileRules(
 }
 
 /** Translates one policy (already defaulted: see defaults.ts). */
-export function compilePolicy(np: NetworkPolicy): CompiledPolicy {
-  const b = new Builder();
+export function compilePolicy(np: NetworkPolicy, cache?: DemandCache): CompiledPolicy {
+  const b = new Builder(cache);
   const namespace = np.metadata.namespace ?? 'default';
   const name = np.metadata.name ?? '';
   const spec = np.spec ?? {};
@@ -274,8 +297,9 @@ export function compilePolicy(np: NetworkPolicy): CompiledPolicy {
   let target = compileSelector(spec.podSelector, 'spec.podSelector', b.errors);
   if (b.errors.length > selErrs) target = compileSelector({}, 'spec.podSelector', []); // fail closed: guard every pod
   const targetScope: Scope = { ns: namespace };
-  const targetSet = b.podSet(targetScope, target);
-  const guards = describePods(targetScope, target);
+  const targetRef = b.podSet(targetScope, target);
+  const targetSet = targetRef.name;
+  const guards = targetRef.meaning;
 
   let types: Direction[] = [];
   const rawTypes = spec.policyTypes ?? [];
@@ -300,7 +324,9 @@ export function compilePolicy(np: NetworkPolicy): CompiledPolicy {
     chains.push({ name: policyChainName(direction, namespace, name), direction, targetSet, guards, rules });
   }
 
-  const ipsets = [...b.demands.values()].map((d) => d.ref).sort((a, c) => (a.name < c.name ? -1 : a.name > c.name ? 1 : 0));
+  // Each ruleset gets its own SetRef objects (their strings are shared): the YAML output writes an
+  // object met twice as an alias.
+  const ipsets = [...b.demands.values()].map((d) => (d.kind === 'IPBlock' ? d.ref : { ...d.ref })).sort((a, c) => (a.name < c.name ? -1 : a.name > c.name ? 1 : 0));
   const summary = chains.length
     ? `Isolates ${guards} for ${chains
         .map((c) => `${c.direction.toLowerCase()} (${c.rules.length ? `${c.rules.length} allow rule${c.rules.length > 1 ? 's' : ''}` : 'allows nothing'})`)

@@ -239,26 +239,18 @@ export function describeSelector(sel: Selector): string {
 }
 
 /**
- * Index keys under which a selector can be found from a label set: a selector with a positive
- * requirement (In) can only match objects carrying one of its (key, value) pairs; with only an
- * Exists, objects carrying the key. Selectors with neither must be checked for every object.
+ * The requirement under which a selector is indexed: a selector with a positive requirement (In)
+ * can only match objects carrying one of its (key, value) pairs (the In with the fewest values is
+ * chosen); with only an Exists, objects carrying the key. Selectors with neither must be checked
+ * for every object (undefined).
  */
-export function indexKeys(sel: Selector): string[] | undefined {
-  let best: string[] | undefined;
+export function indexRequirement(sel: Selector): { key: string; values?: readonly string[] } | undefined {
+  let best: Requirement | undefined;
   for (const r of sel.reqs) {
     if (r.op === 'In') {
-      const keys = r.values.map((v) => `${r.key}=${v}`);
-      if (!best || keys.length < best.length || best[0]?.indexOf('=') === -1) best = keys;
-    } else if (r.op === 'Exists' && !best) {
-      best = [r.key];
-    }
+      if (!best || best.op !== 'In' || r.values.length < best.values.length) best = r;
+    } else if (r.op === 'Exists' && !best) best = r;
   }
-  return best;
-}
-
-/** The index keys an object with these labels can be found under (see indexKeys). */
-export function labelKeys(labels: Readonly<Record<string, string>> | undefined): string[] {
-  const out: string[] = [];
-  for (const [k, v] of Object.entries(labels ?? {})) out.push(`${k}=${v}`, k);
-  return out;
+  if (!best) return undefined;
+  return best.op === 'In' ? { key: best.key, values: best.values } : { key: best.key };
 }
