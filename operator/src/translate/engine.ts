@@ -32,6 +32,7 @@ import { NAMESPACE_NAME_LABEL, type ClusterSnapshot, type Namespace, type Networ
 import { compilePolicy, type CompiledPolicy, type DemandCache, type PodDerivedDemand, type Scope } from './policy.js';
 import { indexRequirement, matches, type FieldError, type Selector } from './selector.js';
 import { addTo, removeFrom } from './multimap.js';
+import { flat, trimmed } from './strings.js';
 
 /** Members per shard at which a set doubles its shard count (see shardCountFor). */
 export const SHARD_TARGET = 1024;
@@ -414,7 +415,7 @@ export class TranslationEngine {
       compiled.errors.unshift(...objErrors);
       compiled.spec.problems = compiled.errors.map((e) => `${e.field}: ${e.message}`);
     }
-    const key = `${compiled.namespace}/${compiled.name}`;
+    const key = flat(`${compiled.namespace}/${compiled.name}`);
     const old = this.policies.get(key);
     const sets: string[] = [];
     for (const d of compiled.demands) {
@@ -425,7 +426,7 @@ export class TranslationEngine {
     if (old) for (const name of old.sets) this.release(name);
     const ruleset = renderRuleSet(np, compiled);
     if (!old || JSON.stringify(old.ruleset) !== JSON.stringify(ruleset)) this.dirtyRulesets.add(key);
-    this.policies.set(key, { sets, ruleset });
+    this.policies.set(key, { sets: trimmed(sets), ruleset });
     return compiled.errors.map((e) => ({ object: what, ...e }));
   }
 
@@ -695,9 +696,9 @@ export class TranslationEngine {
   private refreshNamedPortSet(s: NamedPortSetState, pod: PodState): void {
     let members: PodMembers | undefined;
     const ports = pod.ip !== undefined ? portsNamed(pod.namedPorts, s.portKey) : [];
-    if (ports.length === 1) members = `${pod.ip},${s.proto}:${ports[0]}`;
+    if (ports.length === 1) members = flat(`${pod.ip},${s.proto}:${ports[0]}`);
     else if (ports.length > 1) {
-      members = [...new Set(ports)].sort((a, b) => a - b).map((p) => `${pod.ip},${s.proto}:${p}`);
+      members = [...new Set(ports)].sort((a, b) => a - b).map((p) => flat(`${pod.ip},${s.proto}:${p}`));
       if (members.length === 1) members = members[0];
     }
     if (s.members.set(pod.key, members)) this.dirtySets.add(s.members.ref.name);
@@ -747,7 +748,7 @@ export class TranslationEngine {
  */
 function podState(pod: Pod): PodState {
   const ns = pod.metadata.namespace ?? 'default';
-  const key = `${ns}/${pod.metadata.name}`;
+  const key = flat(`${ns}/${pod.metadata.name}`);
   let namedPorts: (string | number)[] | undefined;
   const addPorts = (containers: { ports?: { name?: string; containerPort: number; protocol?: string }[] }[] | undefined) => {
     for (const c of containers ?? []) {
@@ -772,7 +773,7 @@ function podState(pod: Pod): PodState {
     }
     if (ip === undefined && isIPv4(pod.status?.podIP)) ip = pod.status!.podIP;
   }
-  return { key, ns, labels: { ...(pod.metadata.labels ?? {}) }, node: pod.spec?.nodeName || undefined, ip, namedPorts: namedPorts ?? NO_PORTS };
+  return { key, ns, labels: { ...(pod.metadata.labels ?? {}) }, node: pod.spec?.nodeName || undefined, ip, namedPorts: namedPorts ? trimmed(namedPorts) : NO_PORTS };
 }
 
 function isIPv4(a: unknown): a is string {

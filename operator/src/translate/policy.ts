@@ -11,6 +11,7 @@ import type { Chain, Direction, NpmRuleSetSpec, Protocol, Rule, RuleMatch, SetRe
 import { cidrContains, formatCidr, hashNetEntries, parseCidr, type Cidr4 } from './cidr.js';
 import type { NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort } from './k8s.js';
 import { compileSelector, describeSelector, isEmpty, type FieldError, type Selector } from './selector.js';
+import { flat, trimmed } from './strings.js';
 
 /** Namespace scope of a pod-selector set: one namespace, or the namespaces a selector picks. */
 export type Scope = { ns: string } | { nsSel: Selector };
@@ -72,7 +73,7 @@ class Builder {
     let d = this.cache.get(identity);
     if (!d) {
       const name = podSelectorSetName(sk, pods.key);
-      const ref: SetRef = { name, type: 'hash:ip', kind: 'PodSelector', family: 'IPv4', meaning: describePods(scope, pods) };
+      const ref: SetRef = { name, type: 'hash:ip', kind: 'PodSelector', family: 'IPv4', meaning: flat(describePods(scope, pods)) };
       this.cache.set(identity, (d = { kind: 'PodSelector', identity, ref, scope, pods }));
     }
     this.demands.set(d.ref.name, d);
@@ -86,7 +87,7 @@ class Builder {
       const name = namedPortSetName(portName, protocol);
       const ref: SetRef = {
         name, type: 'hash:ip,port', kind: 'NamedPort', family: 'IPv4',
-        meaning: `pods with a ${protocol} container port named ${portName}, as (pod IP, port)`,
+        meaning: flat(`pods with a ${protocol} container port named ${portName}, as (pod IP, port)`),
       };
       this.cache.set(identity, (d = { kind: 'NamedPort', identity, ref, portName, protocol }));
     }
@@ -146,7 +147,7 @@ class Builder {
     }
     const name = ipBlockSetName(cidrText, exceptText);
     if (!this.demands.has(name)) {
-      const ref: SetRef = { name, type: 'hash:net', kind: 'IPBlock', family: 'IPv4', meaning, members: [...members].sort() };
+      const ref: SetRef = { name, type: 'hash:net', kind: 'IPBlock', family: 'IPv4', meaning: flat(meaning), members: trimmed([...members].sort()) };
       this.demands.set(name, { kind: 'IPBlock', ref });
     }
     return { name, meaning };
@@ -280,11 +281,11 @@ function compileRules(
       if (!peer) continue; // no IPv4 effect (IPv6 block, or an except covering the block)
       for (const port of ports) {
         const match: RuleMatch = { ...(peer.set ? { peerSet: peer.set } : {}), ...port!.match };
-        out.push({ description: `rule ${i}: allow ${port!.words} ${fromTo} ${peer.words}`, match });
+        out.push({ description: flat(`rule ${i}: allow ${port!.words} ${fromTo} ${peer.words}`), match });
       }
     }
   });
-  return out;
+  return trimmed(out);
 }
 
 /** Translates one policy (already defaulted: see defaults.ts). */
@@ -321,17 +322,17 @@ export function compilePolicy(np: NetworkPolicy, cache?: DemandCache): CompiledP
       direction === 'Ingress'
         ? compileRules(b, 'Ingress', spec.ingress, namespace, 'spec.ingress')
         : compileRules(b, 'Egress', spec.egress, namespace, 'spec.egress');
-    chains.push({ name: policyChainName(direction, namespace, name), direction, targetSet, guards, rules });
+    chains.push({ name: flat(policyChainName(direction, namespace, name)), direction, targetSet, guards, rules });
   }
 
   // Each ruleset gets its own SetRef objects (their strings are shared): the YAML output writes an
   // object met twice as an alias.
   const ipsets = [...b.demands.values()].map((d) => (d.kind === 'IPBlock' ? d.ref : { ...d.ref })).sort((a, c) => (a.name < c.name ? -1 : a.name > c.name ? 1 : 0));
-  const summary = chains.length
+  const summary = flat(chains.length
     ? `Isolates ${guards} for ${chains
         .map((c) => `${c.direction.toLowerCase()} (${c.rules.length ? `${c.rules.length} allow rule${c.rules.length > 1 ? 's' : ''}` : 'allows nothing'})`)
         .join(' and ')}`
-    : `Selects ${guards} but isolates no direction`;
+    : `Selects ${guards} but isolates no direction`);
   const out: NpmRuleSetSpec = {
     policy: {
       name,
@@ -339,10 +340,10 @@ export function compilePolicy(np: NetworkPolicy, cache?: DemandCache): CompiledP
       ...(np.metadata.uid ? { uid: np.metadata.uid } : {}),
       ...(np.metadata.generation !== undefined ? { generation: np.metadata.generation } : {}),
     },
-    policyTypes: types,
+    policyTypes: trimmed(types),
     summary,
     ipsets,
-    chains,
+    chains: trimmed(chains),
   };
   if (b.errors.length) out.problems = b.errors.map((e) => `${e.field}: ${e.message}`);
   return { namespace, name, spec: out, demands: [...b.demands.values()], errors: b.errors };
