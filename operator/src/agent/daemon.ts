@@ -230,9 +230,11 @@ export class AgentDaemon {
 
   /** Stops the syncs (waiting for a running one) and drops a report not yet started. The kernel keeps its state. */
   async stop(): Promise<void> {
+    // No sync starts from here on (the runner stops taking requests at once); a running one ends.
+    const syncs = this.syncs.stop();
     await this.tamper?.stop();
     await Promise.all([this.rulesets.stop(), this.ipsets.stop(), this.pods.stop(), this.policies.stop(), this.self.stop()]);
-    await this.syncs.stop();
+    await syncs;
     await this.reports.stop();
   }
 
