@@ -154,6 +154,38 @@ class MemberSet {
     for (let i = 0; i < this.shards.length; i++) this.dirtyShards.add(i);
   }
 
+  /**
+   * Filling a new, empty set (engine.fill): records a pod's members only; build() then shards
+   * them all at once, at their final shard count, instead of resharding at every doubling.
+   */
+  addNew(podKey: string, members: PodMembers): void {
+    this.byPod.set(podKey, members);
+  }
+
+  build(): void {
+    let entries = 0;
+    for (const m of this.byPod.values()) entries += typeof m === 'string' ? 1 : m.length;
+    // Pods sharing a member make `entries` an overestimate: reshardIfNeeded corrects it.
+    const n = shardCountFor(entries);
+    const shards = Array.from({ length: n }, () => new Map<string, number>());
+    let count = 0;
+    const put = (m: string) => {
+      const shard = shards[bucket(m, n)]!;
+      const c = shard.get(m);
+      if (c === undefined) count++;
+      shard.set(m, (c ?? 0) + 1);
+    };
+    for (const m of this.byPod.values()) {
+      if (typeof m === 'string') put(m);
+      else for (const x of m) put(x);
+    }
+    this.shards = shards;
+    this.count = count;
+    this.rendered = [];
+    this.reshardIfNeeded();
+    this.markAllDirty();
+  }
+
   private inc(m: string): void {
     const i = bucket(m, this.shards.length);
     const shard = this.shards[i]!;
@@ -331,7 +363,6 @@ export class TranslationEngine {
   private readonly namespaces = new Map<string, Record<string, string>>();
   private readonly pods = new Map<string, PodState>();
   private readonly podsByNs = new Map<string, Set<string>>();
-  private readonly podsByNamedPort = new Map<string, Set<string>>();
   private readonly policies = new Map<string, PolicyState>();
   private readonly sets = new Map<string, SetState>();
   /** Pod-selector sets scoped to one namespace, by namespace. */
@@ -384,9 +415,6 @@ export class TranslationEngine {
     const old = this.pods.get(state.key);
     this.pods.set(state.key, state);
     if (!old) addTo(this.podsByNs, state.ns, state.key);
-    const keys = portKeys(state.namedPorts);
-    if (old) for (const k of portKeys(old.namedPorts)) if (!keys.includes(k)) removeFrom(this.podsByNamedPort, k, state.key);
-    for (const k of keys) addTo(this.podsByNamedPort, k, state.key);
     this.podChanged(old, state);
     return [];
   }
@@ -397,7 +425,6 @@ export class TranslationEngine {
     if (!old) return;
     this.pods.delete(key);
     removeFrom(this.podsByNs, old.ns, key);
-    for (const k of portKeys(old.namedPorts)) removeFrom(this.podsByNamedPort, k, key);
     this.podChanged(old, undefined);
   }
 
@@ -603,19 +630,12 @@ export class TranslationEngine {
     if (this.unfilled.size === 0) return;
     const sets = [...this.unfilled];
     this.unfilled.clear();
-    const podSets: PodSetState[] = [];
     let visits = 0;
-    for (const s of sets) {
-      if (s.kind === 'NamedPort') {
-        for (const key of this.podsByNamedPort.get(s.portKey) ?? []) this.refreshNamedPortSet(s, this.pods.get(key)!);
-        continue;
-      }
-      podSets.push(s);
-      visits += 'ns' in s.scope ? (this.podsByNs.get(s.scope.ns)?.size ?? 0) : this.pods.size;
-    }
+    for (const s of sets) visits += s.kind === 'PodSelector' && 'ns' in s.scope ? (this.podsByNs.get(s.scope.ns)?.size ?? 0) : this.pods.size;
     if (visits <= this.pods.size) {
-      for (const s of podSets) {
-        if ('ns' in s.scope) for (const key of this.podsByNs.get(s.scope.ns) ?? []) this.joinNewSet(s, this.pods.get(key)!);
+      for (const s of sets) {
+        if (s.kind === 'NamedPort') for (const pod of this.pods.values()) this.joinNewNamedPortSet(s, pod);
+        else if ('ns' in s.scope) for (const key of this.podsByNs.get(s.scope.ns) ?? []) this.joinNewSet(s, this.pods.get(key)!);
         else {
           for (const [ns, keys] of this.podsByNs) {
             if (!matches(s.scope.nsSel, this.nsLabels(ns))) continue;
@@ -626,9 +646,14 @@ export class TranslationEngine {
     } else {
       const byNs = new Map<string, SelectorIndex>();
       const cluster = new SelectorIndex();
-      for (const s of podSets) {
-        if (!('ns' in s.scope)) cluster.add(s);
-        else {
+      const clusterSets: PodSetState[] = [];
+      const namedPort = new Map<string, NamedPortSetState>();
+      for (const s of sets) {
+        if (s.kind === 'NamedPort') namedPort.set(s.portKey, s);
+        else if (!('ns' in s.scope)) {
+          cluster.add(s);
+          clusterSets.push(s);
+        } else {
           let idx = byNs.get(s.scope.ns);
           if (!idx) byNs.set(s.scope.ns, (idx = new SelectorIndex()));
           idx.add(s);
@@ -641,7 +666,7 @@ export class TranslationEngine {
         if (!c) {
           c = new Set();
           const labels = this.nsLabels(ns);
-          for (const s of podSets) if (!('ns' in s.scope) && matches(s.scope.nsSel, labels)) c.add(s);
+          for (const s of clusterSets) if (matches((s.scope as { nsSel: Selector }).nsSel, labels)) c.add(s);
           covers.set(ns, c);
         }
         return c;
@@ -655,10 +680,18 @@ export class TranslationEngine {
         byNs.get(pod.ns)?.forEach(pod.labels, join);
         inScope = coveredBy(pod.ns);
         if (inScope.size) cluster.forEach(pod.labels, joinIfCovered);
+        if (namedPort.size) {
+          const ports = pod.namedPorts;
+          for (let i = 0; i < ports.length; i += 2) {
+            const s = namedPort.get(ports[i] as string);
+            // A pod naming the same port twice joins once (joinNewNamedPortSet reads all its ports).
+            if (s && ports.indexOf(ports[i]!) === i) this.joinNewNamedPortSet(s, pod);
+          }
+        }
       }
     }
     // A new set is written whole, empty or not: the agent creates the kernel set from it.
-    for (const s of sets) s.members.markAllDirty();
+    for (const s of sets) s.members.build();
   }
 
   private release(name: string): void {
@@ -688,23 +721,23 @@ export class TranslationEngine {
     if (changed) this.dirtySets.add(s.members.ref.name);
   }
 
-  /** A pod in the scope of a set being created (acquire marks the whole set dirty). */
+  /** A pod in the scope of a set being filled (see fill). */
   private joinNewSet(s: PodSetState, pod: PodState): void {
-    if (pod.ip !== undefined && matches(s.pods, pod.labels)) s.members.set(pod.key, pod.ip);
+    if (pod.ip !== undefined && matches(s.pods, pod.labels)) s.members.addNew(pod.key, pod.ip);
+  }
+
+  private joinNewNamedPortSet(s: NamedPortSetState, pod: PodState): void {
+    const members = namedPortMembers(s, pod);
+    if (members !== undefined) s.members.addNew(pod.key, members);
   }
 
   private refreshNamedPortSet(s: NamedPortSetState, pod: PodState): void {
-    let members: PodMembers | undefined;
-    const ports = pod.ip !== undefined ? portsNamed(pod.namedPorts, s.portKey) : [];
-    if (ports.length === 1) members = flat(`${pod.ip},${s.proto}:${ports[0]}`);
-    else if (ports.length > 1) {
-      members = [...new Set(ports)].sort((a, b) => a - b).map((p) => flat(`${pod.ip},${s.proto}:${p}`));
-      if (members.length === 1) members = members[0];
-    }
-    if (s.members.set(pod.key, members)) this.dirtySets.add(s.members.ref.name);
+    if (s.members.set(pod.key, namedPortMembers(s, pod))) this.dirtySets.add(s.members.ref.name);
   }
 
   private podChanged(old: PodState | undefined, now: PodState | undefined): void {
+    // Pods loaded before any policy (a full translation): no set to update.
+    if (this.sets.size === this.unfilled.size) return;
     const candidates = new Set<PodSetState>();
     const add = (s: PodSetState) => void candidates.add(s);
     const ns = (now ?? old)!.ns;
@@ -774,6 +807,16 @@ function podState(pod: Pod): PodState {
     if (ip === undefined && isIPv4(pod.status?.podIP)) ip = pod.status!.podIP;
   }
   return { key, ns, labels: { ...(pod.metadata.labels ?? {}) }, node: pod.spec?.nodeName || undefined, ip, namedPorts: namedPorts ? trimmed(namedPorts) : NO_PORTS };
+}
+
+/** "10.244.0.5,tcp:8080" for each port the pod gives that name (sorted, unique), or undefined. */
+function namedPortMembers(s: NamedPortSetState, pod: PodState): PodMembers | undefined {
+  if (pod.ip === undefined) return undefined;
+  const ports = portsNamed(pod.namedPorts, s.portKey);
+  if (ports.length === 0) return undefined;
+  if (ports.length === 1) return flat(`${pod.ip},${s.proto}:${ports[0]}`);
+  const members = [...new Set(ports)].sort((a, b) => a - b).map((p) => flat(`${pod.ip},${s.proto}:${p}`));
+  return members.length === 1 ? members[0] : members;
 }
 
 function isIPv4(a: unknown): a is string {
