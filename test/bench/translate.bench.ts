@@ -29,7 +29,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseAllDocuments } from 'yaml';
@@ -62,6 +62,7 @@ function variant(pods: number, policies: number, events: number): void {
   // Validated by the parent process (main below) before this one started: validating here would
   // add the validation engine to this process's peak RSS.
   const snap = syntheticCluster({ namespaces: 100, pods, policies, seed: 42 });
+  const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   const engine = new TranslationEngine();
   for (const n of snap.namespaces) engine.upsertNamespace(n);
@@ -70,6 +71,8 @@ function variant(pods: number, policies: number, events: number): void {
   const all = engine.all();
   engine.drain();
   const fullMs = performance.now() - t0;
+  const cpu = process.cpuUsage(cpu0);
+  const fullCpuMs = (cpu.user + cpu.system) / 1000;
 
   const sizeOf = (o: unknown) => Buffer.byteLength(JSON.stringify(o));
   let largest = { bytes: 0, name: '' };
@@ -123,6 +126,9 @@ function variant(pods: number, policies: number, events: number): void {
   const goal = goals(pods, policies);
   console.log(`variant ${pods} pods, 100 namespaces, ${policies} policies: ${goal.note}`);
   console.log(`  full translate: ${fullMs.toFixed(0)} ms (goal ≤ ${goal.fullMs} ms: ${met(fullMs <= goal.fullMs)}; ratio ${(fullMs / goal.fullMs).toFixed(2)})`);
+  // On a shared machine the wall time includes waiting for a core: the CPU time (this process,
+  // GC threads included) and the load average say how much.
+  console.log(`    CPU time ${fullCpuMs.toFixed(0)} ms; load average ${loadavg().map((l) => l.toFixed(1)).join(' ')} on ${availableParallelism()} cores`);
   const afterFullRssMiB = process.resourceUsage().maxRSS / 1024;
   console.log(`  peak RSS after full translate (generator + engine + output objects): ${afterFullRssMiB.toFixed(0)} MiB` + (Number.isFinite(goal.rssMiB) ? ` (goal ≤ ${goal.rssMiB.toFixed(0)} MiB: ${met(afterFullRssMiB <= goal.rssMiB)})` : ''));
   console.log(`  objects: ${all.filter((o) => o.kind === 'NpmRuleSet').length} NpmRuleSets, ${all.filter((o) => o.kind === 'NpmIPSet').length} NpmIPSet shards, ${(totalBytes / 1048576).toFixed(1)} MiB in all`);
