@@ -29,7 +29,7 @@ import {
 import { parseIPv4 } from './cidr.js';
 import { checkPod, defaultNamespace, defaultPolicy } from './defaults.js';
 import { NAMESPACE_NAME_LABEL, type ClusterSnapshot, type Namespace, type NetworkPolicy, type Pod } from './k8s.js';
-import { compilePolicy, type CompiledPolicy, type DemandCache, type PodDerivedDemand, type Scope } from './policy.js';
+import { compilePolicy, type CompileCache, type CompiledPolicy, type DemandCache, type PodDerivedDemand, type Scope } from './policy.js';
 import { indexRequirement, matches, type FieldError, type Selector } from './selector.js';
 import { addTo, removeFrom } from './multimap.js';
 import { flat, trimmed } from './strings.js';
@@ -378,6 +378,7 @@ export class TranslationEngine {
   private readonly unfilled = new Set<SetState>();
   /** The live pod-derived sets' demands by identity, shared with compilePolicy (see DemandCache). */
   private readonly demands: DemandCache = new Map();
+  private readonly compileCache: CompileCache = { demands: this.demands, selectors: new Map() };
 
   private readonly dirtyRulesets = new Set<string>();
   /** Rulesets handed out by drain and not deleted since: only these need a delete. */
@@ -435,7 +436,9 @@ export class TranslationEngine {
     const what = objectName('NetworkPolicy', np.metadata);
     // Without a valid name there is no ruleset to put the problem on; label errors do not matter here.
     if (objErrors.some((e) => e.field.startsWith('metadata') && !e.field.startsWith('metadata.labels'))) return objErrors.map((e) => ({ object: what, ...e }));
-    const compiled = compilePolicy(np, this.demands);
+    // Selectors no policy uses any more stay cached until there are many.
+    if (this.compileCache.selectors.size > 20000) this.compileCache.selectors.clear();
+    const compiled = compilePolicy(np, this.compileCache);
     // Object-level problems (a spec that is not an object, ...) are the policy's problems too: the
     // operator reports spec.problems as Accepted=False.
     if (objErrors.length) {

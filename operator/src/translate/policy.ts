@@ -30,6 +30,15 @@ export type SetDemand =
  */
 export type DemandCache = Map<string, PodDerivedDemand>;
 
+/**
+ * What compilations share (see DemandCache): demands, and valid selectors by their JSON (10,000
+ * policies repeat a few hundred selectors; each compiles, validates and canonicalises once).
+ */
+export interface CompileCache {
+  demands: DemandCache;
+  selectors: Map<string, Selector>;
+}
+
 /** A set whose members come from pods (not an ipBlock, which the ruleset carries inline). */
 export type PodDerivedDemand = Exclude<SetDemand, { kind: 'IPBlock' }>;
 
@@ -64,17 +73,36 @@ class Builder {
   readonly demands = new Map<string, SetDemand>();
   readonly errors: FieldError[] = [];
 
-  constructor(private readonly cache: DemandCache = new Map()) {}
+  constructor(private readonly cache: CompileCache = { demands: new Map(), selectors: new Map() }) {}
+
+  /** compileSelector, through the cache for selectors that compiled without errors. */
+  selector(sel: unknown, field: string): Selector {
+    if (sel === undefined || sel === null || typeof sel !== 'object') return compileSelector(sel, field, this.errors);
+    let key: string;
+    try {
+      key = JSON.stringify(sel);
+    } catch (e) {
+      // A cyclic structure (YAML aliases) has no JSON: compile it uncached, to report it.
+      if (e instanceof TypeError) return compileSelector(sel, field, this.errors);
+      throw e;
+    }
+    const hit = this.cache.selectors.get(key);
+    if (hit) return hit;
+    const before = this.errors.length;
+    const compiled = compileSelector(sel, field, this.errors);
+    if (this.errors.length === before) this.cache.selectors.set(key, compiled);
+    return compiled;
+  }
 
   /** The set of these pods: its name, and its meaning in words. */
   podSet(scope: Scope, pods: Selector): SetRef {
     const sk = scopeKey(scope);
     const identity = `S${sk}\u0000${pods.key}`;
-    let d = this.cache.get(identity);
+    let d = this.cache.demands.get(identity);
     if (!d) {
       const name = podSelectorSetName(sk, pods.key);
       const ref: SetRef = { name, type: 'hash:ip', kind: 'PodSelector', family: 'IPv4', meaning: flat(describePods(scope, pods)) };
-      this.cache.set(identity, (d = { kind: 'PodSelector', identity, ref, scope, pods }));
+      this.cache.demands.set(identity, (d = { kind: 'PodSelector', identity, ref, scope, pods }));
     }
     this.demands.set(d.ref.name, d);
     return d.ref;
@@ -82,14 +110,14 @@ class Builder {
 
   namedPortSet(portName: string, protocol: Protocol): string {
     const identity = `P${portName}\u0000${protocol}`;
-    let d = this.cache.get(identity);
+    let d = this.cache.demands.get(identity);
     if (!d) {
       const name = namedPortSetName(portName, protocol);
       const ref: SetRef = {
         name, type: 'hash:ip,port', kind: 'NamedPort', family: 'IPv4',
         meaning: flat(`pods with a ${protocol} container port named ${portName}, as (pod IP, port)`),
       };
-      this.cache.set(identity, (d = { kind: 'NamedPort', identity, ref, portName, protocol }));
+      this.cache.demands.set(identity, (d = { kind: 'NamedPort', identity, ref, portName, protocol }));
     }
     this.demands.set(d.ref.name, d);
     return d.ref.name;
@@ -185,11 +213,11 @@ function compilePeer(b: Builder, peer: NetworkPolicyPeer, policyNs: string, fiel
     return undefined;
   }
   const errs = b.errors.length;
-  const pods = compileSelector(peer.podSelector, `${field}.podSelector`, b.errors);
+  const pods = b.selector(peer.podSelector, `${field}.podSelector`);
   const scope: Scope =
     peer.namespaceSelector == null
       ? { ns: policyNs }
-      : { nsSel: compileSelector(peer.namespaceSelector, `${field}.namespaceSelector`, b.errors) };
+      : { nsSel: b.selector(peer.namespaceSelector, `${field}.namespaceSelector`) };
   if (b.errors.length > errs) return undefined;
   const ref = b.podSet(scope, pods);
   return { set: ref.name, words: ref.meaning };
@@ -289,13 +317,13 @@ function compileRules(
 }
 
 /** Translates one policy (already defaulted: see defaults.ts). */
-export function compilePolicy(np: NetworkPolicy, cache?: DemandCache): CompiledPolicy {
+export function compilePolicy(np: NetworkPolicy, cache?: CompileCache): CompiledPolicy {
   const b = new Builder(cache);
   const namespace = np.metadata.namespace ?? 'default';
   const name = np.metadata.name ?? '';
   const spec = np.spec ?? {};
   const selErrs = b.errors.length;
-  let target = compileSelector(spec.podSelector, 'spec.podSelector', b.errors);
+  let target = b.selector(spec.podSelector, 'spec.podSelector');
   if (b.errors.length > selErrs) target = compileSelector({}, 'spec.podSelector', []); // fail closed: guard every pod
   const targetScope: Scope = { ns: namespace };
   const targetRef = b.podSet(targetScope, target);
