@@ -15,11 +15,32 @@
  * keeps its node's state (the kernel keeps its rules), and a dead one ages out.
  * Effects: the LeaseApi and the Clock (wall-clock epoch ms, written into the Lease).
  */
-import { CoordinationV1Api, V1MicroTime, type KubeConfig, type V1Lease } from '@kubernetes/client-node';
+import type { V1Lease } from '@kubernetes/client-node';
 import { agentLeaseName } from '../api/names.js';
 import { realClock, type Clock } from '../framework/backoff.js';
-import { formatError, isConflict, isNotFound } from '../framework/kube.js';
+import { CORE, formatError, isConflict, isNotFound, kubeApi, objectPath, resourcePath, type KubeSource } from '../framework/kube.js';
 import type { LeaseApi } from '../framework/leader.js';
+
+/**
+ * A time the API server stores as a MicroTime: JSON gives microseconds (what client-node's
+ * V1MicroTime does, without loading client-node).
+ */
+class MicroTime extends Date {
+  override toISOString(): string {
+    return `${super.toISOString().slice(0, -1)}000Z`;
+  }
+}
+export const microTime = (ms: number): Date => new MicroTime(ms);
+
+/** The three Lease calls as plain JSON requests: the Lease comes back as on the wire (times are strings). */
+export function leaseApiOf(src: KubeSource): LeaseApi {
+  const api = kubeApi(src);
+  return {
+    readNamespacedLease: ({ name, namespace }) => api.request<V1Lease>('GET', objectPath(CORE.leases, namespace, name)),
+    createNamespacedLease: ({ namespace, body }) => api.request<V1Lease>('POST', resourcePath(CORE.leases, namespace), { body }),
+    replaceNamespacedLease: ({ name, namespace, body }) => api.request<V1Lease>('PUT', objectPath(CORE.leases, namespace, name), { body }),
+  };
+}
 
 export const DEFAULT_LEASE_NAMESPACE = 'kube-npm-system';
 export const DEFAULT_LEASE_SECONDS = 30;
@@ -29,8 +50,9 @@ export interface AgentLeaseOptions {
   namespace: string;
   /** leaseDurationSeconds written into the Lease; renewed every third of it. Default 30. */
   durationSeconds?: number;
-  kc?: KubeConfig;
-  /** Default: CoordinationV1Api over `kc`. */
+  /** The API server (the agent's KubeClient, or a client-node KubeConfig). */
+  kc?: KubeSource;
+  /** Default: leaseApiOf(kc). */
   api?: LeaseApi;
   clock?: Clock;
   log: (s: string) => void;
@@ -51,7 +73,7 @@ export class AgentLease {
   constructor(private readonly o: AgentLeaseOptions) {
     this.name = agentLeaseName(o.node);
     if (!o.api && !o.kc) throw new Error('AgentLease needs kc or api');
-    this.api = o.api ?? o.kc!.makeApiClient(CoordinationV1Api);
+    this.api = o.api ?? leaseApiOf(o.kc!);
     this.clock = o.clock ?? realClock;
     this.durationSeconds = o.durationSeconds ?? DEFAULT_LEASE_SECONDS;
     if (!(this.durationSeconds > 0)) throw new Error('lease duration must be > 0');
@@ -93,7 +115,7 @@ export class AgentLease {
         this.held = await this.api.readNamespacedLease({ name, namespace });
       } catch (err) {
         if (!isNotFound(err)) throw err;
-        const now = new V1MicroTime(this.clock.now());
+        const now = microTime(this.clock.now());
         this.held = await this.api.createNamespacedLease({
           namespace,
           body: {
@@ -118,7 +140,7 @@ export class AgentLease {
   }
 
   private renewed(l: V1Lease): V1Lease {
-    const now = new V1MicroTime(this.clock.now());
+    const now = microTime(this.clock.now());
     const spec = l.spec ?? {};
     const ours = spec.holderIdentity === this.o.node;
     return {

@@ -2,6 +2,9 @@
  * `kube-npm agent --node-name NODE`: wiring of the agent daemon (agent/daemon.ts), its node metrics
  * on /node-metrics and its probes, and graceful shutdown. Stopping never flushes the kernel: the
  * rules stay enforced while the agent restarts, and the next agent adopts them.
+ * The agent talks to the API server through framework/client.ts, never @kubernetes/client-node
+ * (which alone costs ~70 MiB of RSS; docs/scale.md "Agent memory"): nothing on this import path
+ * may load it at runtime (test/unit/framework/client-imports.test.ts).
  */
 import { AgentDaemon } from '../agent/daemon.js';
 import { AgentLease, DEFAULT_LEASE_NAMESPACE, DEFAULT_LEASE_SECONDS } from '../agent/lease.js';
@@ -10,22 +13,40 @@ import { Converger } from '../agent/converge.js';
 import { realClock, realExec, realSpawn } from '../agent/exec.js';
 import { IpsetSession } from '../agent/ipset/session.js';
 import { createNodeMetrics } from '../metrics/node.js';
-import { startEndpoints } from '../metrics/serve.js';
-import { loadKubeConfig, parseAddress } from './flags.js';
+import { parseBindAddress as parseAddress, startEndpoints } from '../metrics/serve.js';
 import type { CliIO } from './translate.js';
-import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
+import type { KubeConfig, V1Node } from '@kubernetes/client-node';
 import { decidePodStartup, type PodStartupMode } from '../agent/podstartup.js';
+import { KubeClient } from '../framework/client.js';
+import { createObject, isNotFound, patchObject, PatchStrategy, statusCode, type ResourceRef } from '../framework/kube.js';
+import { API_VERSION, GROUP, NODE_KIND, NODE_PLURAL, VERSION, type NpmNodeStatus } from '../api/types.js';
+
+const NPM_NODES: ResourceRef = { group: GROUP, version: VERSION, plural: NODE_PLURAL, namespaced: false, kind: NODE_KIND };
 
 /** The Node's spec.podCIDRs (or spec.podCIDR), or why they could not be read. */
-async function nodePodCidrs(kc: KubeConfig, name: string): Promise<string[] | { error: string }> {
+async function nodePodCidrs(api: KubeClient, name: string): Promise<string[] | { error: string }> {
   try {
-    const node = await kc.makeApiClient(CoreV1Api).readNode({ name });
+    const node = await api.request<V1Node>('GET', `/api/v1/nodes/${encodeURIComponent(name)}`);
     const cidrs = node.spec?.podCIDRs?.length ? node.spec.podCIDRs : node.spec?.podCIDR ? [node.spec.podCIDR] : [];
     return cidrs.length ? cidrs : { error: `Node ${name} has no spec.podCIDRs` };
   } catch (err) {
-    const code = (err as { code?: number }).code;
+    const code = statusCode(err);
     return { error: `reading Node ${name}: ${code ? `HTTP ${code}` : err instanceof Error ? err.message : String(err)}` };
   }
+}
+
+/** This node's NpmNode status: a merge patch of the status subresource; the NpmNode is created on 404. */
+function statusWriter(api: KubeClient, node: string): (status: NpmNodeStatus) => Promise<void> {
+  const patch = (status: NpmNodeStatus) => patchObject(api, NPM_NODES, undefined, node, { status }, PatchStrategy.MergePatch, 'status');
+  return async (status) => {
+    try {
+      await patch(status);
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+      await createObject(api, NPM_NODES, undefined, { apiVersion: API_VERSION, kind: NODE_KIND, metadata: { name: node } });
+      await patch(status);
+    }
+  };
 }
 
 export interface DaemonFlags {
@@ -54,8 +75,8 @@ export interface DaemonFlags {
 
 export async function runDaemon(f: DaemonFlags, io: CliIO): Promise<number> {
   const log = (s: string) => io.stderr(`${new Date().toISOString()} agent ${f.nodeName}: ${s}\n`);
-  const kc = loadKubeConfig(f.kubeconfig);
-  const startup = decidePodStartup(f['pod-startup'] as PodStartupMode | undefined, f['pod-cidr']?.split(','), f['pod-cidr'] ? [] : await nodePodCidrs(kc, f.nodeName));
+  const api = await KubeClient.load(f.kubeconfig);
+  const startup = decidePodStartup(f['pod-startup'] as PodStartupMode | undefined, f['pod-cidr']?.split(','), f['pod-cidr'] ? [] : await nodePodCidrs(api, f.nodeName));
   if ('error' in startup) {
     io.stderr(`error: ${startup.error}\n`);
     return 2;
@@ -69,14 +90,19 @@ export async function runDaemon(f: DaemonFlags, io: CliIO): Promise<number> {
   const ipsetSession = new IpsetSession({ spawn: realSpawn(f.netns ? { netns: f.netns } : {}), log });
   const converger = new Converger({ exec, backend, log, observer: metrics.observer, resyncIntervalMs: Number(f['resync-seconds'] ?? 60) * 1000, ipsetSession });
   const daemon = new AgentDaemon({
-    kc, nodeName: f.nodeName, backend, converger, clock: realClock, log, metrics,
+    // The daemon hands `kc` to its Informers (which take a KubeClient too); its NpmNode write goes
+    // through writeStatus, not client-node's CustomObjectsApi. Until agent/daemon.ts types `kc` as
+    // a KubeSource, the client passes under the KubeConfig type.
+    kc: api as unknown as KubeConfig,
+    writeStatus: statusWriter(api, f.nodeName),
+    nodeName: f.nodeName, backend, converger, clock: realClock, log, metrics,
     resyncMs: Number(f['resync-seconds'] ?? 60) * 1000,
     minIntervalMs: Number(f['min-sync-interval-ms'] ?? 50),
     podStartup: startup.mode, podCidrs: startup.cidrs,
   });
   const addr = parseAddress(f['metrics-bind-address'] ?? '0.0.0.0:10091', '--metrics-bind-address');
   const server = await startEndpoints({
-    kc, secure: f['metrics-secure'] !== 'false', metrics: addr, path: '/node-metrics', registry: metrics.registry, log,
+    kc: api, secure: f['metrics-secure'] !== 'false', metrics: addr, path: '/node-metrics', registry: metrics.registry, log,
     ...(f['metrics-cert-dir'] ? { certDir: f['metrics-cert-dir'] } : {}),
     ...(f['health-probe-bind-address'] ? { health: parseAddress(f['health-probe-bind-address'], '--health-probe-bind-address') } : {}),
     probes: { '/healthz': () => true, '/readyz': () => daemon.ready },
@@ -87,7 +113,7 @@ export async function runDaemon(f: DaemonFlags, io: CliIO): Promise<number> {
   // reports (the operator turns NpmNode Ready False when it ages past 2 lease periods).
   await daemon.settled();
   const lease = new AgentLease({
-    kc, node: f.nodeName, log,
+    kc: api, node: f.nodeName, log,
     namespace: f['lease-namespace'] || process.env.POD_NAMESPACE || DEFAULT_LEASE_NAMESPACE,
     durationSeconds: Number(f['lease-duration'] ?? DEFAULT_LEASE_SECONDS),
   });
@@ -99,6 +125,7 @@ export async function runDaemon(f: DaemonFlags, io: CliIO): Promise<number> {
       void Promise.all([lease.stop(), daemon.stop()]).finally(() => {
         ipsetSession.close();
         server.close();
+        api.close();
         resolve(0);
       });
     };

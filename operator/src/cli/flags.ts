@@ -1,5 +1,10 @@
-/** Tiny flag parser shared by the daemon subcommands: --name value, --name=value, --bool. */
+/**
+ * Tiny flag parser shared by the daemon subcommands: --name value, --name=value, --bool; and the
+ * operator's KubeConfig. The agent imports none of this (it would load @kubernetes/client-node):
+ * it parses addresses with metrics/serve.ts parseBindAddress and connects with framework/client.ts.
+ */
 import { KubeConfig } from '@kubernetes/client-node';
+import { parseBindAddress } from '../metrics/serve.js';
 import { InputError } from './load.js';
 
 export function parseFlags(args: string[], spec: Record<string, 'string' | 'bool'>): Record<string, string | boolean> {
@@ -23,10 +28,11 @@ export function parseFlags(args: string[], spec: Record<string, 'string' | 'bool
 
 /** "host:port" or ":port" -> { host, port }. */
 export function parseAddress(s: string, flag: string): { host: string; port: number } {
-  const i = s.lastIndexOf(':');
-  const port = Number(s.slice(i + 1));
-  if (i < 0 || !Number.isInteger(port) || port < 0 || port > 65535) throw new InputError(`${flag} must be host:port, not "${s}"`);
-  return { host: s.slice(0, i) || '0.0.0.0', port };
+  try {
+    return parseBindAddress(s, flag);
+  } catch (err) {
+    throw new InputError(err instanceof Error ? err.message : String(err));
+  }
 }
 
 export function loadKubeConfig(path: string | undefined): KubeConfig {

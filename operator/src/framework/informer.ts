@@ -27,16 +27,15 @@
  *    events: they should be level-based (queue keys, re-read the cache).
  *  - stop() aborts the watch request and any backoff sleep, drops queued notifications, waits for
  *    the handler that is running, and resolves; no handler runs afterwards.
- * Effects: only through listFn/watchFn (default: client-node over `kc`) and the injected Clock.
+ * Effects: only through listFn/watchFn (default: the API of `kc`, kube.ts kubeApi()) and the
+ * injected Clock.
  */
-import { request as httpRequest, type IncomingMessage } from 'node:http';
-import { request as httpsRequest, type Agent } from 'node:https';
-import { createInterface } from 'node:readline';
-import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
+import type { KubernetesObject } from '@kubernetes/client-node';
 import { Backoff, realClock, type BackoffOptions, type Clock } from './backoff.js';
-import { RawApi, formatError, isGone, listObjects, objectKey, resourcePath, type ListResult, type ResourceRef } from './kube.js';
+import type { WatchFn, WatchHandle, WatchQuery } from './client.js';
+import { formatError, isGone, kubeApi, listObjects, objectKey, resourcePath, type KubeSource, type ListResult, type ResourceRef } from './kube.js';
 
-export type WatchQuery = Record<string, string | number | boolean | undefined>;
+export type { WatchFn, WatchHandle, WatchQuery };
 
 /** Lists the collection; must return the list's resourceVersion. */
 export type ListFn<T> = (req: {
@@ -47,25 +46,9 @@ export type ListFn<T> = (req: {
   fieldSelector?: string;
 }) => Promise<ListResult<T>>;
 
-/** Something that can be aborted: client-node's Watch returns an AbortController. */
-export interface WatchHandle {
-  abort(): void;
-}
-
-/**
- * Same contract as client-node's `Watch.watch(path, query, callback, done)`: `onEvent(type, object)`
- * per line, `onDone(err | null)` once when the stream ends (possibly before the promise resolves,
- * e.g. on an HTTP error status).
- */
-export type WatchFn = (
-  path: string,
-  query: WatchQuery,
-  onEvent: (type: string, obj: unknown) => void,
-  onDone: (err: unknown) => void,
-) => Promise<WatchHandle>;
-
 export interface InformerOptions<T = KubernetesObject> {
-  kc: KubeConfig;
+  /** The API server: client-node's KubeConfig or a KubeApi (framework/client.ts KubeClient). */
+  kc: KubeSource;
   resource: ResourceRef;
   /** Only this namespace (namespaced resources); default all namespaces. */
   namespace?: string;
@@ -79,9 +62,9 @@ export interface InformerOptions<T = KubernetesObject> {
   watchTimeoutSeconds?: number;
   clock?: Clock;
   log?: (msg: string) => void;
-  /** Injectable transport (unit tests); default: paged GET through client-node. */
+  /** Injectable transport (unit tests); default: paged GET through `kc`. */
   listFn?: ListFn<T>;
-  /** Injectable transport (unit tests); default: client-node's Watch. */
+  /** Injectable transport (unit tests); default: a watch request through `kc`. */
   watchFn?: WatchFn;
   /**
    * Applied to every listed and watched object (ADDED, MODIFIED, DELETED) before it is cached and
@@ -452,99 +435,10 @@ export class Informer<T extends KubernetesObject> {
   }
 }
 
-function defaultList<T extends KubernetesObject>(kc: KubeConfig): ListFn<T> {
-  let api: RawApi | undefined;
-  return (req) => {
-    api ??= RawApi.forConfig(kc);
-    return listObjects<T>(api, req.resource, req.namespace, { labelSelector: req.labelSelector, fieldSelector: req.fieldSelector });
-  };
+function defaultList<T extends KubernetesObject>(kc: KubeSource): ListFn<T> {
+  return (req) => listObjects<T>(kubeApi(kc), req.resource, req.namespace, { labelSelector: req.labelSelector, fieldSelector: req.fieldSelector });
 }
 
-/** An HTTP error status on a watch request, with what the informer needs to react to it. */
-export class WatchHttpError extends Error {
-  constructor(
-    readonly statusCode: number,
-    /** Response headers, lower-case names (Retry-After). */
-    readonly headers: Record<string, string>,
-    readonly body: string,
-  ) {
-    let detail = body.trim().slice(0, 300);
-    try {
-      const s = JSON.parse(body) as { message?: string; reason?: string };
-      if (s.message) detail = `${s.reason ? `${s.reason}: ` : ''}${s.message}`;
-    } catch {
-      /* not a Status: keep the text */
-    }
-    super(`watch request failed: HTTP ${statusCode}${detail ? `: ${detail}` : ''}`);
-    this.name = 'WatchHttpError';
-  }
-}
-
-/**
- * client-node's request setup (auth, TLS, proxy agent via applyToFetchOptions) with our own HTTP
- * request: client-node's Watch drops the response headers and body of an error status, and the
- * informer needs Retry-After from them. Same contract as Watch.watch: resolves once the response
- * head arrived (or the request failed), onDone exactly once.
- */
-function defaultWatch(kc: KubeConfig): WatchFn {
-  return async (path, query, onEvent, onDone) => {
-    const cluster = kc.getCurrentCluster();
-    if (!cluster) throw new Error('no current cluster in the kubeconfig');
-    const url = new URL(cluster.server + path);
-    url.searchParams.set('watch', 'true');
-    for (const [k, v] of Object.entries(query)) if (v !== undefined) url.searchParams.set(k, String(v));
-    const init = await kc.applyToFetchOptions({});
-    const headers: Record<string, string> = { accept: 'application/json' };
-    (init.headers as unknown as { forEach(cb: (v: string, k: string) => void): void } | undefined)?.forEach((v, k) => (headers[k] = v));
-    const ac = new AbortController();
-    let done = false;
-    const finish = (err: unknown): void => {
-      if (done) return;
-      done = true;
-      ac.abort();
-      onDone(err);
-    };
-    const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
-    await new Promise<void>((opened) => {
-      const req = send(url, { method: 'GET', headers, agent: init.agent as Agent | undefined, signal: ac.signal });
-      req.on('socket', (s) => s.setKeepAlive(true, 30_000));
-      req.on('error', (err) => {
-        finish(err);
-        opened();
-      });
-      req.on('response', (res: IncomingMessage) => {
-        res.on('error', finish);
-        if (res.statusCode !== 200) {
-          let body = '';
-          res.setEncoding('utf8');
-          res.on('data', (c: string) => void (body.length < 65_536 && (body += c)));
-          res.on('end', () => {
-            const h: Record<string, string> = {};
-            for (const [k, v] of Object.entries(res.headers)) if (v !== undefined) h[k] = Array.isArray(v) ? v.join(', ') : v;
-            finish(new WatchHttpError(res.statusCode ?? 0, h, body));
-            opened();
-          });
-          return;
-        }
-        const lines = createInterface({ input: res, crlfDelay: Infinity });
-        lines.on('line', (line) => {
-          if (done || line.trim() === '') return;
-          let ev: { type?: string; object?: unknown };
-          try {
-            ev = JSON.parse(line) as { type?: string; object?: unknown };
-          } catch (err) {
-            finish(new Error(`watch stream: invalid JSON line: ${line.slice(0, 200)}`, { cause: err }));
-            return;
-          }
-          onEvent(String(ev.type), ev.object);
-        });
-        // readline re-emits the response's errors (e.g. "aborted" when the server goes away).
-        lines.on('error', finish);
-        lines.on('close', () => finish(null));
-        opened();
-      });
-      req.end();
-    });
-    return { abort: () => finish(Object.assign(new Error('The operation was aborted.'), { name: 'AbortError' })) };
-  };
+function defaultWatch(kc: KubeSource): WatchFn {
+  return (path, query, onEvent, onDone) => kubeApi(kc).watch(path, query, onEvent, onDone);
 }

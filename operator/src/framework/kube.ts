@@ -1,24 +1,15 @@
 /**
  * Kubernetes plumbing shared by the framework: resource references, URL paths, error
- * classification, a raw JSON request client, list paging and patching.
+ * classification, the JSON API a source stands for, list paging and patching.
  *
- * Objects travel as plain JSON everywhere (list, watch, patch responses). client-node's typed API
- * classes deserialize timestamps into Date objects while its Watch hands out raw JSON; mixing both
- * in one cache makes `old` and `new` objects differ in shape. `RawApi` therefore reuses client-node's
- * request pipeline (auth, TLS, proxies, middleware) but returns the parsed body untouched.
+ * A source (KubeSource) is either client-node's KubeConfig (the operator) or a KubeApi such as the
+ * in-tree KubeClient of framework/client.ts (the agent). This module imports client-node for types
+ * only: kubeApi() loads the client-node transport (framework/kube-node.ts) on first use of a
+ * KubeConfig, so the agent, which never makes one, never loads client-node (~70 MiB of RSS).
+ * Objects travel as plain JSON everywhere (list, watch, patch responses).
  */
-import {
-  ApiException,
-  CustomObjectsApi,
-  HttpMethod,
-  KubernetesObjectApi,
-  PatchStrategy,
-  setHeaderOptions,
-  type KubeConfig,
-  type KubernetesObject,
-  type RequestContext,
-  type ResponseContext,
-} from '@kubernetes/client-node';
+import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
+import type { KubeApi, Method, RequestOptions, WatchFn } from './client.js';
 
 export interface ResourceRef {
   /** API group; '' for the core group. */
@@ -106,11 +97,23 @@ function parseStatus(body: unknown): StatusLike | undefined {
 }
 
 /**
- * The HTTP status behind an error: ApiException.code, the `statusCode` client-node's Watch sets on
- * a non-200 response, or the `code` of a metav1.Status (an in-stream watch ERROR event).
+ * An HTTP error answer with its body: client-node's ApiException or client.ts KubeApiError (both
+ * Errors with a numeric `code`; recognised by shape so that this module needs no client-node).
+ */
+function apiErrorOf(err: unknown): { code: number; body: unknown } | undefined {
+  if (!(err instanceof Error)) return undefined;
+  const e = err as Error & { code?: unknown; body?: unknown };
+  return typeof e.code === 'number' && 'body' in e ? { code: e.code, body: e.body } : undefined;
+}
+
+/**
+ * The HTTP status behind an error: the `code` of ApiException / KubeApiError, the `statusCode`
+ * client-node's Watch sets on a non-200 response, or the `code` of a metav1.Status (an in-stream
+ * watch ERROR event).
  */
 export function statusCode(err: unknown): number | undefined {
-  if (err instanceof ApiException) return err.code;
+  const api = apiErrorOf(err);
+  if (api) return api.code;
   if (err && typeof err === 'object') {
     const e = err as { statusCode?: unknown; code?: unknown; kind?: unknown };
     if (typeof e.statusCode === 'number') return e.statusCode;
@@ -124,13 +127,14 @@ export const isConflict = (err: unknown): boolean => statusCode(err) === 409;
 /** 410: a watch or list continue token older than etcd's compaction; relist. */
 export const isGone = (err: unknown): boolean => statusCode(err) === 410;
 
-/** One line describing any error; ApiException bodies are reduced to the Status reason and message. */
+/** One line describing any error; API error bodies are reduced to the Status reason and message. */
 export function formatError(err: unknown): string {
-  if (err instanceof ApiException) {
-    const s = parseStatus(err.body);
-    if (s?.message) return `HTTP ${err.code}${s.reason ? ` ${s.reason}` : ''}: ${s.message}`;
-    const raw = typeof err.body === 'string' ? err.body.trim().slice(0, 300) : '';
-    return `HTTP ${err.code}${raw ? `: ${raw}` : ''}`;
+  const api = apiErrorOf(err);
+  if (api) {
+    const s = parseStatus(api.body);
+    if (s?.message) return `HTTP ${api.code}${s.reason ? ` ${s.reason}` : ''}: ${s.message}`;
+    const raw = typeof api.body === 'string' ? api.body.trim().slice(0, 300) : '';
+    return `HTTP ${api.code}${raw ? `: ${raw}` : ''}`;
   }
   if (err instanceof Error) {
     const code = statusCode(err);
@@ -144,45 +148,41 @@ export function formatError(err: unknown): string {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Raw JSON client
+// The API behind a source
 
-export interface RawRequestOptions {
-  query?: Record<string, string | number | boolean | undefined>;
-  body?: unknown;
-  contentType?: string;
+/** What the framework talks to: client-node's KubeConfig (operator) or a KubeApi (agent, tests). */
+export type KubeSource = KubeConfig | KubeApi;
+
+function isKubeConfig(src: KubeSource): src is KubeConfig {
+  return typeof (src as Partial<KubeConfig>).makeApiClient === 'function';
+}
+
+const viaClientNode = new WeakMap<KubeConfig, KubeApi>();
+
+/**
+ * The JSON API of a source: a KubeApi as it is; for a KubeConfig, client-node's request pipeline
+ * (kube-node.ts, loaded on the first call: only a process that made a KubeConfig loads it), one
+ * per KubeConfig.
+ */
+export function kubeApi(src: KubeSource): KubeApi {
+  if (!isKubeConfig(src)) return src;
+  let api = viaClientNode.get(src);
+  if (!api) {
+    let loaded: Promise<KubeApi> | undefined;
+    const load = (): Promise<KubeApi> => (loaded ??= import('./kube-node.js').then((m) => m.clientNodeApi(src)));
+    const watch: WatchFn = async (...args) => (await load()).watch(...args);
+    api = { request: async <R>(method: Method, path: string, opts?: RequestOptions) => (await load()).request<R>(method, path, opts), watch };
+    viaClientNode.set(src, api);
+  }
+  return api;
 }
 
 /**
- * client-node's request pipeline with the body returned as parsed JSON (no model deserialization).
- * Errors are ApiException { code, body: string, headers } like every other client-node call.
+ * The JSON API as callers before framework/client.ts knew it (`RawApi.forConfig(kc).request(...)`):
+ * now simply kubeApi().
  */
-export class RawApi extends KubernetesObjectApi {
-  static forConfig(kc: KubeConfig): RawApi {
-    return kc.makeApiClient(RawApi);
-  }
-
-  async request<R = unknown>(method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE', path: string, opts: RawRequestOptions = {}): Promise<R> {
-    const ctx: RequestContext = this.configuration.baseServer.makeRequestContext(path, HttpMethod[method]);
-    ctx.setHeaderParam('Accept', 'application/json');
-    for (const [k, v] of Object.entries(opts.query ?? {})) {
-      if (v !== undefined) ctx.setQueryParam(k, String(v));
-    }
-    if (opts.body !== undefined) {
-      ctx.setHeaderParam('Content-Type', opts.contentType ?? 'application/json');
-      ctx.setBody(JSON.stringify(opts.body));
-    }
-    // requestPromise's type parameter is bounded by KubernetesObject; our processResponse returns R.
-    return (await this.requestPromise(ctx)) as unknown as R;
-  }
-
-  protected override async processResponse<T extends KubernetesObject>(response: ResponseContext): Promise<T> {
-    const text = await response.body.text();
-    if (response.httpStatusCode >= 200 && response.httpStatusCode <= 299) {
-      return (text === '' ? undefined : JSON.parse(text)) as T;
-    }
-    throw new ApiException<string>(response.httpStatusCode, `HTTP-Code: ${response.httpStatusCode}`, text, response.headers);
-  }
-}
+export type RawApi = KubeApi;
+export const RawApi = { forConfig: kubeApi } as const;
 
 export interface ListResult<T> {
   items: T[];
@@ -209,7 +209,7 @@ interface RawList<T> {
  * list carries them); they are filled in so list and watch objects look alike.
  */
 export async function listObjects<T extends KubernetesObject>(
-  api: RawApi,
+  api: Pick<KubeApi, 'request'>,
   ref: ResourceRef,
   namespace: string | undefined,
   opts: ListOptions = {},
@@ -232,14 +232,18 @@ export async function listObjects<T extends KubernetesObject>(
   return { items, resourceVersion };
 }
 
-/**
- * Patch one object (or its subresource) with an explicit patch type. Group resources go through
- * CustomObjectsApi with the Content-Type set by setHeaderOptions (without it client-node sends
- * application/json-patch+json whatever the body is); core resources, which CustomObjectsApi cannot
- * address, go through RawApi.
- */
-export async function patchObject<T = KubernetesObject>(
-  kc: KubeConfig,
+/** Patch content types (the values of client-node's PatchStrategy, without loading it). */
+export const PatchStrategy = {
+  JsonPatch: 'application/json-patch+json',
+  MergePatch: 'application/merge-patch+json',
+  StrategicMergePatch: 'application/strategic-merge-patch+json',
+  ServerSideApply: 'application/apply-patch+yaml',
+} as const;
+export type PatchStrategy = (typeof PatchStrategy)[keyof typeof PatchStrategy];
+
+/** Patch one object (or its subresource) with an explicit patch type; resolves with the patched object. */
+export function patchObject<T = KubernetesObject>(
+  src: KubeSource,
   ref: ResourceRef,
   namespace: string | undefined,
   name: string,
@@ -247,25 +251,11 @@ export async function patchObject<T = KubernetesObject>(
   strategy: PatchStrategy,
   subresource?: 'status',
 ): Promise<T> {
-  if (ref.group === '') {
-    return RawApi.forConfig(kc).request<T>('PATCH', objectPath(ref, namespace, name, subresource), {
-      body: patch,
-      contentType: strategy,
-    });
-  }
-  const api = kc.makeApiClient(CustomObjectsApi);
-  const options = setHeaderOptions('Content-Type', strategy);
-  const base = { group: ref.group, version: ref.version, plural: ref.plural, name, body: patch as object };
-  if (ref.namespaced) {
-    if (!namespace) throw new Error(`${ref.kind} "${name}" is namespaced; no namespace given`);
-    const p = { ...base, namespace };
-    return (await (subresource === 'status'
-      ? api.patchNamespacedCustomObjectStatus(p, options)
-      : api.patchNamespacedCustomObject(p, options))) as T;
-  }
-  return (await (subresource === 'status'
-    ? api.patchClusterCustomObjectStatus(base, options)
-    : api.patchClusterCustomObject(base, options))) as T;
+  return kubeApi(src).request<T>('PATCH', objectPath(ref, namespace, name, subresource), { body: patch, contentType: strategy });
 }
 
-export { PatchStrategy };
+/** Create an object; resolves with it as stored. */
+export function createObject<T = KubernetesObject>(src: KubeSource, ref: ResourceRef, namespace: string | undefined, body: unknown): Promise<T> {
+  if (ref.namespaced && !namespace) throw new Error(`${ref.kind} is namespaced; no namespace given`);
+  return kubeApi(src).request<T>('POST', resourcePath(ref, ref.namespaced ? namespace : undefined), { body });
+}

@@ -12,8 +12,7 @@
  * Effects: the two review calls (injected) and the clock.
  */
 import { createHash } from 'node:crypto';
-import { AuthenticationV1Api, AuthorizationV1Api, type KubeConfig } from '@kubernetes/client-node';
-import { formatError } from '../framework/kube.js';
+import { formatError, kubeApi, type KubeSource } from '../framework/kube.js';
 
 export interface ReviewedUser {
   username: string;
@@ -75,26 +74,31 @@ export class MetricsAuthorizer {
   }
 }
 
-/** TokenReview + SubjectAccessReview through client-node (needs create on both: config/rbac). */
-export function kubeReviewApi(kc: KubeConfig): ReviewApi {
-  const authn = kc.makeApiClient(AuthenticationV1Api);
-  const authz = kc.makeApiClient(AuthorizationV1Api);
+interface TokenReviewStatus {
+  status?: { authenticated?: boolean; user?: { username?: string; uid?: string; groups?: string[]; extra?: Record<string, string[]> } };
+}
+
+/** TokenReview + SubjectAccessReview as plain JSON requests (needs create on both: config/rbac). */
+export function kubeReviewApi(src: KubeSource): ReviewApi {
+  const api = kubeApi(src);
   return {
     async tokenReview(token) {
-      const r = await authn.createTokenReview({ body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token } } });
-      const s = r.status;
+      const r = await api.request<TokenReviewStatus>('POST', '/apis/authentication.k8s.io/v1/tokenreviews', {
+        body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token } },
+      });
+      const s = r?.status;
       if (!s?.authenticated || !s.user?.username) return undefined;
       return { username: s.user.username, ...(s.user.uid ? { uid: s.user.uid } : {}), groups: s.user.groups ?? [], ...(s.user.extra ? { extra: s.user.extra } : {}) };
     },
     async canGet(user, path) {
-      const r = await authz.createSubjectAccessReview({
+      const r = await api.request<{ status?: { allowed?: boolean } }>('POST', '/apis/authorization.k8s.io/v1/subjectaccessreviews', {
         body: {
           apiVersion: 'authorization.k8s.io/v1',
           kind: 'SubjectAccessReview',
           spec: { user: user.username, uid: user.uid, groups: user.groups, extra: user.extra, nonResourceAttributes: { path, verb: 'get' } },
         },
       });
-      return r.status?.allowed === true;
+      return r?.status?.allowed === true;
     },
   };
 }

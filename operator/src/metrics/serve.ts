@@ -10,7 +10,7 @@
  */
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import type { KubeConfig } from '@kubernetes/client-node';
+import type { KubeSource } from '../framework/kube.js';
 import type { Registry } from 'prom-client';
 import { MetricsAuthorizer, kubeReviewApi } from './auth.js';
 import { loadCertDir, selfSignedCert, type TlsPair } from './cert.js';
@@ -72,11 +72,20 @@ export function serveMetrics(opts: ServeMetricsOptions): Promise<Server> {
   });
 }
 
+/** "host:port" or ":port" of a listener -> { host, port } (host default 0.0.0.0); `flag` names it in errors. */
+export function parseBindAddress(s: string, flag: string): { host: string; port: number } {
+  const i = s.lastIndexOf(':');
+  const port = Number(s.slice(i + 1));
+  if (i < 0 || !Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`${flag} must be host:port, not "${s}"`);
+  return { host: s.slice(0, i) || '0.0.0.0', port };
+}
+
 /** Default probe listener: plain HTTP, /healthz and /readyz only (the kubelet's probes have no token). */
 export const DEFAULT_HEALTH_PROBE_ADDRESS = { host: '0.0.0.0', port: 10092 } as const;
 
 export interface EndpointOptions {
-  kc: KubeConfig;
+  /** For the reviews of the secure metrics endpoint: client-node's KubeConfig or a KubeApi. */
+  kc: KubeSource;
   /** false = plain HTTP without authorization (explicit opt-out). */
   secure: boolean;
   /** tls.crt + tls.key; default: a self-signed certificate made at start. */

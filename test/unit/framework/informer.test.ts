@@ -3,7 +3,8 @@ import { expect } from 'chai';
 import sinon from 'sinon';
 import { KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
 import { Informer, type InformerOptions } from '../../../operator/src/framework/informer.js';
-import { CORE } from '../../../operator/src/framework/kube.js';
+import { CORE, type KubeSource } from '../../../operator/src/framework/kube.js';
+import { KubeClient } from '../../../operator/src/framework/client.js';
 import { FakeTransport, cm, fakeTimersWithoutUnhandledRejections, flush, httpError } from './fakes.js';
 
 type Obj = KubernetesObject & { data?: Record<string, string> };
@@ -391,14 +392,16 @@ describe('framework Informer', () => {
 });
 
 describe('framework Informer over real HTTP (default watch transport)', () => {
-  it('reads Retry-After from a 429 watch response, waits that long, then streams events', async function () {
+  for (const via of ['client-node KubeConfig', 'framework/client.ts KubeClient'] as const) it(`reads Retry-After from a 429 watch response, waits that long, then streams events (${via})`, async function () {
     this.timeout(10_000);
     const { createServer } = await import('node:http');
     const watchTimes: number[] = [];
+    let auth: string | undefined;
     const server = createServer((req, res) => {
       const u = new URL(req.url ?? '/', 'http://x');
       if (u.searchParams.get('watch') !== 'true') return void res.writeHead(404).end();
       watchTimes.push(Date.now());
+      auth = req.headers.authorization;
       if (watchTimes.length === 1) {
         res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '1' });
         return void res.end(JSON.stringify({ kind: 'Status', code: 429, reason: 'TooManyRequests', message: 'storage is (re)initializing' }));
@@ -408,13 +411,18 @@ describe('framework Informer over real HTTP (default watch transport)', () => {
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const port = (server.address() as { port: number }).port;
-    const kc = new KubeConfig();
-    kc.loadFromOptions({
-      clusters: [{ name: 'c', server: `http://127.0.0.1:${port}`, skipTLSVerify: true }],
-      users: [{ name: 'u', token: 't0ken' }],
-      contexts: [{ name: 'x', cluster: 'c', user: 'u' }],
-      currentContext: 'x',
-    });
+    let kc: KubeSource;
+    if (via === 'framework/client.ts KubeClient') kc = new KubeClient({ server: `http://127.0.0.1:${port}`, token: 't0ken', source: 'test' });
+    else {
+      const k = new KubeConfig();
+      k.loadFromOptions({
+        clusters: [{ name: 'c', server: `http://127.0.0.1:${port}`, skipTLSVerify: true }],
+        users: [{ name: 'u', token: 't0ken' }],
+        contexts: [{ name: 'x', cluster: 'c', user: 'u' }],
+        currentContext: 'x',
+      });
+      kc = k;
+    }
     const t = new FakeTransport<Obj>();
     t.lists = [{ items: [], resourceVersion: '7' }];
     const logs: string[] = [];
@@ -425,10 +433,12 @@ describe('framework Informer over real HTTP (default watch transport)', () => {
       await inf.start();
       expect(await added).to.equal('8');
       expect(watchTimes).to.have.length(2);
+      expect(auth).to.equal('Bearer t0ken');
       expect(watchTimes[1]! - watchTimes[0]!).to.be.within(900, 3000);
       expect(logs.join('\n')).to.match(/restarting in 1000 ms: .*429.*storage is \(re\)initializing/);
     } finally {
       await inf.stop();
+      if (kc instanceof KubeClient) kc.close();
       server.closeAllConnections();
       server.close();
     }

@@ -4,6 +4,7 @@ import { ApiException } from '@kubernetes/client-node';
 import { CORE, apiVersionOf, formatError, isConflict, isGone, isNotFound, objectKey, objectPath, resourcePath, splitKey, statusCode } from '../../../operator/src/framework/kube.js';
 import { WatchStatusError } from '../../../operator/src/framework/informer.js';
 import { Backoff } from '../../../operator/src/framework/backoff.js';
+import { KubeApiError } from '../../../operator/src/framework/client.js';
 import { httpError } from './fakes.js';
 
 const nrs = { group: 'kubenpm.io', version: 'v1alpha1', plural: 'npmrulesets', namespaced: true, kind: 'NpmRuleSet' };
@@ -44,6 +45,15 @@ describe('framework kube helpers', () => {
     expect(formatError(httpError(500, 'Internal Server Error'))).to.equal('HTTP 500 Internal Server Error');
     expect(formatError(new Error('outer', { cause: notFound }))).to.equal('outer (cause: HTTP 404 NotFound: leases "x" not found)');
     expect(formatError('plain')).to.equal('plain');
+  });
+
+  it('classifies KubeApiError (framework/client.ts) like ApiException; system error codes are not HTTP statuses', () => {
+    const nf = new KubeApiError(404, '{"kind":"Status","code":404,"reason":"NotFound","message":"pods \\"x\\" not found"}', { 'content-type': 'application/json' }, 'GET /api/v1/namespaces/a/pods/x');
+    expect(isNotFound(nf)).to.equal(true);
+    expect(statusCode(new KubeApiError(409, '', {}, 'PUT /x'))).to.equal(409);
+    expect(formatError(nf)).to.equal('HTTP 404 NotFound: pods "x" not found');
+    expect(formatError(new KubeApiError(502, '<html>bad gateway</html>', {}, 'GET /x'))).to.equal('HTTP 502: <html>bad gateway</html>');
+    expect(statusCode(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }))).to.equal(undefined);
   });
 
   it('Backoff doubles up to the cap and resets', () => {
