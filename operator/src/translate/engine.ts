@@ -235,15 +235,38 @@ class MemberSet {
 /**
  * Members in address order, numerically ("10.0.0.9" before "10.0.0.10"), then as text (the same
  * address with several ports); anything that does not start with an IPv4 address sorts last.
- * Each address is parsed once, not once per comparison.
+ * Each address is parsed once, and the sort is a numeric sort of (address, position) packed in a
+ * float64 (exact below 2^53): no comparator call and no object per member (537k members at 100k
+ * pods). Runs of one address are then ordered as text.
  */
 function sortedMembers(shard: Map<string, number>): string[] {
-  const keyed: { n: number; m: string }[] = [];
-  for (const m of shard.keys()) keyed.push({ n: addressOrder(m), m });
-  keyed.sort((a, b) => a.n - b.n || (a.m < b.m ? -1 : a.m > b.m ? 1 : 0));
-  const out = new Array<string>(keyed.length);
-  for (let i = 0; i < keyed.length; i++) out[i] = keyed[i]!.m;
+  const members = [...shard.keys()];
+  const n = members.length;
+  if (n >= 65536) return members.sort(compareMembers);
+  const keys = new Float64Array(n);
+  for (let i = 0; i < n; i++) keys[i] = addressOrder(members[i]!) * 65536 + i;
+  keys.sort();
+  const out = new Array<string>(n);
+  for (let i = 0; i < n; i++) out[i] = members[keys[i]! % 65536]!;
+  for (let i = 0; i < n; ) {
+    const addr = Math.floor(keys[i]! / 65536);
+    let j = i + 1;
+    while (j < n && Math.floor(keys[j]! / 65536) === addr) j++;
+    if (j - i > 1) {
+      const run = out.slice(i, j).sort(byText);
+      for (let k = i; k < j; k++) out[k] = run[k - i]!;
+    }
+    i = j;
+  }
   return out;
+}
+
+function byText(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+function compareMembers(a: string, b: string): number {
+  return addressOrder(a) - addressOrder(b) || byText(a, b);
 }
 
 /** The member's leading IPv4 address (up to ",", "/" or " ") as a number; 2^32 when there is none. */
@@ -379,6 +402,14 @@ export class TranslationEngine {
   /** The live pod-derived sets' demands by identity, shared with compilePolicy (see DemandCache). */
   private readonly demands: DemandCache = new Map();
   private readonly compileCache: CompileCache = { demands: this.demands, selectors: new Map() };
+  /** One string per "name/PROTO" (a few distinct, each named by thousands of pods). */
+  private readonly portKeyStrings = new Map<string, string>();
+  private readonly internPortKey = (k: string): string => {
+    const known = this.portKeyStrings.get(k);
+    if (known !== undefined) return known;
+    if (this.portKeyStrings.size < 10000) this.portKeyStrings.set(flat(k), k);
+    return k;
+  };
 
   private readonly dirtyRulesets = new Set<string>();
   /** Rulesets handed out by drain and not deleted since: only these need a delete. */
@@ -412,7 +443,7 @@ export class TranslationEngine {
     // defaulted copy defaultPod would build is not needed: only its checks.
     checkPod(raw, errors);
     if (errors.length) return errors;
-    const state = podState(raw);
+    const state = podState(raw, this.internPortKey);
     const old = this.pods.get(state.key);
     this.pods.set(state.key, state);
     if (!old) addTo(this.podsByNs, state.ns, state.key);
@@ -782,7 +813,7 @@ export class TranslationEngine {
  * pods share the node's IP and are never members (their traffic does not cross FORWARD and
  * NetworkPolicy does not apply to them); pods that finished may have their IP reused.
  */
-function podState(pod: Pod): PodState {
+function podState(pod: Pod, intern: (s: string) => string): PodState {
   const ns = pod.metadata.namespace ?? 'default';
   const key = flat(`${ns}/${pod.metadata.name}`);
   let namedPorts: (string | number)[] | undefined;
@@ -790,7 +821,7 @@ function podState(pod: Pod): PodState {
     for (const c of containers ?? []) {
       for (const p of c.ports ?? []) {
         if (!p.name || !Number.isInteger(p.containerPort)) continue;
-        (namedPorts ??= []).push(`${p.name}/${(p.protocol ?? 'TCP').toUpperCase()}`, p.containerPort);
+        (namedPorts ??= []).push(intern(`${p.name}/${(p.protocol ?? 'TCP').toUpperCase()}`), p.containerPort);
       }
     }
   };

@@ -70,13 +70,11 @@ export function checkLabels(labels: unknown, field: string, errors: FieldError[]
     errors.push({ field, message: 'must be a map of label keys to string values' });
     return;
   }
-  for (const [k, v] of Object.entries(labels)) {
-    const f = `${field}.${k}`;
-    if (typeof v !== 'string') errors.push({ field: f, message: 'value must be a string' });
-    else {
-      const err = labelKeyError(k) ?? labelValueError(v);
-      if (err) errors.push({ field: f, message: err });
-    }
+  // Runs for every pod: no allocation unless there is an error.
+  for (const k of Object.keys(labels)) {
+    const v = labels[k];
+    const err = typeof v !== 'string' ? 'value must be a string' : (labelKeyError(k) ?? labelValueError(v));
+    if (err) errors.push({ field: `${field}.${k}`, message: err });
   }
 }
 
