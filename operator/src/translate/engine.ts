@@ -709,24 +709,34 @@ export class TranslationEngine {
       let inScope: Set<PodSetState>;
       const join = (s: PodSetState) => this.joinNewSet(s, pod);
       const joinIfCovered = (s: PodSetState) => void (inScope.has(s) && this.joinNewSet(s, pod));
-      for (pod of this.pods.values()) {
-        if (pod.ip === undefined) continue;
-        byNs.get(pod.ns)?.forEach(pod.labels, join);
-        inScope = coveredBy(pod.ns);
-        if (inScope.size) cluster.forEach(pod.labels, joinIfCovered);
-        if (namedPort.size) {
-          const ports = pod.namedPorts;
-          for (let i = 0; i < ports.length; i += 2) {
-            const s = namedPort.get(ports[i] as string);
-            // A pod naming the same port twice joins once (joinNewNamedPortSet reads all its ports).
-            if (s && ports.indexOf(ports[i]!) === i) this.joinNewNamedPortSet(s, pod);
-          }
+      // Namespace by namespace: the sets of one namespace are filled together (memory locality:
+      // this pass is bound by writes into a few thousand maps).
+      for (const [ns, keys] of this.podsByNs) {
+        const idx = byNs.get(ns);
+        inScope = coveredBy(ns);
+        for (const key of keys) {
+          pod = this.pods.get(key)!;
+          if (pod.ip === undefined) continue;
+          idx?.forEach(pod.labels, join);
+          if (inScope.size) cluster.forEach(pod.labels, joinIfCovered);
+          if (namedPort.size) this.joinNamedPortSets(namedPort, pod);
         }
       }
     }
     // A new set is written whole, empty or not: the agent creates the kernel set from it.
     for (const s of sets) s.members.build();
   }
+
+  /** fill(): a pod joins each new named-port set whose port it names. */
+  private joinNamedPortSets(sets: Map<string, NamedPortSetState>, pod: PodState): void {
+    const ports = pod.namedPorts;
+    for (let i = 0; i < ports.length; i += 2) {
+      const s = sets.get(ports[i] as string);
+      // A pod naming the same port twice joins once (joinNewNamedPortSet reads all its ports).
+      if (s && ports.indexOf(ports[i]!) === i) this.joinNewNamedPortSet(s, pod);
+    }
+  }
+
 
   private release(name: string): void {
     const s = this.sets.get(name);
