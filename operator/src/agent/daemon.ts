@@ -11,7 +11,7 @@
  * aggregates NpmNodes instead.
  */
 import { isDeepStrictEqual } from 'node:util';
-import { CustomObjectsApi, PatchStrategy, setHeaderOptions, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
+import type { CustomObjectsApi, KubeConfig, KubernetesObject } from '@kubernetes/client-node';
 import { GROUP, IPSET_KIND, IPSET_PLURAL, NODE_KIND, NODE_PLURAL, RULESET_KIND, RULESET_PLURAL, VERSION, API_VERSION, type AppliedRuleSet, type ObservedRevisions, type NpmIPSet, type NpmNodeStatus, type NpmRuleSet, type Condition, type KernelCounts } from '../api/types.js';
 import { realClock as abortableClock, type Clock as FrameworkClock } from '../framework/backoff.js';
 import { setCondition } from '../framework/conditions.js';
@@ -387,6 +387,9 @@ export class AgentDaemon {
 
   private async write(status: NpmNodeStatus): Promise<void> {
     if (this.o.writeStatus) return this.o.writeStatus(status);
+    // Loaded here, not at module load: the agent CLI passes writeStatus, and its process must not
+    // load client-node at all (~70 MiB of RSS; test/unit/framework/client-imports.test.ts).
+    const { CustomObjectsApi, PatchStrategy, setHeaderOptions } = await import('@kubernetes/client-node');
     const api = (this.api ??= this.o.kc.makeApiClient(CustomObjectsApi));
     const opt = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
     try {
