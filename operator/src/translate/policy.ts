@@ -308,7 +308,14 @@ function compileRules(
     for (const peer of peers) {
       if (!peer) continue; // no IPv4 effect (IPv6 block, or an except covering the block)
       for (const port of ports) {
-        const match: RuleMatch = { ...(peer.set ? { peerSet: peer.set } : {}), ...port!.match };
+        // Built field by field (the order of the spreads it replaces: peerSet, then the port's).
+        const pm = port!.match;
+        const match: RuleMatch = {};
+        if (peer.set) match.peerSet = peer.set;
+        if (pm.protocol !== undefined) match.protocol = pm.protocol;
+        if (pm.namedPortSet !== undefined) match.namedPortSet = pm.namedPortSet;
+        if (pm.port !== undefined) match.port = pm.port;
+        if (pm.endPort !== undefined) match.endPort = pm.endPort;
         out.push({ description: flat(`rule ${i}: allow ${port!.words} ${fromTo} ${peer.words}`), match });
       }
     }
