@@ -22,7 +22,7 @@
 import jsonpatch, { type Operation } from 'fast-json-patch';
 import { agentLeaseName, ipSetObjectName } from '../api/names.js';
 import { setCondition } from '../framework/conditions.js';
-import type { Condition, NpmIPSet, NpmNode, NpmRuleSet } from '../api/types.js';
+import type { Condition, NpmIPSet, NpmNode, NpmRuleSet, NpmRuleSetStatus } from '../api/types.js';
 import type { TranslationEngine } from '../translate/engine.js';
 import { httpCode, type NpmApi, type OurKind } from './api.js';
 import { nodeLabels, withNodeLabels } from './nodelabels.js';
@@ -103,6 +103,16 @@ export function ownedPatch(actual: NpmRuleSet | NpmIPSet, desired: NpmRuleSet | 
 export class Reconciler {
   /** Rulesets ("ns/name") referencing a set (kernel name). Default: a scan of the engine's policies. */
   private readonly usersOf: (set: string) => Iterable<string>;
+  /**
+   * A status that only moves progress (which nodes report which generation, "k/n nodes") is written
+   * at most this often per ruleset; a condition that flips (Programmed False -> True, a new reason)
+   * is written at once. Every status write goes to every agent that watches the ruleset: with n
+   * nodes reporting one after another, one write per report would cost n writes and n x n watch
+   * events per policy change (bench:scale, issue #10). 0 writes every change.
+   */
+  statusProgressMs = 1000;
+  /** Per ruleset key: when its status was last written (ms, from `now`). */
+  private readonly statusWrittenAt = new Map<string, number>();
 
   constructor(
     private readonly engine: TranslationEngine,
@@ -242,8 +252,16 @@ export class Reconciler {
   private async reconcileStatus(ns: string, name: string): Promise<ReconcileResult> {
     const rs = this.caches.ruleset(ns, name);
     if (!rs) return { action: 'none', bytes: 0 };
-    const status = computeStatus(rs, this.engine.concernedNodes(ns, name), this.caches.nodes(), this.now(), this.caches.notReporting?.());
+    const now = this.now();
+    const status = computeStatus(rs, this.engine.concernedNodes(ns, name), this.caches.nodes(), now, this.caches.notReporting?.());
     if (sameStatus(rs.status, status)) return { action: 'none', bytes: 0 };
+    const key = `${ns}/${name}`;
+    const last = this.statusWrittenAt.get(key);
+    if (last !== undefined && !flips(rs.status, status) && rs.status?.observedGeneration === status.observedGeneration) {
+      const wait = last + this.statusProgressMs - now.getTime();
+      // An expected wait, not a failure: the queue runs the key again then (or sooner on an event).
+      if (wait > 0) return { action: 'wait', bytes: 0, requeueAfterMs: wait };
+    }
     try {
       await this.api.patchRuleSetStatus(ns, name, status);
     } catch (err) {
@@ -252,11 +270,19 @@ export class Reconciler {
       if (httpCode(err) === 404) return { action: 'none', bytes: 0 };
       throw err;
     }
+    this.statusWrittenAt.set(key, now.getTime());
+    if (this.statusWrittenAt.size > 4 * (this.engine.policyKeys().length + 64)) this.forgetStatusTimes();
     for (const c of status.conditions ?? []) {
       const before = rs.status?.conditions?.find((x) => x.type === c.type);
       if (before?.status !== c.status) this.onTransition?.(rs, before, c);
     }
     return { action: 'status', bytes: JSON.stringify(status).length };
+  }
+
+  /** Drop write times of rulesets that no longer exist (bounded memory). */
+  private forgetStatusTimes(): void {
+    const live = new Set(this.engine.policyKeys());
+    for (const k of this.statusWrittenAt.keys()) if (!live.has(k)) this.statusWrittenAt.delete(k);
   }
 
   /**
@@ -292,4 +318,15 @@ export class Reconciler {
     }
     return { action: 'status', bytes: JSON.stringify(conditions).length };
   }
+}
+
+/** Whether some condition appears, goes, or changes its status or reason between two statuses. */
+function flips(before: NpmRuleSetStatus | undefined, after: NpmRuleSetStatus): boolean {
+  const a = before?.conditions ?? [];
+  const b = after.conditions ?? [];
+  if (a.length !== b.length) return true;
+  return b.some((c) => {
+    const o = a.find((x) => x.type === c.type);
+    return !o || o.status !== c.status || o.reason !== c.reason;
+  });
 }

@@ -18,8 +18,11 @@ import { FakeKernel } from '../../unit/agent/fakekernel.js';
 
 export interface WorkerStats {
   type: 'stats';
-  /** Per node: syncs the daemon ran for a change (event) and periodic full resyncs (full). */
-  syncs: Record<string, { event: number; full: number }>;
+  /**
+   * Per node: syncs the daemon ran for a change (event), periodic full resyncs (full), and the
+   * event syncs that changed the kernel (changed: wrote at least one restore line or repaired drift).
+   */
+  syncs: Record<string, { event: number; full: number; changed: number }>;
   rssBytes: number;
   heapUsedBytes: number;
 }
@@ -43,13 +46,16 @@ async function main(): Promise<void> {
       if (!quiet || /fail|error/i.test(s)) process.stderr.write(`${new Date().toISOString()} agent ${node}: ${s}\n`);
     };
     const converger = new Converger({ exec: kernel.exec, backend: 'nft', log, resyncIntervalMs: env('SCALE_RESYNC_MS', 60_000) });
-    const count = (syncs[node] = { event: 0, full: 0 });
+    const count = (syncs[node] = { event: 0, full: 0, changed: 0 });
     const sync = converger.sync.bind(converger);
-    converger.sync = (...a: Parameters<Converger['sync']>) => {
+    converger.sync = async (...a: Parameters<Converger['sync']>) => {
       // The daemon asks for a full sync only on its periodic timer (and after a failure).
-      if (a[1]?.forceFull) count.full++;
+      const full = !!a[1]?.forceFull;
+      if (full) count.full++;
       else count.event++;
-      return sync(...a);
+      const r = await sync(...a);
+      if (!full && r.lines.ipset + r.lines.iptables + r.lines.destroy + r.drift.length > 0) count.changed++;
+      return r;
     };
     const d = new AgentDaemon({
       kc, nodeName: node, backend: 'nft', converger, clock: realClock, log,

@@ -219,6 +219,41 @@ describe('operator reconciler (fake API server)', () => {
     expect((await t.reconciler.reconcile(statusKey('prod', 'p'))).action).to.equal('none');
   });
 
+  it('status: progress alone (k/n nodes) is written at most once per statusProgressMs; flips at once', async () => {
+    let nowMs = Date.parse('2026-11-26T00:00:00Z');
+    const engine = new TranslationEngine();
+    const api = new FakeApi();
+    const nodes = new Map<string, NpmNode>();
+    const r = new Reconciler(engine, api, {
+      ruleset: (ns, name) => api.objects.get(`NpmRuleSet/${ns}/${name}`) as NpmRuleSet | undefined,
+      ipset: (name) => api.objects.get(`NpmIPSet//${name}`) as NpmIPSet | undefined,
+      rulesets: () => [...api.objects.values()].filter((o): o is NpmRuleSet => o.kind === 'NpmRuleSet'),
+      nodes: () => nodes,
+    }, () => new Date(nowMs));
+    for (const [i, n] of ['n1', 'n2', 'n3'].entries()) engine.upsertPod(pod(`w${i}`, `10.244.${i + 1}.2`, { app: 'web' }, n));
+    engine.upsertPolicy({ metadata: { name: 'p', namespace: 'prod' }, spec: { podSelector: { matchLabels: { app: 'web' } }, ingress: [{}] } });
+    for (const o of engine.drain().upserts) await r.reconcile(o.kind === 'NpmRuleSet' ? rulesetKey(o.metadata.namespace!, o.metadata.name) : ipsetKey(o.metadata.name));
+    const rs = () => api.objects.get('NpmRuleSet/prod/p') as NpmRuleSet;
+    const writes = () => api.calls.filter((c) => c === 'status prod/p').length;
+    const report = (n: string) => nodes.set(n, { apiVersion: 'kubenpm.io/v1alpha1', kind: 'NpmNode', metadata: { name: n }, status: { applied: [{ namespace: 'prod', name: 'p', generation: 1, uid: rs().metadata.uid! }] } });
+    expect((await r.reconcile(statusKey('prod', 'p'))).action).to.equal('status'); // first status: Pending 0/3
+    expect(rs().status!.nodesProgrammed).to.equal('0/3');
+    report('n1');
+    nowMs += 200;
+    const waited = await r.reconcile(statusKey('prod', 'p'));
+    expect(waited).to.include({ action: 'wait', requeueAfterMs: 800 });
+    expect(writes()).to.equal(1);
+    nowMs += 800;
+    expect((await r.reconcile(statusKey('prod', 'p'))).action).to.equal('status');
+    expect(rs().status!.nodesProgrammed).to.equal('1/3');
+    report('n2');
+    report('n3');
+    nowMs += 10; // a flip (Pending -> Programmed) is not held back
+    expect((await r.reconcile(statusKey('prod', 'p'))).action).to.equal('status');
+    expect(rs().status!.conditions!.find((c) => c.type === 'Programmed')).to.include({ status: 'True', reason: 'Programmed' });
+    expect(writes()).to.equal(3);
+  });
+
   it('status: a policy re-created under the same name is not Programmed by the old object\'s report (uid)', async () => {
     const t = setup();
     t.engine.upsertPod(pod('a', '10.244.1.2', { app: 'web' }, 'n1'));
