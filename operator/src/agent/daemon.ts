@@ -27,7 +27,7 @@ import { realClock as agentRealClock, type Clock } from './exec.js';
 import { buildDesired, type DesiredState, type SetCache } from './model.js';
 import { selectLocal } from './select.js';
 import { TamperWatcher } from './tamper.js';
-import { trimOurs, trimPod, trimPolicy } from './trim.js';
+import { trimDesired, trimOurs, trimPod, trimPolicy } from './trim.js';
 import type { Pod } from '../translate/k8s.js';
 import type { NetworkPolicy } from '../translate/k8s.js';
 import { PodStartup, appliedView, inPodCidrs, localPodsOf, policyTargets, selectionView, type Admission, type PodStartupMode, type ProgrammedView } from './podstartup.js';
@@ -174,8 +174,8 @@ export class AgentDaemon {
     const concernsUs = nodeLabelKey(o.nodeName);
     // The caches keep only what the agent reads (trim.ts): a cached Pod is ~10x smaller without its
     // managedFields, volumes and kubelet statuses, and at 10,000 pods that is most of the heap.
-    this.rulesets = new Informer({ kc: o.kc, resource: RULESETS, labelSelector: concernsUs, log, resyncMs: 0, transform: trimOurs, ...via(RULESETS) });
-    this.ipsets = new Informer({ kc: o.kc, resource: IPSETS, labelSelector: concernsUs, log, resyncMs: 0, transform: trimOurs, ...via(IPSETS) });
+    this.rulesets = new Informer({ kc: o.kc, resource: RULESETS, labelSelector: concernsUs, log, resyncMs: 0, transform: trimDesired, ...via(RULESETS) });
+    this.ipsets = new Informer({ kc: o.kc, resource: IPSETS, labelSelector: concernsUs, log, resyncMs: 0, transform: trimDesired, ...via(IPSETS) });
     this.pods = new Informer({ kc: o.kc, resource: CORE.pods, fieldSelector: `spec.nodeName=${o.nodeName}`, log, resyncMs: 0, transform: trimPod, ...via(CORE.pods) });
     this.policies = new Informer({ kc: o.kc, resource: CORE.networkPolicies, log, resyncMs: 0, transform: trimPolicy, ...via(CORE.networkPolicies) });
     this.self = new Informer({ kc: o.kc, resource: NODES, fieldSelector: `metadata.name=${o.nodeName}`, log, resyncMs: 0, transform: trimOurs, ...via(NODES) });
@@ -195,11 +195,31 @@ export class AgentDaemon {
     };
     this.pods.onAdd(notice);
     this.pods.onUpdate(notice);
-    for (const inf of [this.rulesets, this.ipsets, this.pods, this.policies] as Informer<KubernetesObject>[]) {
+    // An update that changes nothing the agent reads is no reason to sync (issue #10: at 100 nodes
+    // these syncs were most of the agents' CPU). The transforms keep only what the agent reads
+    // (trim.ts: no status of our objects, a pod's identity, labels and addresses), so two cached
+    // versions equal but for resourceVersion mean nothing changed for this node: the operator's
+    // status writes on a ruleset (Programmed k/n) and a pod's kubelet conditions wake no agent.
+    for (const inf of [this.rulesets, this.ipsets, this.pods] as Informer<KubernetesObject>[]) {
       inf.onAdd(() => this.request());
-      inf.onUpdate(() => this.request());
+      inf.onUpdate((now, old) => {
+        if (!sameButVersion(now, old)) this.request();
+      });
       inf.onDelete(() => this.request());
     }
+    // A NetworkPolicy is read only for which local pods it targets (pod startup, ADR 0009): one in
+    // a namespace without a local pod cannot change this node's admission, and every agent watches
+    // every policy, so syncing for each would wake all N agents per policy change.
+    const hasLocalPodIn = (np: KubernetesObject): boolean => this.pods.list().some((p) => p.metadata?.namespace === np.metadata?.namespace);
+    this.policies.onAdd((np) => {
+      if (hasLocalPodIn(np)) this.request();
+    });
+    this.policies.onUpdate((np, old) => {
+      if (!sameButVersion(np, old) && hasLocalPodIn(np)) this.request();
+    });
+    this.policies.onDelete((np) => {
+      if (hasLocalPodIn(np)) this.request();
+    });
   }
 
   async start(): Promise<void> {
@@ -400,4 +420,11 @@ export class AgentDaemon {
       await api.patchClusterCustomObjectStatus({ group: GROUP, version: VERSION, plural: NODE_PLURAL, name: this.o.nodeName, body: { status } }, opt);
     }
   }
+}
+
+/** Two cached versions of one object that differ at most in metadata.resourceVersion. */
+function sameButVersion(a: KubernetesObject, b: KubernetesObject): boolean {
+  if (a === b) return true;
+  const strip = (o: KubernetesObject) => ({ ...o, metadata: { ...o.metadata, resourceVersion: undefined } });
+  return isDeepStrictEqual(strip(a), strip(b));
 }

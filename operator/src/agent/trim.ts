@@ -47,3 +47,15 @@ export function trimOurs<T extends KubernetesObject>(o: T): T {
   const { managedFields: _mf, annotations: _an, ...metadata } = m;
   return { ...o, metadata } as T;
 }
+
+/**
+ * An NpmRuleSet or NpmIPSet as the agent programs it: trimOurs without `status`. The operator's
+ * status writes (Accepted, Programmed k/n nodes) are not read by the agent, and without them the
+ * cached object does not change when only they do, so such a write wakes no agent (daemon.ts).
+ */
+export function trimDesired<T extends KubernetesObject>(o: T): T {
+  const t = trimOurs(o) as T & { status?: unknown };
+  if (t.status === undefined) return t;
+  const { status: _st, ...rest } = t;
+  return rest as T;
+}

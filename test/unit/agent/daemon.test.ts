@@ -2,6 +2,7 @@
 // transport and a fake kernel: what it watches, and how many NpmNode writes it makes.
 import { KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
 import { expect } from 'chai';
+import sinon from 'sinon';
 import { AgentDaemon } from '../../../operator/src/agent/daemon.js';
 import { Converger } from '../../../operator/src/agent/converge.js';
 import { nodeLabelKey } from '../../../operator/src/api/names.js';
@@ -311,6 +312,43 @@ describe('AgentDaemon NpmNode writes', () => {
     }
     expect(reads() - r0).to.equal(2);
     expect(h.writes, 'nothing changed: no NpmNode write').to.have.length(1);
+  });
+});
+
+describe('AgentDaemon wakeups (issue #10)', () => {
+  let h: Harness | undefined;
+  let syncs: sinon.SinonSpy | undefined;
+  afterEach(async () => {
+    syncs?.restore();
+    await h?.stop();
+    h = undefined;
+  });
+
+  it('an update that changes nothing the agent reads runs no sync: a ruleset status, a pod\'s kubelet conditions, a policy in a namespace without a local pod', async () => {
+    h = await harness();
+    syncs = sinon.spy(Converger.prototype, 'sync');
+    const first = <T,>(plural: string) => (h!.transports.get(plural)!.lists[0] as { items: T[] }).items[0]!;
+    const rs = first<KubernetesObject & { metadata: { namespace: string } }>('npmrulesets');
+    h.transports.get('npmrulesets')!.current.emit('MODIFIED', withRv({ ...rs, status: { conditions: [{ type: 'Programmed', status: 'False', reason: 'Pending', message: '0/3 nodes' }] } } as KubernetesObject));
+    const shard = first<KubernetesObject>('npmipsets');
+    h.transports.get('npmipsets')!.current.emit('MODIFIED', withRv({ ...shard, metadata: { ...shard.metadata, managedFields: [{ manager: 'x' }] } } as KubernetesObject));
+    const pod = first<Pod & KubernetesObject>('pods');
+    h.transports.get('pods')!.current.emit('MODIFIED', withRv({ ...pod, status: { ...pod.status, conditions: [{ type: 'Ready', status: 'True' }] } } as KubernetesObject));
+    const np = first<KubernetesObject & { spec: object }>('networkpolicies');
+    const policies = h.transports.get('networkpolicies')!.current;
+    policies.emit('ADDED', withRv({ ...np, metadata: { name: 'elsewhere', namespace: 'no-local-pods', uid: 'u-else' } } as KubernetesObject));
+    await h.settle();
+    expect(syncs.callCount, 'syncs for updates that change nothing here').to.equal(0);
+    // The same kinds of event, changing what the agent reads, each cost a sync.
+    policies.emit('ADDED', withRv({ ...np, metadata: { name: 'here', namespace: pod.metadata.namespace, uid: 'u-here' } } as KubernetesObject));
+    await h.settle();
+    expect(syncs.callCount).to.equal(1);
+    h.transports.get('pods')!.current.emit('MODIFIED', withRv({ ...pod, metadata: { ...pod.metadata, labels: { ...pod.metadata.labels, extra: 'x' } } } as KubernetesObject));
+    await h.settle();
+    expect(syncs.callCount).to.equal(2);
+    h.transports.get('npmrulesets')!.current.emit('MODIFIED', withRv({ ...rs, metadata: { ...rs.metadata, generation: 7 } } as KubernetesObject));
+    await h.settle();
+    expect(syncs.callCount).to.equal(3);
   });
 });
 
