@@ -30,6 +30,8 @@ import { Reconciler, RetryLater, ipsetKey, nodeReadyKey, rulesetKey, statusKey }
 import { REASON, sameJson } from './status.js';
 import { DEFAULT_LEASE_NAMESPACE } from '../agent/lease.js';
 import { realClock, type Clock } from '../framework/backoff.js';
+import { errorChain } from '../framework/errors.js';
+import { Runner } from '../framework/runner.js';
 
 /** What a ruleset update can change besides status (metadata.generation follows spec). */
 const ownedFields = (rs: NpmRuleSet) => [rs.metadata.generation, rs.metadata.labels, rs.metadata.ownerReferences, rs.spec];
@@ -62,6 +64,8 @@ export interface OperatorOptions {
   agentLeaseNamespace?: string;
   /** Clock of the liveness check (nothing happens when an agent dies). Default: the real clock. */
   clock?: Clock;
+  /** Clock of the coalescing delays (drain, membership pass). Default: the real clock. */
+  timerClock?: Clock;
   /** Injectable list/watch per resource (unit tests); default: the API server of `kc`. */
   transport?: (resource: ResourceRef) => Pick<InformerOptions<never>, 'listFn' | 'watchFn'>;
 }
@@ -103,13 +107,13 @@ export class NpmOperator {
   readonly queue: WorkQueue;
   private readonly reconciler: Reconciler;
   private readonly events: EventsV1Api;
-  private drainTimer: NodeJS.Timeout | undefined;
+  /** engine.drain() soon after an event: a burst of events costs one drain (framework Runner). */
+  private readonly drains: Runner;
   private synced = false;
   /** Per gated pod ("ns/name"): resourceVersions of its last membership change (ADR 0007). */
   private readonly membership = new Map<string, { podRV: string; since: string; former: Set<string>; done: boolean }>();
-  private membershipTimer: NodeJS.Timeout | undefined;
-  private membershipRunning: Promise<void> | undefined;
-  private membershipAgain = false;
+  /** One pass over the gated pods' conditions at a time, debounced (framework Runner). */
+  private readonly membershipPasses: Runner;
   private readonly patchPodCondition: NonNullable<OperatorOptions['patchPodCondition']>;
   /** Keys waiting (expected waits) for an object's event: woken by it at once. */
   private readonly waiters = new Waiters();
@@ -134,6 +138,25 @@ export class NpmOperator {
     this.nodes = new Informer({ kc: o.kc, resource: NODES, log, resyncMs, transform: dropManagedFields, ...t(NODES) });
     this.leases = new Informer({ kc: o.kc, resource: LEASES, namespace: o.agentLeaseNamespace ?? DEFAULT_LEASE_NAMESPACE, log, resyncMs, ...t(LEASES) });
     this.clock = o.clock ?? realClock;
+    // Coalescing delays run on `timerClock` (real time by default), apart from the liveness clock:
+    // tests drive liveness by whole lease periods and still want drains to happen.
+    const timers = o.timerClock ?? realClock;
+    this.drains = new Runner({
+      name: 'drain',
+      clock: timers,
+      coalesceMs: o.coalesceMs ?? 20,
+      run: async () => this.drain(),
+      backoff: { initialMs: 100, maxMs: 10_000 },
+      onError: (err, ms) => log(`drain failed, retrying in ${ms} ms: ${errorChain(err)}`),
+    });
+    this.membershipPasses = new Runner({
+      name: 'membership',
+      clock: timers,
+      coalesceMs: o.membershipDelayMs ?? 20,
+      run: () => this.membershipPass(),
+      backoff: { initialMs: 500, maxMs: 30_000 },
+      onError: (err, ms) => log(`membership conditions failed, retrying in ${ms} ms: ${errorChain(err)}`),
+    });
     this.events = o.kc.makeApiClient(EventsV1Api);
     const api = o.api ?? realNpmApi(o.kc);
     const nodeMap = (): ReadonlyMap<string, NpmNode> => new Map(this.nodes.list().map((n) => [n.metadata.name, n]));
@@ -311,23 +334,7 @@ export class NpmOperator {
   private evaluateMembership(): void {
     // Nothing pending (every gated pod True for its last change): no pass, whatever else moves.
     if (!this.synced || ![...this.membership.values()].some((m) => !m.done)) return;
-    if (this.membershipRunning) {
-      this.membershipAgain = true;
-      return;
-    }
-    if (this.membershipTimer) return;
-    this.membershipTimer = setTimeout(() => {
-      this.membershipTimer = undefined;
-      this.membershipRunning = this.membershipPass()
-        .catch((err: unknown) => this.o.log(`membership conditions: ${String(err)}`))
-        .finally(() => {
-          this.membershipRunning = undefined;
-          if (this.membershipAgain) {
-            this.membershipAgain = false;
-            this.evaluateMembership();
-          }
-        });
-    }, this.o.membershipDelayMs ?? 20);
+    this.membershipPasses.run();
   }
 
   private async membershipPass(): Promise<void> {
@@ -413,11 +420,7 @@ export class NpmOperator {
   private touch(fn: () => unknown): void {
     // Which nodes must program a policy follows pods: drain() finds the rulesets a pod event moved.
     fn();
-    if (!this.synced || this.drainTimer) return;
-    this.drainTimer = setTimeout(() => {
-      this.drainTimer = undefined;
-      this.drain();
-    }, this.o.coalesceMs ?? 20);
+    if (this.synced) this.drains.run();
   }
 
   private drain(): void {
@@ -483,6 +486,8 @@ export class NpmOperator {
     await Promise.all([this.namespaces.start(), this.pods.start(), this.rulesets.start(), this.ipsets.start(), this.nodes.start(), this.leases.start()]);
     await this.policies.start();
     this.synced = true;
+    this.drains.start();
+    this.membershipPasses.start();
     this.engine.drain(); // level-based start: enqueue every key, desired and actual alike
     const keys = new Set<string>();
     for (const k of this.engine.policyKeys()) {
@@ -522,10 +527,8 @@ export class NpmOperator {
   }
 
   async stop(): Promise<void> {
-    if (this.drainTimer) clearTimeout(this.drainTimer);
-    if (this.membershipTimer) clearTimeout(this.membershipTimer);
     this.livenessTimer?.abort();
-    await this.membershipRunning;
+    await Promise.all([this.drains.stop(), this.membershipPasses.stop()]);
     await Promise.all([this.policies, this.pods, this.namespaces, this.rulesets, this.ipsets, this.nodes, this.leases].map((i) => (i as Informer<KubernetesObject>).stop()));
     await this.queue.stop();
   }

@@ -327,7 +327,7 @@ describe('AgentDaemon wakeups (issue #10)', () => {
   it('an update that changes nothing the agent reads runs no sync: a ruleset status, a pod\'s kubelet conditions, a policy in a namespace without a local pod', async () => {
     h = await harness();
     syncs = sinon.spy(Converger.prototype, 'sync');
-    const first = <T,>(plural: string) => (h!.transports.get(plural)!.lists[0] as { items: T[] }).items[0]!;
+    const first = <T,>(plural: string) => (h!.transports.get(plural)!.lists[0] as unknown as { items: T[] }).items[0]!;
     const rs = first<KubernetesObject & { metadata: { namespace: string } }>('npmrulesets');
     h.transports.get('npmrulesets')!.current.emit('MODIFIED', withRv({ ...rs, status: { conditions: [{ type: 'Programmed', status: 'False', reason: 'Pending', message: '0/3 nodes' }] } } as KubernetesObject));
     const shard = first<KubernetesObject>('npmipsets');
