@@ -1,6 +1,8 @@
 /**
  * npm run bench:agent-memory -- [--nodes N] [--pods P] [--policies K] [--namespaces NS] [--node I]
  *   [--heap-snapshot FILE] [--untrimmed] [--paged-trim]
+ * npm run bench:agent-memory -- --apiserver [--pods P] [--policies K] [--dist DIR]
+ *   (after `npm run build`, as root: a REAL agent process, see realAgent() below)
  *   (tsx test/bench/agent-memory.bench.ts ...: bundles itself with esbuild and measures in a plain
  *   `node --expose-gc` child, as bench:scale runs its agents; AGENT_MEMORY_NODE_FLAGS: more node
  *   flags for that child, e.g. "--max-old-space-size=64")
@@ -52,19 +54,24 @@ interface Options {
   untrimmed?: boolean;
   /** The transform applied to each list page as it arrives (a proposed listObjects option). */
   pagedTrim?: boolean;
+  /** realAgent(): the built CLI against a real API server instead of the in-process daemon. */
+  apiserver?: boolean;
+  /** realAgent(): the build to run (its operator/src/cli/main.js); default the repository's dist. */
+  dist?: string;
 }
 
 function parseArgs(args: readonly string[]): Options {
   const o: Options = { nodes: 10, pods: 10_000, policies: 1_000, namespaces: 100, node: 0 };
   for (let i = 0; i < args.length; i += 2) {
-    if (args[i] === '--untrimmed' || args[i] === '--paged-trim') {
-      o[args[i] === '--untrimmed' ? 'untrimmed' : 'pagedTrim'] = true;
+    if (args[i] === '--untrimmed' || args[i] === '--paged-trim' || args[i] === '--apiserver') {
+      o[args[i] === '--untrimmed' ? 'untrimmed' : args[i] === '--paged-trim' ? 'pagedTrim' : 'apiserver'] = true;
       i--;
       continue;
     }
     const [k, v] = [args[i]!, args[i + 1]];
     if (v === undefined) throw new Error(`bench:agent-memory: ${k} needs a value`);
     if (k === '--heap-snapshot') o.heapSnapshot = v;
+    else if (k === '--dist') o.dist = v;
     else if (['--nodes', '--pods', '--policies', '--namespaces', '--node'].includes(k) && Number.isInteger(Number(v)) && Number(v) >= 0) {
       (o as unknown as Record<string, number>)[k.slice(2)] = Number(v);
     } else throw new Error(`bench:agent-memory: unknown argument or bad value: ${k} ${v}`);
@@ -288,11 +295,79 @@ function parent(o: Options): void {
   }
 }
 
+/**
+ * --apiserver: the RSS of a real agent process. hack/controlplane's kube-apiserver + etcd, P pods
+ * on node n1 (running, with addresses in 10.244.0.0/16) in namespace agentmem, K NetworkPolicies
+ * (policy k selects app=a<k> and admits app=a<k+1> on port 80), the built operator writing the
+ * rulesets, then the built agent (`<dist>/operator/src/cli/main.js agent --node-name n1`, secure
+ * metrics as deployed, AGENT_MEMORY_NODE_FLAGS as its node flags) programming a network namespace
+ * of its own (kube-npm-agentmem, deleted at the end). Prints VmRSS and VmHWM (peak) of the agent
+ * 10 s after its first sync. Needs root (the netns) and `npm run build`.
+ */
+async function realAgent(o: Options): Promise<void> {
+  const { spawn, execFileSync } = await import('node:child_process');
+  const { startControlPlane } = await import('../support/controlplane.js');
+  const { podManifest } = await import('../support/e2e.js');
+  const { KubeClient } = await import('../../operator/src/framework/client.js');
+  const NETNS = 'kube-npm-agentmem';
+  const main = join(o.dist ?? join(REPO, 'dist'), 'operator/src/cli/main.js');
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  const cp = await startControlPlane({ log: () => {} });
+  const api = await KubeClient.load(cp.kubeconfigPath);
+  const procs: ReturnType<typeof spawn>[] = [];
+  execFileSync('ip', ['netns', 'add', NETNS]);
+  try {
+    for (const ns of ['agentmem', 'kube-npm-system']) await api.request('POST', '/api/v1/namespaces', { body: { metadata: { name: ns } } });
+    const k = Math.max(1, o.policies);
+    const addPod = async (i: number): Promise<void> => {
+      await api.request('POST', '/api/v1/namespaces/agentmem/pods', { body: podManifest('agentmem', `p${i}`, 'n1', { app: `a${i % k}` }) });
+      const ip = `10.244.${1 + Math.floor(i / 250)}.${(i % 250) + 2}`;
+      const status = { phase: 'Running', podIP: ip, podIPs: [{ ip }], conditions: [{ type: 'Ready', status: 'True' }] };
+      await api.request('PATCH', `/api/v1/namespaces/agentmem/pods/p${i}/status`, { contentType: 'application/merge-patch+json', body: { status } });
+    };
+    for (let i = 0; i < o.pods; i += 16) await Promise.all(Array.from({ length: Math.min(16, o.pods - i) }, (_, j) => addPod(i + j)));
+    for (let p = 0; p < o.policies; p++) {
+      const spec = { podSelector: { matchLabels: { app: `a${p}` } }, ingress: [{ from: [{ podSelector: { matchLabels: { app: `a${(p + 1) % k}` } } }], ports: [{ port: 80 }] }] };
+      await api.request('POST', '/apis/networking.k8s.io/v1/namespaces/agentmem/networkpolicies', { body: { metadata: { name: `np${p}` }, spec } });
+    }
+    const op = spawn(process.execPath, [main, 'operator', '--kubeconfig', cp.kubeconfigPath, '--metrics-bind-address', '127.0.0.1:0', '--metrics-secure=false', '--leader-elect=false'], { stdio: 'ignore' });
+    procs.push(op);
+    for (let t = 0; t < 600; t++) {
+      // 429 "storage is (re)initializing" while the CRDs' storage starts: keep asking.
+      const rs = await api.request<{ items: unknown[] }>('GET', '/apis/kubenpm.io/v1alpha1/npmrulesets').catch(() => ({ items: [] }));
+      if (rs.items.length >= o.policies) break;
+      await sleep(100);
+    }
+    const flags = (process.env.AGENT_MEMORY_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+    const agent = spawn(process.execPath, [...flags, main, 'agent', '--node-name', 'n1', '--kubeconfig', cp.kubeconfigPath, '--netns', NETNS, '--pod-cidr', '10.244.0.0/16', '--metrics-bind-address', '127.0.0.1:0', '--lease-namespace', 'kube-npm-system'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    procs.push(agent);
+    let log = '';
+    agent.stderr!.on('data', (d: Buffer) => (log += d.toString()));
+    const t0 = Date.now();
+    while (!/liveness: Lease/.test(log)) {
+      if (agent.exitCode !== null || Date.now() - t0 > 120_000) throw new Error(`the agent did not finish its first sync:\n${log.slice(-3000)}`);
+      await sleep(100);
+    }
+    const firstSync = Date.now() - t0;
+    await sleep(10_000);
+    const status = readFileSync(`/proc/${agent.pid}/status`, 'utf8');
+    const mib = (key: string) => (Number(new RegExp(`^${key}:\\s+(\\d+)`, 'm').exec(status)?.[1]) / 1024).toFixed(1);
+    console.log(`real agent (${main}${flags.length ? `, node ${flags.join(' ')}` : ''}): ${o.pods} local pods, ${o.policies} policies; first sync ${firstSync} ms; 10 s later RSS ${mib('VmRSS')} MiB, peak ${mib('VmHWM')} MiB`);
+  } finally {
+    for (const p of procs) if (p.exitCode === null) p.kill('SIGTERM');
+    await sleep(1000);
+    api.close();
+    await cp.stop();
+    execFileSync('ip', ['netns', 'del', NETNS]);
+  }
+}
+
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
   const i = args.indexOf('--child');
   const o = parseArgs(i >= 0 ? args.slice(0, i) : args);
-  if (i >= 0) await child(args[i + 1]!, o);
+  if (o.apiserver) await realAgent({ ...o, ...(args.includes('--pods') ? {} : { pods: 100 }), ...(args.includes('--policies') ? {} : { policies: 20 }) });
+  else if (i >= 0) await child(args[i + 1]!, o);
   else parent(o);
 }
 

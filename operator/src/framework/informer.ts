@@ -143,7 +143,7 @@ export class Informer<T extends KubernetesObject> {
     this.backoff = new Backoff({ ...(opts.backoff ?? DEFAULT_INFORMER_BACKOFF) });
     this.resyncMs = opts.resyncMs ?? 5 * 60_000;
     this.path = resourcePath(opts.resource, opts.namespace);
-    this.listFn = opts.listFn ?? defaultList<T>(opts.kc);
+    this.listFn = opts.listFn ?? defaultList<T>(opts.kc, opts.transform);
     this.watchFn = opts.watchFn ?? defaultWatch(opts.kc);
   }
 
@@ -381,7 +381,7 @@ export class Informer<T extends KubernetesObject> {
     });
     if (this.stopping) return;
     const fresh = new Map<string, T>();
-    const transform = this.opts.transform;
+    const transform = res.transformed ? undefined : this.opts.transform;
     for (const o of res.items) {
       if (o?.metadata?.name) fresh.set(objectKey(o), transform ? transform(o) : o);
     }
@@ -435,8 +435,9 @@ export class Informer<T extends KubernetesObject> {
   }
 }
 
-function defaultList<T extends KubernetesObject>(kc: KubeSource): ListFn<T> {
-  return (req) => listObjects<T>(kubeApi(kc), req.resource, req.namespace, { labelSelector: req.labelSelector, fieldSelector: req.fieldSelector });
+/** Paged list through `kc`; the informer's transform is applied page by page (only one page is held untransformed). */
+function defaultList<T extends KubernetesObject>(kc: KubeSource, transform: ((obj: T) => T) | undefined): ListFn<T> {
+  return (req) => listObjects<T>(kubeApi(kc), req.resource, req.namespace, { labelSelector: req.labelSelector, fieldSelector: req.fieldSelector, ...(transform ? { transform } : {}) });
 }
 
 function defaultWatch(kc: KubeSource): WatchFn {

@@ -188,13 +188,20 @@ export interface ListResult<T> {
   items: T[];
   /** The list's resourceVersion: where a watch must start to miss nothing. */
   resourceVersion: string;
+  /** The items already went through the requested `transform` (ListOptions.transform). */
+  transformed?: boolean;
 }
 
-export interface ListOptions {
+export interface ListOptions<T = KubernetesObject> {
   labelSelector?: string;
   fieldSelector?: string;
   /** Page size; default 500. */
   limit?: number;
+  /**
+   * Applied to each item as its page arrives: only one page is ever held untransformed (an
+   * informer's trim at 10,000 pods: the initial list's peak is one page, not the whole list).
+   */
+  transform?: (obj: T) => T;
 }
 
 interface RawList<T> {
@@ -212,7 +219,7 @@ export async function listObjects<T extends KubernetesObject>(
   api: Pick<KubeApi, 'request'>,
   ref: ResourceRef,
   namespace: string | undefined,
-  opts: ListOptions = {},
+  opts: ListOptions<T> = {},
 ): Promise<ListResult<T>> {
   const path = resourcePath(ref, namespace);
   const items: T[] = [];
@@ -223,13 +230,14 @@ export async function listObjects<T extends KubernetesObject>(
       query: { labelSelector: opts.labelSelector, fieldSelector: opts.fieldSelector, limit: opts.limit ?? 500, continue: cont },
     });
     for (const it of page.items ?? []) {
-      items.push({ apiVersion: apiVersionOf(ref), kind: ref.kind, ...it });
+      const obj = { apiVersion: apiVersionOf(ref), kind: ref.kind, ...it };
+      items.push(opts.transform && obj.metadata?.name ? opts.transform(obj) : obj);
     }
     // All pages of one list are served from the same snapshot and carry its resourceVersion.
     resourceVersion = page.metadata?.resourceVersion ?? resourceVersion;
     cont = page.metadata?.continue || undefined;
   } while (cont);
-  return { items, resourceVersion };
+  return { items, resourceVersion, ...(opts.transform ? { transformed: true } : {}) };
 }
 
 /** Patch content types (the values of client-node's PatchStrategy, without loading it). */

@@ -64,12 +64,6 @@ describe('the agent process does not load @kubernetes/client-node', function () 
 
   it('no module on the agent path resolves @kubernetes/client-node at runtime', async function () {
     const importers = await clientNodeImporters(AGENT_MODULES);
-    // agent/daemon.ts is converted by a change described in the report of this work (its NpmNode
-    // write through framework/kube.ts patchObject): until it lands it is the one known importer.
-    if (importers.length === 1 && importers[0] === 'operator/src/agent/daemon.ts') {
-      console.log('      pending: operator/src/agent/daemon.ts still imports CustomObjectsApi/PatchStrategy/setHeaderOptions from client-node');
-      this.skip();
-    }
     expect(importers, 'modules that load @kubernetes/client-node in the agent process').to.deep.equal([]);
   });
 

@@ -443,4 +443,30 @@ describe('framework Informer over real HTTP (default watch transport)', () => {
       server.close();
     }
   });
+
+  it('the default list applies the transform page by page, once per object (KubeClient)', async function () {
+    const { createServer } = await import('node:http');
+    const server = createServer((req, res) => {
+      const u = new URL(req.url ?? '/', 'http://x');
+      if (u.searchParams.get('watch') === 'true') return void res.writeHead(200, { 'content-type': 'application/json' }).flushHeaders(); // stays open
+      const second = u.searchParams.get('continue') === 'p2';
+      const items = second ? [cm('c', '3')] : [cm('a', '1'), cm('b', '2')];
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ metadata: { resourceVersion: '3', ...(second ? {} : { continue: 'p2' }) }, items }));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const kc = new KubeClient({ server: `http://127.0.0.1:${(server.address() as { port: number }).port}`, source: 'test' });
+    const seen: string[] = [];
+    const inf = new Informer<Obj>({ kc, resource: CORE.configMaps, namespace: 'ns', resyncMs: 0, log: () => {}, transform: (o) => (seen.push(o.metadata?.name ?? ''), { ...o, data: { trimmed: 'yes' } }) });
+    try {
+      await inf.start();
+      expect(seen).to.deep.equal(['a', 'b', 'c']);
+      expect(inf.get('ns/c')?.data).to.deep.equal({ trimmed: 'yes' });
+      expect(inf.get('ns/a')?.kind).to.equal('ConfigMap');
+    } finally {
+      await inf.stop();
+      kc.close();
+      server.closeAllConnections();
+      server.close();
+    }
+  });
 });
