@@ -11,14 +11,14 @@
  * aggregates NpmNodes instead.
  */
 import { isDeepStrictEqual } from 'node:util';
-import type { CustomObjectsApi, KubeConfig, KubernetesObject } from '@kubernetes/client-node';
+import type { KubernetesObject } from '@kubernetes/client-node';
 import { GROUP, IPSET_KIND, IPSET_PLURAL, NODE_KIND, NODE_PLURAL, RULESET_KIND, RULESET_PLURAL, VERSION, API_VERSION, type AppliedRuleSet, type ObservedRevisions, type NpmIPSet, type NpmNodeStatus, type NpmRuleSet, type Condition, type KernelCounts } from '../api/types.js';
 import { realClock as abortableClock, type Clock as FrameworkClock } from '../framework/backoff.js';
 import { setCondition } from '../framework/conditions.js';
 import { errorChain } from '../framework/errors.js';
 import { Informer, type ListFn, type WatchFn } from '../framework/informer.js';
 import { nodeLabelKey } from '../api/names.js';
-import { CORE, formatError, type ResourceRef } from '../framework/kube.js';
+import { CORE, PatchStrategy, createObject, formatError, isNotFound, patchObject, type KubeSource, type ResourceRef } from '../framework/kube.js';
 import { Runner, type RunReason } from '../framework/runner.js';
 import type { NodeMetrics } from '../metrics/node.js';
 import type { Backend } from './backend.js';
@@ -33,7 +33,8 @@ import type { NetworkPolicy } from '../translate/k8s.js';
 import { PodStartup, appliedView, inPodCidrs, localPodsOf, policyTargets, selectionView, type Admission, type PodStartupMode, type ProgrammedView } from './podstartup.js';
 
 export interface AgentDaemonOptions {
-  kc: KubeConfig;
+  /** The API server: the agent's KubeClient (framework/client.ts) or a client-node KubeConfig. */
+  kc: KubeSource;
   nodeName: string;
   backend: Backend;
   converger: Converger;
@@ -109,7 +110,6 @@ export class AgentDaemon {
   private programmed: ProgrammedView | undefined;
   /** Strict found a local pod outside the pod CIDR: the strict rules are off until restart. */
   private strictSuspended = false;
-  private api: CustomObjectsApi | undefined;
   private readonly lastApplied = new Map<string, NpmRuleSet>();
   private readonly setCache: SetCache = new Map();
   private forceFull = true;
@@ -407,17 +407,13 @@ export class AgentDaemon {
 
   private async write(status: NpmNodeStatus): Promise<void> {
     if (this.o.writeStatus) return this.o.writeStatus(status);
-    // Loaded here, not at module load: the agent CLI passes writeStatus, and its process must not
-    // load client-node at all (~70 MiB of RSS; test/unit/framework/client-imports.test.ts).
-    const { CustomObjectsApi, PatchStrategy, setHeaderOptions } = await import('@kubernetes/client-node');
-    const api = (this.api ??= this.o.kc.makeApiClient(CustomObjectsApi));
-    const opt = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
+    const patch = () => patchObject(this.o.kc, NODES, undefined, this.o.nodeName, { status }, PatchStrategy.MergePatch, 'status');
     try {
-      await api.patchClusterCustomObjectStatus({ group: GROUP, version: VERSION, plural: NODE_PLURAL, name: this.o.nodeName, body: { status } }, opt);
+      await patch();
     } catch (err) {
-      if ((err as { code?: number }).code !== 404) throw err;
-      await api.createClusterCustomObject({ group: GROUP, version: VERSION, plural: NODE_PLURAL, body: { apiVersion: API_VERSION, kind: NODE_KIND, metadata: { name: this.o.nodeName } } });
-      await api.patchClusterCustomObjectStatus({ group: GROUP, version: VERSION, plural: NODE_PLURAL, name: this.o.nodeName, body: { status } }, opt);
+      if (!isNotFound(err)) throw err;
+      await createObject(this.o.kc, NODES, undefined, { apiVersion: API_VERSION, kind: NODE_KIND, metadata: { name: this.o.nodeName } });
+      await patch();
     }
   }
 }

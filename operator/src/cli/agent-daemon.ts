@@ -15,13 +15,10 @@ import { IpsetSession } from '../agent/ipset/session.js';
 import { createNodeMetrics } from '../metrics/node.js';
 import { parseBindAddress as parseAddress, startEndpoints } from '../metrics/serve.js';
 import type { CliIO } from './translate.js';
-import type { KubeConfig, V1Node } from '@kubernetes/client-node';
+import type { V1Node } from '@kubernetes/client-node';
 import { decidePodStartup, type PodStartupMode } from '../agent/podstartup.js';
 import { KubeClient } from '../framework/client.js';
-import { createObject, isNotFound, patchObject, PatchStrategy, statusCode, type ResourceRef } from '../framework/kube.js';
-import { API_VERSION, GROUP, NODE_KIND, NODE_PLURAL, VERSION, type NpmNodeStatus } from '../api/types.js';
-
-const NPM_NODES: ResourceRef = { group: GROUP, version: VERSION, plural: NODE_PLURAL, namespaced: false, kind: NODE_KIND };
+import { statusCode } from '../framework/kube.js';
 
 /** The Node's spec.podCIDRs (or spec.podCIDR), or why they could not be read. */
 async function nodePodCidrs(api: KubeClient, name: string): Promise<string[] | { error: string }> {
@@ -33,20 +30,6 @@ async function nodePodCidrs(api: KubeClient, name: string): Promise<string[] | {
     const code = statusCode(err);
     return { error: `reading Node ${name}: ${code ? `HTTP ${code}` : err instanceof Error ? err.message : String(err)}` };
   }
-}
-
-/** This node's NpmNode status: a merge patch of the status subresource; the NpmNode is created on 404. */
-function statusWriter(api: KubeClient, node: string): (status: NpmNodeStatus) => Promise<void> {
-  const patch = (status: NpmNodeStatus) => patchObject(api, NPM_NODES, undefined, node, { status }, PatchStrategy.MergePatch, 'status');
-  return async (status) => {
-    try {
-      await patch(status);
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
-      await createObject(api, NPM_NODES, undefined, { apiVersion: API_VERSION, kind: NODE_KIND, metadata: { name: node } });
-      await patch(status);
-    }
-  };
 }
 
 export interface DaemonFlags {
@@ -90,11 +73,7 @@ export async function runDaemon(f: DaemonFlags, io: CliIO): Promise<number> {
   const ipsetSession = new IpsetSession({ spawn: realSpawn(f.netns ? { netns: f.netns } : {}), log });
   const converger = new Converger({ exec, backend, log, observer: metrics.observer, resyncIntervalMs: Number(f['resync-seconds'] ?? 60) * 1000, ipsetSession });
   const daemon = new AgentDaemon({
-    // The daemon hands `kc` to its Informers (which take a KubeClient too); its NpmNode write goes
-    // through writeStatus, not client-node's CustomObjectsApi. Until agent/daemon.ts types `kc` as
-    // a KubeSource, the client passes under the KubeConfig type.
-    kc: api as unknown as KubeConfig,
-    writeStatus: statusWriter(api, f.nodeName),
+    kc: api,
     nodeName: f.nodeName, backend, converger, clock: realClock, log, metrics,
     resyncMs: Number(f['resync-seconds'] ?? 60) * 1000,
     minIntervalMs: Number(f['min-sync-interval-ms'] ?? 50),

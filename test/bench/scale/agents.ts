@@ -2,7 +2,7 @@
  * bench:scale agent worker: runs the real AgentDaemon (informers, selection, planning, NpmNode
  * reporting) for several nodes in this one process, each against its own fake kernel (the injected
  * Exec: test/unit/agent/fakekernel.ts, which parses restore input like the real tools) and with its
- * own KubeConfig (own connections), so that 100 agents fit on 2 cores. No root, no real kernel.
+ * own API client (framework/client.ts, as the agent CLI; own connections), so that 100 agents fit on 2 cores. No root, no real kernel.
  *
  *   node --import tsx test/bench/scale/agents.ts KUBECONFIG NODE[,NODE...]   (forked, IPC channel)
  *
@@ -10,7 +10,7 @@
  * ran). Messages to the parent: {type:'ready', nodes} after every agent started; on {type:'stats'}:
  * {type:'stats', syncs: {node: n}, rssBytes, heapUsedBytes}.
  */
-import { KubeConfig } from '@kubernetes/client-node';
+import { KubeClient } from '../../../operator/src/framework/client.js';
 import { AgentDaemon } from '../../../operator/src/agent/daemon.js';
 import { Converger } from '../../../operator/src/agent/converge.js';
 import { realClock } from '../../../operator/src/agent/exec.js';
@@ -37,8 +37,8 @@ const quiet = process.env.SCALE_AGENT_LOG !== '1';
 
 async function main(): Promise<void> {
   for (const node of nodes) {
-    const kc = new KubeConfig();
-    kc.loadFromFile(kubeconfig!);
+    // The agent's own API client (as `kube-npm agent` uses it), one per agent: own connections.
+    const kc = await KubeClient.load(kubeconfig!);
     const kernel = new FakeKernel();
     // The kernel's own call log would grow with every sync: this bench runs for minutes.
     kernel.calls = { push: () => 0 } as unknown as FakeKernel['calls'];
