@@ -15,6 +15,7 @@ import { AgentDaemon } from '../../../operator/src/agent/daemon.js';
 import { Converger } from '../../../operator/src/agent/converge.js';
 import { realClock } from '../../../operator/src/agent/exec.js';
 import { FakeKernel } from '../../unit/agent/fakekernel.js';
+import { AgentLease } from '../../../operator/src/agent/lease.js';
 
 export interface WorkerStats {
   type: 'stats';
@@ -33,6 +34,7 @@ const env = (k: string, d: number) => (process.env[k] ? Number(process.env[k]) :
 const nodes = nodeList.split(',');
 const syncs: WorkerStats['syncs'] = {};
 const daemons: AgentDaemon[] = [];
+const leases: AgentLease[] = [];
 const quiet = process.env.SCALE_AGENT_LOG !== '1';
 
 async function main(): Promise<void> {
@@ -67,9 +69,13 @@ async function main(): Promise<void> {
       podStartup: 'open',
     });
     daemons.push(d);
+    // The liveness heartbeat, as the agent CLI runs it (kube-system: the bench's operator watches
+    // agent Leases there): one renew per third of the lease duration, counted as heartbeat writes.
+    leases.push(new AgentLease({ kc, node, namespace: 'kube-system', log }));
   }
   // Start a few at a time: 25 initial lists at once on a loaded API server time out.
   for (let i = 0; i < daemons.length; i += 5) await Promise.all(daemons.slice(i, i + 5).map((d) => d.start()));
+  for (const l of leases) l.start();
   process.send?.({ type: 'ready', nodes });
 }
 
@@ -78,7 +84,7 @@ process.on('message', (m: { type: string }) => {
     const mu = process.memoryUsage();
     process.send?.({ type: 'stats', syncs: structuredClone(syncs), rssBytes: mu.rss, heapUsedBytes: mu.heapUsed } satisfies WorkerStats);
   } else if (m.type === 'stop') {
-    void Promise.all(daemons.map((d) => d.stop())).finally(() => process.exit(0));
+    void Promise.all([...daemons.map((d) => d.stop()), ...leases.map((l) => l.stop())]).finally(() => process.exit(0));
   }
 });
 process.on('disconnect', () => process.exit(0));
