@@ -43,7 +43,8 @@ export class TrialTimeline {
     kc.loadFromFile(kubeconfig);
     const w = new Watch(kc);
     const onErr = (what: string) => (err: unknown) => {
-      if (err) process.stderr.write(`timeline: ${what} watch ended: ${String(err)}\n`);
+      // stop() aborts the watches: that end is expected.
+      if (err && (err as { name?: string }).name !== 'AbortError') process.stderr.write(`timeline: ${what} watch ended: ${String(err)}\n`);
     };
     this.handles.push(
       await w.watch(`/apis/${GROUP}/${VERSION}/${RULESET_PLURAL}`, {}, (type, o: RuleSetObj) => this.onRuleSet(type, o), onErr('ruleset')),
