@@ -188,7 +188,8 @@ function bundle(rev: string | undefined): { agentsJs: string; operatorJs: string
 function startWorker(cp: ControlPlane, agentsJs: string, nodes: string[], index: number, resyncSeconds: number): Worker {
   const out = createWriteStream(join(cp.dir, `agents-${index}.log`));
   const child = fork(agentsJs, [cp.kubeconfigPath, nodes.join(',')], {
-    execArgv: [],
+    // SCALE_AGENT_NODE_FLAGS: node flags for the agent processes (e.g. --cpu-prof --cpu-prof-dir=D).
+    execArgv: (process.env.SCALE_AGENT_NODE_FLAGS ?? '').split(' ').filter(Boolean),
     env: { ...process.env, SCALE_RESYNC_MS: String(resyncSeconds * 1000) },
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   });
