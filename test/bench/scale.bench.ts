@@ -23,7 +23,7 @@
  * isolate for the loader thread (+100 MiB RSS measured), and dist/ may lag the source.
  */
 import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { copyFileSync, createWriteStream, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, createWriteStream, mkdirSync, mkdtempSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { pathToFileURL } from 'node:url';
 import { dirname, join } from 'node:path';
@@ -35,6 +35,7 @@ import { REPO } from '../support/e2e.js';
 import { diff, scraper, total } from './scale/apimetrics.js';
 import { TrialTimeline, type Stamps } from './scale/timeline.js';
 import { canRunRealAgent, measureRealAgent } from './scale/realagent.js';
+import { procStat } from './scale/proc.js';
 import type { WorkerStats } from './scale/agents.js';
 import { rng, syntheticCluster, syntheticPod } from './synthetic.js';
 import { assertValidSnapshot } from './validate.js';
@@ -133,16 +134,6 @@ async function retry<T>(what: string, fn: () => Promise<T>): Promise<T> {
 }
 
 // ------------------------------------------------------------------ processes
-function procStat(pid: number): { rssMiB: number; hwmMiB: number; cpuS: number } {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? NaN);
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  // utime and stime are fields 14 and 15 (1-based), i.e. 11 and 12 after "state".
-  const ticks = Number(f[11]) + Number(f[12]);
-  return { rssMiB: kb('VmRSS') / 1024, hwmMiB: kb('VmHWM') / 1024, cpuS: ticks / 100 };
-}
-
 interface Worker {
   child: ChildProcess;
   nodes: string[];

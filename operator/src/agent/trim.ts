@@ -13,7 +13,7 @@ import type { KubernetesObject } from '@kubernetes/client-node';
 import type { Meta, NetworkPolicy, Pod } from '../translate/k8s.js';
 
 /** The object's fields that are present, in `keys` order (absent ones stay absent, not undefined). */
-function pick<T extends object, K extends keyof T>(o: T | undefined, keys: readonly K[]): Pick<T, K> {
+export function pick<T extends object, K extends keyof T>(o: T | undefined, keys: readonly K[]): Pick<T, K> {
   const out = {} as Pick<T, K>;
   if (!o) return out;
   for (const k of keys) if (o[k] !== undefined) out[k] = o[k];

@@ -250,12 +250,16 @@ export class Reconciler {
   }
 
   private async reconcileStatus(ns: string, name: string): Promise<ReconcileResult> {
+    const key = `${ns}/${name}`;
     const rs = this.caches.ruleset(ns, name);
-    if (!rs) return { action: 'none', bytes: 0 };
+    // Gone (its delete event queues this key): nothing to write, and no write time to keep.
+    if (!rs) {
+      this.statusWrittenAt.delete(key);
+      return { action: 'none', bytes: 0 };
+    }
     const now = this.now();
     const status = computeStatus(rs, this.engine.concernedNodes(ns, name), this.caches.nodes(), now, this.caches.notReporting?.());
     if (sameStatus(rs.status, status)) return { action: 'none', bytes: 0 };
-    const key = `${ns}/${name}`;
     const last = this.statusWrittenAt.get(key);
     if (last !== undefined && !flips(rs.status, status) && rs.status?.observedGeneration === status.observedGeneration) {
       const wait = last + this.statusProgressMs - now.getTime();
@@ -271,18 +275,11 @@ export class Reconciler {
       throw err;
     }
     this.statusWrittenAt.set(key, now.getTime());
-    if (this.statusWrittenAt.size > 4 * (this.engine.policyKeys().length + 64)) this.forgetStatusTimes();
     for (const c of status.conditions ?? []) {
       const before = rs.status?.conditions?.find((x) => x.type === c.type);
       if (before?.status !== c.status) this.onTransition?.(rs, before, c);
     }
     return { action: 'status', bytes: JSON.stringify(status).length };
-  }
-
-  /** Drop write times of rulesets that no longer exist (bounded memory). */
-  private forgetStatusTimes(): void {
-    const live = new Set(this.engine.policyKeys());
-    for (const k of this.statusWrittenAt.keys()) if (!live.has(k)) this.statusWrittenAt.delete(k);
   }
 
   /**

@@ -16,14 +16,8 @@
  */
 import type { KubernetesObject } from '@kubernetes/client-node';
 import type { ContainerPort, Meta, Namespace, NetworkPolicy, Pod } from '../translate/k8s.js';
+import { pick } from '../agent/trim.js';
 import { POD_CONDITION } from './membership.js';
-
-function pick<T extends object, K extends keyof T>(o: T | undefined, keys: readonly K[]): Pick<T, K> {
-  const out = {} as Pick<T, K>;
-  if (!o) return out;
-  for (const k of keys) if (o[k] !== undefined) out[k] = o[k];
-  return out;
-}
 
 const IDENTITY = ['name', 'namespace', 'uid', 'resourceVersion', 'generation', 'labels'] as const;
 

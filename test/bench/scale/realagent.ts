@@ -8,8 +8,9 @@
  * the namespace is deleted afterwards, and the agent's kernel state with it.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { procStat } from './proc.js';
 
 export interface RealAgentMemory {
   rssMiB: number;
@@ -17,12 +18,6 @@ export interface RealAgentMemory {
   /** The agent's "synced" log line (rulesets, lines written). */
   synced: string;
   nodeFlags: string[];
-}
-
-function memOf(pid: number): { rss: number; hwm: number } {
-  const s = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(s)?.[1] ?? NaN) / 1024;
-  return { rss: kb('VmRSS'), hwm: kb('VmHWM') };
 }
 
 export function canRunRealAgent(repo: string): string | undefined {
@@ -61,9 +56,9 @@ export async function measureRealAgent(o: { repo: string; kubeconfig: string; no
       if (Date.now() > end) throw new Error(`the agent did not sync within ${o.timeoutMs ?? 180_000} ms: ${out.slice(-2000)}`);
       await new Promise((r) => setTimeout(r, 250));
     }
-    const m = memOf(child.pid!);
-    o.log(`real agent (${netns}): ${synced}; RSS ${m.rss.toFixed(1)} MiB, peak ${m.hwm.toFixed(1)} MiB${nodeFlags.length ? ` with ${nodeFlags.join(' ')}` : ''}`);
-    return { rssMiB: m.rss, hwmMiB: m.hwm, synced, nodeFlags };
+    const m = procStat(child.pid!);
+    o.log(`real agent (${netns}): ${synced}; RSS ${m.rssMiB.toFixed(1)} MiB, peak ${m.hwmMiB.toFixed(1)} MiB${nodeFlags.length ? ` with ${nodeFlags.join(' ')}` : ''}`);
+    return { rssMiB: m.rssMiB, hwmMiB: m.hwmMiB, synced, nodeFlags };
   } finally {
     child.kill('SIGTERM');
     await new Promise((r) => (child.exitCode !== null ? r(undefined) : child.once('exit', r)));

@@ -11,29 +11,15 @@ import { TranslationEngine } from '../../../operator/src/translate/engine.js';
 import { NAMESPACE_NAME_LABEL, type Namespace, type NetworkPolicy, type Pod } from '../../../operator/src/translate/k8s.js';
 import { compilePolicy, type SetDemand } from '../../../operator/src/translate/policy.js';
 import { matches } from '../../../operator/src/translate/selector.js';
+import { randomLabels, randomSelector } from '../../support/random-selectors.js';
 import { rng } from '../../support/rng.js';
 
 const NSS = ['a', 'b', 'c', 'd', 'e'];
-const KEYS = ['app', 'tier', 'env'];
-const VALS = ['x', 'y', 'z'];
-const OPS = ['In', 'NotIn', 'Exists', 'DoesNotExist'];
 
 function cluster(seed: number) {
   const r = rng(seed);
-  const labels = () => {
-    const l: Record<string, string> = {};
-    for (const k of KEYS) if (r.next() < 0.6) l[k] = r.pick(VALS);
-    return l;
-  };
-  const selector = () => {
-    const s: { matchLabels?: Record<string, string>; matchExpressions?: { key: string; operator: string; values?: string[] }[] } = {};
-    if (r.next() < 0.5) s.matchLabels = { [r.pick(KEYS)]: r.pick(VALS) };
-    if (r.next() < 0.5) {
-      const op = r.pick(OPS);
-      s.matchExpressions = [{ key: r.pick(KEYS), operator: op, ...(op === 'In' || op === 'NotIn' ? { values: [r.pick(VALS), r.pick(VALS)] } : {}) }];
-    }
-    return s;
-  };
+  const labels = () => randomLabels(r, 0.6);
+  const selector = () => randomSelector(r);
   const peer = () => {
     const k = r.int(3);
     if (k === 0) return { podSelector: selector() };
