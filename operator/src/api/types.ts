@@ -31,7 +31,12 @@ export type Direction = 'Ingress' | 'Egress';
 export type Protocol = 'TCP' | 'UDP' | 'SCTP';
 /** Kernel ipset types kube-npm uses. */
 export type SetType = 'hash:ip' | 'hash:net' | 'hash:ip,port';
-export type SetKind = 'PodSelector' | 'NamedPort' | 'IPBlock';
+/**
+ * What a set is built from: a pod selector in the policy's namespace (PodSelector), a peer whose
+ * namespaceSelector picks the namespaces (NamespaceSelector, with or without a podSelector), a
+ * named container port (NamedPort), or an ipBlock (IPBlock, members inline in the ruleset).
+ */
+export type SetKind = 'PodSelector' | 'NamespaceSelector' | 'NamedPort' | 'IPBlock';
 export type IPFamily = 'IPv4' | 'IPv6';
 
 export interface ObjectMeta {
@@ -114,6 +119,11 @@ export interface NpmRuleSetSpec {
   policy: PolicySource;
   /** policyTypes after defaulting. */
   policyTypes: Direction[];
+  /**
+   * policyTypes joined with commas ("Egress,Ingress"): the TYPES column of `kubectl get nrs` (a
+   * column's jsonPath on the list prints a JSON array). Optional: rulesets written before it lack it.
+   */
+  policyTypesText?: string;
   /** Summary in words of what the policy selects and does. */
   summary: string;
   ipsets: SetRef[];

@@ -101,7 +101,10 @@ class Builder {
     let d = this.cache.demands.get(identity);
     if (!d) {
       const name = podSelectorSetName(sk, pods.key);
-      const ref: SetRef = { name, type: 'hash:ip', kind: 'PodSelector', family: 'IPv4', meaning: flat(describePods(scope, pods)) };
+      // The demand stays a PodSelector one (its members come from matching pods either way); the
+      // ref says which selector decides, so `kubectl describe nips` names a namespaceSelector peer.
+      const kind = 'ns' in scope ? 'PodSelector' : 'NamespaceSelector';
+      const ref: SetRef = { name, type: 'hash:ip', kind, family: 'IPv4', meaning: flat(describePods(scope, pods)) };
       this.cache.demands.set(identity, (d = { kind: 'PodSelector', identity, ref, scope, pods }));
     }
     this.demands.set(d.ref.name, d);
@@ -376,6 +379,7 @@ export function compilePolicy(np: NetworkPolicy, cache?: CompileCache): Compiled
       ...(np.metadata.generation !== undefined ? { generation: np.metadata.generation } : {}),
     },
     policyTypes: trimmed(types),
+    policyTypesText: flat(types.join(',')),
     summary,
     ipsets,
     chains: trimmed(chains),

@@ -12,6 +12,7 @@ type DeepRequired<T> = T extends (infer U)[] ? DeepRequired<U>[] : T extends obj
 const fullRuleSetSpec: DeepRequired<NpmRuleSetSpec> = {
   policy: { name: 'web', namespace: 'prod', uid: '0b4f0c5e-0000-4000-8000-000000000001', generation: 3 },
   policyTypes: ['Ingress', 'Egress'],
+  policyTypesText: 'Egress,Ingress',
   summary: 'Isolates pods with app=web in namespace prod for ingress (1 allow rule)',
   ipsets: [
     { name: 'KNPM-N-AAAAAAAAAAAAAAAAAAAAAAAA', type: 'hash:net', kind: 'IPBlock', family: 'IPv4', meaning: '10.0.0.0/16 except 10.0.5.0/24', members: ['10.0.0.0/16', '10.0.5.0/24 nomatch'] },

@@ -89,6 +89,17 @@ describe('translation semantics', () => {
       expect(w.allowed('prod/web', 'prod/db')).to.equal(false);
     });
 
+    it('policyTypesText is policyTypes joined with commas (the Types column of kubectl get nrs)', () => {
+      const text = (spec: NetworkPolicy['spec']) => {
+        const rs = world([np('p', 'prod', spec)]).items.find((i) => i.kind === 'NpmRuleSet')!;
+        return (rs.spec as { policyTypesText?: string }).policyTypesText;
+      };
+      expect(text({ podSelector: {} })).to.equal('Ingress');
+      expect(text({ podSelector: {}, policyTypes: ['Egress'] })).to.equal('Egress');
+      expect(text({ podSelector: {}, policyTypes: ['Ingress', 'Egress'] })).to.equal('Egress,Ingress');
+      expect(text({ podSelector: {}, policyTypes: ['Bogus'] as never })).to.equal('Egress,Ingress');
+    });
+
     it('egress-only policy leaves ingress open and ignores ingress rules', () => {
       const w = world([np('p', 'prod', { podSelector: {}, policyTypes: ['Egress'], ingress: [{ from: [] }] })]);
       expect(w.allowed('dev/web', 'prod/db')).to.equal(true);
@@ -189,6 +200,30 @@ describe('translation semantics', () => {
         np('b', 'prod', { podSelector: { matchExpressions: [{ key: 'app', operator: 'In', values: ['web', 'web'] }] }, ingress: [{}] }),
       ]);
       expect(w.items.filter((i) => i.kind === 'NpmIPSet')).to.have.length(1);
+    });
+
+    it('a set is kind NamespaceSelector when a namespaceSelector picks its namespaces, PodSelector otherwise', () => {
+      const w = world([
+        np('p', 'prod', {
+          podSelector: { matchLabels: { app: 'db' } },
+          ingress: [
+            { from: [{ podSelector: { matchLabels: { app: 'web' } } }] },
+            { from: [{ namespaceSelector: { matchLabels: { team: 'a' } } }] },
+            { from: [{ namespaceSelector: {}, podSelector: { matchLabels: { app: 'mon' } } }] },
+          ],
+        }),
+      ]);
+      const rs = w.items.find((i) => i.kind === 'NpmRuleSet')!.spec as { ipsets: { kind: string; meaning: string }[] };
+      const kinds = Object.fromEntries(rs.ipsets.map((r) => [r.meaning, r.kind]));
+      expect(kinds).to.deep.equal({
+        'pods with app=db in namespace prod': 'PodSelector',
+        'pods with app=web in namespace prod': 'PodSelector',
+        'all pods in namespaces with team=a': 'NamespaceSelector',
+        'pods with app=mon in all namespaces': 'NamespaceSelector',
+      });
+      // The NpmIPSet shards carry the same kind (what `kubectl describe nips` shows).
+      const shardKinds = w.items.filter((i) => i.kind === 'NpmIPSet').map((i) => [(i.spec as { meaning: string }).meaning, (i.spec as { kind: string }).kind]);
+      expect(Object.fromEntries(shardKinds)).to.deep.equal(kinds);
     });
   });
 
