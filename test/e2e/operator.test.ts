@@ -137,7 +137,7 @@ describe('operator + agents against a real API server (e2e)', function () {
   it('kubectl get nrs / describe nrs / get npmnodes explain it', async () => {
     const get = await kubectlOk(cp!, ['get', 'nrs', '-A']);
     expect(get).to.match(/NAMESPACE\s+NAME\s+TYPES\s+SETS\s+RULES\s+NODES\s+ACCEPTED\s+PROGRAMMED\s+AGE/);
-    expect(get).to.match(/x\s+deny\s+\["Ingress"\]\s+1\s+0\s+2\/2\s+True\s+True/);
+    expect(get).to.match(/x\s+deny\s+Ingress\s+1\s+0\s+2\/2\s+True\s+True/);
     const describe = await kubectlOk(cp!, ['-n', 'x', 'describe', 'nrs', 'deny']);
     expect(describe).to.contain('Isolates all pods in namespace x for ingress (allows nothing)');
     expect(describe).to.contain('Meaning:  all pods in namespace x');

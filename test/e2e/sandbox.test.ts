@@ -162,11 +162,18 @@ describe('sandbox: docs/sandbox.md end to end (e2e)', function () {
     await kubectl(['apply', '-f', '-'], denyAll);
     await kubectl(['-n', 'demo', 'wait', '--for=create', 'nrs/deny-all', '--timeout=60s']);
     await kubectl(['-n', 'demo', 'wait', '--for=condition=Programmed', 'nrs/deny-all', '--timeout=60s']);
-    expect(await kubectl(['get', 'nrs', '-A'])).to.match(/demo\s+deny-all\s+\["Ingress"\]\s+1\s+0\s+2\/2\s+True\s+True/);
+    expect(await kubectl(['get', 'nrs', '-A'])).to.match(/demo\s+deny-all\s+Ingress\s+1\s+0\s+2\/2\s+True\s+True/);
     const denied = await probe('demo/web', 'demo/db', '80/tcp');
     expect(denied).to.deep.equal({ code: 1, text: 'denied (timeout 1000 ms): demo/web -> demo/db (' + state().pods['demo/db']!.ip + ') 80/tcp' });
     expect((await probe('other/client', 'demo/db', '53/udp')).code).to.equal(1);
     expect((await probe('demo/db', 'other/client', '80/tcp')).code, 'other/ has no policy').to.equal(0);
+    // Let through but nothing listens: an answer (RST / ICMP port unreachable), not a drop: exit 3.
+    expect(await probe('demo/db', 'other/client', '81/tcp')).to.include({ code: 3 }).and.to.have.property('text').that.matches(/^refused \(ECONNREFUSED after \d+ ms\): .*nothing listens on 81\/tcp there/);
+    expect((await probe('demo/db', 'other/client', '54/udp')).code, 'UDP: ICMP port unreachable').to.equal(3);
+    // An address no pod has: probed, and the verdict says it is not a pod.
+    const free = state().pods['other/client']!.ip.replace(/\.\d+$/, '.250');
+    expect((await probe('demo/db', free, '80/tcp')).text).to.include(`[${free}: not a pod: no sandbox pod has this address`);
+    expect((await probe('demo/db', 'db', '80/tcp')).code, 'TO neither NS/NAME nor an address').to.equal(2);
   });
 
   it('allow-web-to-db from the docs: web -> db 80/tcp allowed, nothing else', async () => {

@@ -4,6 +4,7 @@
  *   kube-npm sandbox up [--nodes 2] [--dir DIR] [--metrics-port 10091]
  *   kube-npm sandbox down [--dir DIR]
  *   kube-npm sandbox probe NS/POD NS/POD|IP PORT[/tcp|/udp] [--timeout-ms 1000] [--dir DIR]
+ *     exit 0 allowed, 1 denied (silent timeout), 2 bad input, 3 refused/unreachable (sandbox/probe.ts)
  *
  * Also runnable on its own (`node dist/operator/src/cli/sandbox.js [sandbox] up ...`).
  */
@@ -22,7 +23,13 @@ Usage:
       Stop the sandbox in DIR (from another shell), or remove what a crashed one left.
   kube-npm sandbox probe FROM TO PORT[/tcp|/udp] [--timeout-ms 1000] [--dir DIR]
       Connect from pod FROM (ns/name) to pod TO (ns/name or IPv4) through FROM's network namespace.
-      Prints "allowed (N ms)" (exit 0) or "denied (timeout N ms)" (exit 1).
+      An IPv4 TO that is no sandbox pod's address is probed, and the verdict says what it is instead.
+      Exit codes:
+        0  allowed (N ms): connected (TCP) or echoed (UDP)
+        1  denied (timeout N ms): no answer; a policy drop is silent, so this is what a drop looks like
+        2  bad input: usage, no sandbox, FROM or TO not a pod, a protocol the prober does not speak
+        3  refused or unreachable: a TCP RST or an ICMP error came back (nothing listens on the port,
+           or no route/host at the address); the policies did not drop it
 
 DIR defaults to $XDG_RUNTIME_DIR/kube-npm-sandbox, else /tmp/kube-npm-sandbox.
 `;

@@ -36,6 +36,7 @@ import {
 import { Topology } from './topology.js';
 import { SAMPLE_PODS, sampleWorkload } from './workload.js';
 import { parseEnvFile } from './envfile.js';
+import { PROBE_BAD_INPUT, probeVerdict, resolveTarget, type ProbeResult } from './probe.js';
 
 export interface SandboxIO {
   stdout: (s: string) => void;
@@ -391,52 +392,47 @@ export interface ProbeOptions {
   runner?: CommandRunner;
 }
 
-/** `sandbox probe FROM TO PORT/PROTO`: exit 0 allowed, 1 denied/failed, 2 usage or no sandbox. */
+/**
+ * `sandbox probe FROM TO PORT/PROTO`: exit 0 allowed, 1 denied (silent timeout: what a policy drop
+ * looks like), 2 bad input or no sandbox, 3 refused or unreachable (an answer that is not a drop).
+ * See probe.ts.
+ */
 export async function sandboxProbe(o: ProbeOptions, io: SandboxIO): Promise<number> {
   const dir = normalizeDir(o.dir ?? defaultDir());
   const s = readState(dir);
   if (!s) {
     io.stderr(`error: no sandbox in ${dir} (no state.json); start one with hack/sandbox.sh or \`kube-npm sandbox up\`\n`);
-    return 2;
+    return PROBE_BAD_INPUT;
   }
-  const known = Object.keys(s.pods).sort().join(', ') || 'none yet';
   const from = s.pods[o.from];
   if (!from) {
-    io.stderr(`error: no running sandbox pod ${o.from} (pods: ${known})\n`);
-    return 2;
+    const known = Object.keys(s.pods).sort().join(', ') || 'none yet';
+    io.stderr(`error: no running sandbox pod ${o.from} (pods: ${known}); FROM must be a pod (NS/NAME)\n`);
+    return PROBE_BAD_INPUT;
   }
-  let host = o.to;
-  if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(o.to)) {
-    const to = s.pods[o.to];
-    if (!to) {
-      io.stderr(`error: no running sandbox pod ${o.to} (pods: ${known}); give NS/NAME or an IPv4 address\n`);
-      return 2;
-    }
-    host = to.ip;
+  const target = resolveTarget(s, o.to);
+  if (target.kind === 'error') {
+    io.stderr(`error: ${target.message}\n`);
+    return PROBE_BAD_INPUT;
   }
+  const host = target.ip;
   const req = JSON.stringify({ host, port: o.port, protocol: o.protocol, timeoutMs: o.timeoutMs });
-  const env = { ...process.env };
-  delete env.NODE_OPTIONS;
   const runner = o.runner ?? spawnRunner;
   const res = await runner(inNetns(from.netns, [process.execPath, podServerPath(), 'probe', req]), { timeoutMs: o.timeoutMs + 10_000 });
-  let r: { ok?: boolean; error?: string; ms?: number; unsupported?: boolean } = {};
+  let r: ProbeResult & { unsupported?: boolean } = {};
   try {
     r = JSON.parse(res.stdout.trim().split('\n').pop() ?? '') as typeof r;
   } catch {
     io.stderr(`error: probe from ${o.from} failed (exit ${res.code}): ${res.stderr.trim()}\n`);
-    return 2;
+    return PROBE_BAD_INPUT;
   }
   if (r.unsupported) {
     io.stderr(`error: ${r.error}\n`);
-    return 2;
+    return PROBE_BAD_INPUT;
   }
-  const ms = Math.round(r.ms ?? 0);
-  const what = `${o.from} -> ${o.to} (${host}) ${o.port}/${o.protocol.toLowerCase()}`;
-  if (r.ok) {
-    io.stdout(`allowed (${ms} ms): ${what}\n`);
-    return 0;
-  }
-  if (r.error === 'timeout') io.stdout(`denied (timeout ${o.timeoutMs} ms): ${what}\n`);
-  else io.stdout(`failed (${r.error} after ${ms} ms): ${what}${r.error === 'ECONNREFUSED' ? ': nothing listens there' : ''}\n`);
-  return 1;
+  const to = target.kind === 'pod' && target.key !== o.to ? `${o.to} (pod ${target.key})` : `${o.to} (${host})`;
+  const what = `${o.from} -> ${to} ${o.port}/${o.protocol.toLowerCase()}`;
+  const v = probeVerdict(r, { what, timeoutMs: o.timeoutMs, port: o.port, protocol: o.protocol, target });
+  io.stdout(`${v.line}\n`);
+  return v.exit;
 }
