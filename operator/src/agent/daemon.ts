@@ -6,13 +6,17 @@
  *    sync, and every converger attempt within it, plans from the caches as they are then.
  *  - reports: the NpmNode status write trails the syncs by reportDelayMs, one at a time, of the
  *    latest state, retried with backoff; written only when its content changes (an idle node
- *    writes nothing; liveness is the Lease of lease.ts).
+ *    writes nothing; liveness is the Lease of lease.ts). A membership-only change (a pod joining
+ *    sets) is acknowledged only when someone waits for it (ADR 0015): a shard that carries a new
+ *    acknowledgment request, or a local pod with the membership readiness gate at a new address.
+ *    Otherwise such a change would cost one write per node that programs the set, i.e. O(nodes)
+ *    writes per pod event.
  * It never writes NpmRuleSets: N nodes x M rulesets writes would not scale; the operator
  * aggregates NpmNodes instead.
  */
 import { isDeepStrictEqual } from 'node:util';
 import type { KubernetesObject } from '@kubernetes/client-node';
-import { GROUP, IPSET_KIND, IPSET_PLURAL, NODE_KIND, NODE_PLURAL, RULESET_KIND, RULESET_PLURAL, VERSION, API_VERSION, type AppliedRuleSet, type ObservedRevisions, type NpmIPSet, type NpmNodeStatus, type NpmRuleSet, type Condition, type KernelCounts } from '../api/types.js';
+import { ACK_ANNOTATION, GROUP, IPSET_KIND, IPSET_PLURAL, NODE_KIND, NODE_PLURAL, RULESET_KIND, RULESET_PLURAL, VERSION, API_VERSION, type AppliedRuleSet, type ObservedRevisions, type NpmIPSet, type NpmNodeStatus, type NpmRuleSet, type Condition, type KernelCounts } from '../api/types.js';
 import { realClock as abortableClock, type Clock as FrameworkClock } from '../framework/backoff.js';
 import { setCondition } from '../framework/conditions.js';
 import { errorChain } from '../framework/errors.js';
@@ -27,7 +31,7 @@ import { realClock as agentRealClock, type Clock } from './exec.js';
 import { buildDesired, type DesiredState, type SetCache } from './model.js';
 import { selectLocal } from './select.js';
 import { TamperWatcher } from './tamper.js';
-import { trimDesired, trimOurs, trimPod, trimPolicy } from './trim.js';
+import { isGated, trimDesired, trimOurs, trimPod, trimPolicy } from './trim.js';
 import type { Pod } from '../translate/k8s.js';
 import type { NetworkPolicy } from '../translate/k8s.js';
 import { PodStartup, appliedView, inPodCidrs, localPodsOf, policyTargets, selectionView, type Admission, type PodStartupMode, type ProgrammedView } from './podstartup.js';
@@ -130,6 +134,15 @@ export class AgentDaemon {
   private readyCondition: Condition[] = [];
   /** Watch positions of the last successful sync's input (NpmNode status.observed, ADR 0007). */
   private observed: ObservedRevisions | undefined;
+  /**
+   * Acknowledgments (ADR 0015): what the node has acknowledged or will with its next report
+   * (shard -> request stamp; gated local pod -> address), and how many syncs asked for one
+   * (`ackWanted`) against the count the last successful report covered (`ackDone`).
+   */
+  private ackedStamps = new Map<string, string>();
+  private ackedPods = new Map<string, string>();
+  private ackWanted = 0;
+  private ackDone = 0;
   /** Resolves after the first successful sync: /readyz. */
   ready = false;
 
@@ -311,6 +324,10 @@ export class AgentDaemon {
     // guarantee: an older position the kernel state reflects is still true (it proves less), and
     // every change a node must apply is a kernel change there, which moves the position.
     if (wrote + result.drift.length > 0 || !this.observed) this.observed = observed;
+    if (this.needsAck(sel.objects, pods)) {
+      this.observed = observed;
+      this.ackWanted++;
+    }
     this.kernel = AgentDaemon.counts(desired, sel.applied.length);
     this.applied = [...sel.applied].sort((a, b) => (a.namespace === b.namespace ? (a.name < b.name ? -1 : a.name > b.name ? 1 : 0) : a.namespace < b.namespace ? -1 : 1));
     this.scheduleReport(undefined);
@@ -352,6 +369,31 @@ export class AgentDaemon {
   }
 
   /**
+   * Whether the state just applied answers an acknowledgment request: a shard whose request stamp
+   * this node has not acknowledged, or a gated local pod at an address it has not (ADR 0015,
+   * membership.ts (b) and (c)). Remembers them as acknowledged: the next report writes `observed`,
+   * which covers them (a failed report is retried with the newest position, which covers them too).
+   */
+  private needsAck(objects: readonly (NpmRuleSet | NpmIPSet)[], pods: ReturnType<typeof localPodsOf>): boolean {
+    const stamps = new Map<string, string>();
+    for (const o of objects) {
+      const stamp = o.kind === IPSET_KIND ? o.metadata.annotations?.[ACK_ANNOTATION] : undefined;
+      if (stamp !== undefined) stamps.set(o.metadata.name, stamp);
+    }
+    const gated = new Map<string, string>();
+    const local = new Map(pods.map((p) => [`${p.namespace}/${p.name}`, p.ip]));
+    for (const p of this.pods.list()) {
+      const key = `${p.metadata?.namespace}/${p.metadata?.name}`;
+      const ip = local.get(key);
+      if (ip !== undefined && isGated(p)) gated.set(key, ip);
+    }
+    const asked = [...stamps].some(([k, v]) => this.ackedStamps.get(k) !== v) || [...gated].some(([k, v]) => this.ackedPods.get(k) !== v);
+    this.ackedStamps = stamps;
+    this.ackedPods = gated;
+    return asked;
+  }
+
+  /**
    * The NpmNode write trails the sync (reports runner): the kernel is programmed at once, the
    * write of the latest outcome follows. A report running now is followed by one more: the state
    * it built may already be old.
@@ -368,18 +410,18 @@ export class AgentDaemon {
    * would make every incremental sync O(cluster). /node-metrics still reads the kernel itself.
    */
   private static counts(d: DesiredState, policies: number): KernelCounts {
-    let entries = 0;
-    for (const s of d.sets.values()) entries += s.members.size;
     let rules = d.hook ? 1 : 0;
     for (const r of d.chains.values()) rules += r.length;
-    return { ipsets: d.sets.size, ipsetEntries: entries, chains: policies, rules };
+    return { ipsets: d.sets.size, chains: policies, rules };
   }
 
   /**
    * Writes NpmNode status when its content differs from what this process last wrote: compared
    * structurally (key order never matters), so N syncs that change nothing cost no write. Per-sync
    * figures (count, duration, failures, drift repairs) are on /node-metrics, not here: they would
-   * make every sync a write.
+   * make every sync a write. The watch positions (`observed`) alone are a reason to write only when
+   * a sync answered an acknowledgment request (needsAck); otherwise they ride along with the next
+   * write for another reason.
    */
   private async report(error: string | undefined): Promise<void> {
     const applied = this.applied;
@@ -399,10 +441,16 @@ export class AgentDaemon {
       ...(this.observed ? { observed: this.observed } : {}),
       conditions: this.readyCondition,
     };
-    if (this.written && isDeepStrictEqual(this.written, status)) return;
+    const ack = this.ackWanted;
+    const withoutPosition = (s: NpmNodeStatus) => ({ ...s, observed: undefined });
+    if (this.written && (ack === this.ackDone ? isDeepStrictEqual(withoutPosition(this.written), withoutPosition(status)) : isDeepStrictEqual(this.written, status))) {
+      this.ackDone = ack;
+      return;
+    }
     this.written = undefined;
     await this.write(status);
     this.written = status;
+    this.ackDone = ack;
   }
 
   private async write(status: NpmNodeStatus): Promise<void> {

@@ -4,12 +4,14 @@
  * container statuses, managedFields) is ~4 KB of JSON; the agent reads its identity, labels, whether
  * it is hostNetwork, its phase and its addresses (podstartup.ts localPodsOf). A NetworkPolicy is read
  * for its target selector only (podstartup.ts policyTargets). NpmRuleSets and NpmIPSets are read
- * whole (model.ts validates and programs their spec) but not their managedFields or annotations.
+ * whole (model.ts validates and programs their spec) but not their managedFields or annotations
+ * (except a shard's acknowledgment request, ADR 0015).
  *
  * Every trimmed object keeps metadata.name, namespace and resourceVersion (the informer's key and
  * change detection). Pure: the input is not modified; fields absent from the input stay absent.
  */
 import type { KubernetesObject } from '@kubernetes/client-node';
+import { ACK_ANNOTATION, POD_CONDITION } from '../api/types.js';
 import type { Meta, NetworkPolicy, Pod } from '../translate/k8s.js';
 
 /** The object's fields that are present, in `keys` order (absent ones stay absent, not undefined). */
@@ -22,16 +24,27 @@ export function pick<T extends object, K extends keyof T>(o: T | undefined, keys
 
 const IDENTITY = ['name', 'namespace', 'uid', 'resourceVersion'] as const;
 
-/** A Pod reduced to identity, labels, spec.nodeName/hostNetwork, status.phase/podIP/podIPs. */
+/** A Pod reduced to identity, labels, spec.nodeName/hostNetwork (and the membership gate), status.phase/podIP/podIPs. */
 export function trimPod<T extends Pod & KubernetesObject>(p: T): T {
   const out: Pod = { ...pick(p, ['apiVersion', 'kind']), metadata: pick(p.metadata as Meta, [...IDENTITY, 'labels']) };
-  if (p.spec) out.spec = pick(p.spec, ['nodeName', 'hostNetwork']);
+  if (p.spec) {
+    out.spec = pick(p.spec, ['nodeName', 'hostNetwork']);
+    // Whether it waits for its membership condition: its node then acknowledges seeing it (ADR 0015).
+    if (isGated(p)) (out.spec as GatedSpec).readinessGates = [{ conditionType: POD_CONDITION }];
+  }
   if (p.status) {
     out.status = pick(p.status, ['phase', 'podIP']);
     // Only the address of each entry: a cluster may add fields there.
     if (p.status.podIPs) out.status.podIPs = p.status.podIPs.map((x) => ({ ip: x.ip }));
   }
   return out as T;
+}
+
+type GatedSpec = { readinessGates?: { conditionType?: string }[] };
+
+/** A pod with the membership readiness gate (kubenpm.io/PolicyProgrammed). */
+export function isGated(p: Pod): boolean {
+  return (p.spec as GatedSpec | undefined)?.readinessGates?.some((g) => g.conditionType === POD_CONDITION) ?? false;
 }
 
 /** A NetworkPolicy reduced to its identity and spec.podSelector. */
@@ -54,8 +67,12 @@ export function trimOurs<T extends KubernetesObject>(o: T): T {
  * cached object does not change when only they do, so such a write wakes no agent (daemon.ts).
  */
 export function trimDesired<T extends KubernetesObject>(o: T): T {
-  const t = trimOurs(o) as T & { status?: unknown };
-  if (t.status === undefined) return t;
-  const { status: _st, ...rest } = t;
-  return rest as T;
+  let t = trimOurs(o) as T & { status?: unknown };
+  if (t.status !== undefined) {
+    const { status: _st, ...rest } = t;
+    t = rest as typeof t;
+  }
+  // The one annotation the agent reads: an acknowledgment request on a shard (ADR 0015).
+  const ack = o.metadata?.annotations?.[ACK_ANNOTATION];
+  return ack === undefined ? t : { ...t, metadata: { ...t.metadata, annotations: { [ACK_ANNOTATION]: ack } } };
 }

@@ -26,6 +26,14 @@ export const MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by';
 export const MANAGED_BY_VALUE = 'kube-npm';
 /** Label on NpmIPSet shards: the kernel set the shard belongs to. */
 export const SET_LABEL = 'kubenpm.io/set';
+/**
+ * On an NpmIPSet shard: the operator asks every agent that programs it to acknowledge this version
+ * (write its NpmNode `status.observed`) once applied. A new value asks; an unchanged one asks
+ * nothing. Set only when a pod with the membership readiness gate waits for the change (ADR 0015).
+ */
+export const ACK_ANNOTATION = 'kubenpm.io/ack';
+/** Pod condition type of the membership signal; a readiness gate of this type opts a pod in (ADR 0007). */
+export const POD_CONDITION = 'kubenpm.io/PolicyProgrammed';
 
 export type Direction = 'Ingress' | 'Egress';
 export type Protocol = 'TCP' | 'UDP' | 'SCTP';
@@ -224,9 +232,13 @@ export interface ObservedRevisions {
   pods?: string;
 }
 
+/**
+ * What the node programs, in counts that move with policies, not with pods: a set's member count
+ * would make every pod event a write by every node that programs the set (ADR 0015). Members are
+ * on /node-metrics (npm_ipset_counts, read from the kernel).
+ */
 export interface KernelCounts {
   ipsets: number;
-  ipsetEntries: number;
   chains: number;
   rules: number;
 }

@@ -22,10 +22,10 @@
  * resourceVersions are compared as integers: etcd revisions, comparable within a resource since
  * Kubernetes 1.35 (KEP-5504); a value that is not an integer never satisfies a check (fail closed).
  */
-import type { NpmIPSet, NpmNode, NpmRuleSet } from '../api/types.js';
+import { POD_CONDITION, type NpmIPSet, type NpmNode, type NpmRuleSet } from '../api/types.js';
 
 /** Pod condition type (a readiness gate of this type opts a pod in). */
-export const POD_CONDITION = 'kubenpm.io/PolicyProgrammed';
+export { POD_CONDITION };
 
 export const MEMBERSHIP_REASON = { Programmed: 'Programmed', Pending: 'Pending' } as const;
 
@@ -113,6 +113,8 @@ export function membershipCondition(
   actualShard: (name: string) => NpmIPSet | undefined,
   programmers: ReadonlyMap<string, ReadonlySet<string>>,
   nodes: ReadonlyMap<string, NpmNode>,
+  /** Filled with the written shards (name -> resourceVersion) that some node has not acknowledged yet. */
+  lagging?: Map<string, { rv: string; nodes: Set<string> }>,
 ): MembershipCondition {
   const pending = (why: string): MembershipCondition => ({
     type: POD_CONDITION,
@@ -137,7 +139,14 @@ export function membershipCondition(
       // (b) applied by every node programming its set.
       for (const n of programmers.get(shard.spec.setName) ?? []) {
         needed.add(n);
-        if (!rvAtLeast(nodes.get(n)?.status?.observed?.ipsets, shard.metadata.resourceVersion)) waits.push(n);
+        if (!rvAtLeast(nodes.get(n)?.status?.observed?.ipsets, shard.metadata.resourceVersion)) {
+          waits.push(n);
+          if (lagging) {
+            const l = lagging.get(name) ?? { rv: shard.metadata.resourceVersion ?? '', nodes: new Set<string>() };
+            l.nodes.add(n);
+            lagging.set(name, l);
+          }
+        }
       }
     }
   }

@@ -33,6 +33,12 @@ import { realClock, type Clock } from '../framework/backoff.js';
 import { errorChain } from '../framework/errors.js';
 import { Runner } from '../framework/runner.js';
 
+/** Queue keys of scheduled acknowledgment asks (ADR 0015): handled by the operator, not the reconciler. */
+const ASK_PREFIX = 'Ask//';
+/** First ask for a lagging shard this long after the lag was seen; doubles per ask of one shard, up to ASK_MAX_MS. */
+const ASK_GRACE_MS = 5_000;
+const ASK_MAX_MS = 60_000;
+
 /** What a ruleset update can change besides status (metadata.generation follows spec). */
 const ownedFields = (rs: NpmRuleSet) => [rs.metadata.generation, rs.metadata.labels, rs.metadata.ownerReferences, rs.spec];
 
@@ -60,6 +66,11 @@ export interface OperatorOptions {
   patchPodCondition?: (namespace: string, name: string, cond: MembershipCondition & { lastTransitionTime: string }) => Promise<void>;
   /** Debounce of the membership evaluation. Default 20 ms. */
   membershipDelayMs?: number;
+  /**
+   * A shard that a pending gated pod waits on, not acknowledged by a reporting node for this long
+   * at one resourceVersion, is asked again (ADR 0015); doubles per ask, up to a minute. Default 5 s.
+   */
+  askGraceMs?: number;
   /** Namespace of the agents' liveness Leases (agentLeaseName). Default kube-npm-system. */
   agentLeaseNamespace?: string;
   /** Clock of the liveness check (nothing happens when an agent dies). Default: the real clock. */
@@ -114,6 +125,12 @@ export class NpmOperator {
   private readonly membership = new Map<string, { podRV: string; since: string; former: Set<string>; done: boolean }>();
   /** One pass over the gated pods' conditions at a time, debounced (framework Runner). */
   private readonly membershipPasses: Runner;
+  /** Addresses of the gated pods whose condition is pending; undefined: recompute (pendingIPs). */
+  private pendingIPsCache: Set<string> | undefined;
+  /** Written shards some node has not acknowledged for a pending pod, as of the last membership pass. */
+  private lagging = new Map<string, { rv: string; nodes: Set<string> }>();
+  /** Per lagging shard: the resourceVersion an ask is scheduled for, and the asks made in a row. */
+  private readonly askState = new Map<string, { rv: string; asks: number }>();
   private readonly patchPodCondition: NonNullable<OperatorOptions['patchPodCondition']>;
   /** Keys waiting (expected waits) for an object's event: woken by it at once. */
   private readonly waiters = new Waiters();
@@ -167,11 +184,14 @@ export class NpmOperator {
       nodes: nodeMap,
       notReporting: () => this.stale,
     }, () => new Date(this.clock.now()), (rs, before, after) => this.transition(rs, before, after), (set) => this.users.usersOf(set));
+    // ADR 0015: a shard write asks its nodes to acknowledge only when a gated pod waits for it.
+    this.reconciler.ackWanted = (d, a) => this.holdsPendingIP(d, a);
     this.queue = new WorkQueue({
       name: 'kube-npm',
       concurrency: o.workers ?? 4,
       log,
       worker: async (key) => {
+        if (key.startsWith(ASK_PREFIX)) return void this.askIfLagging(key.slice(ASK_PREFIX.length));
         const seq0 = this.eventSeq;
         try {
           const res = await this.reconciler.reconcile(key);
@@ -209,6 +229,7 @@ export class NpmOperator {
     });
     this.pods.onDelete((p) => {
       this.membership.delete(`${p.metadata.namespace ?? 'default'}/${p.metadata.name ?? ''}`);
+      this.pendingIPsCache = undefined;
       this.touch(() => this.engine.deletePod(p.metadata.namespace ?? 'default', p.metadata.name ?? ''));
     });
     // A namespace relabel moves its pods between sets without touching them.
@@ -330,8 +351,61 @@ export class NpmOperator {
     return this.ipsets.list().filter((s) => s.spec.members.some((m) => ips.has(m.split(',')[0]!))).map((s) => s.metadata.name);
   }
 
+  /** Addresses of the gated pods whose membership condition is pending (cached until the map changes). */
+  private pendingIPs(): Set<string> {
+    if (this.pendingIPsCache) return this.pendingIPsCache;
+    const ips = new Set<string>();
+    for (const [key, m] of this.membership) {
+      if (m.done) continue;
+      const p = this.pods.get(key);
+      for (const ip of [p?.status?.podIP, ...(p?.status?.podIPs ?? []).map((x) => x.ip)]) if (ip) ips.add(ip);
+    }
+    return (this.pendingIPsCache = ips);
+  }
+
+  /** Whether a shard holds, or is about to drop, a pending gated pod's address (ADR 0015). */
+  private holdsPendingIP(desired: NpmIPSet, actual: NpmIPSet | undefined): boolean {
+    const ips = this.pendingIPs();
+    if (!ips.size) return false;
+    for (const s of [desired, actual]) for (const m of s?.spec.members ?? []) if (ips.has(m.split(',')[0]!)) return true;
+    return false;
+  }
+
+  /**
+   * Schedule an ask for every shard that a pending pod waits on and some reporting node has not
+   * acknowledged (ADR 0015). Normally the write that changed the pod's membership asked already
+   * and the nodes answer within a second; the ask covers what that write could not: an operator
+   * restarted while a pod waited, a pod whose gate was seen after its shards were written. A grace
+   * per shard (doubling up to a minute) keeps it from racing normal acknowledgments.
+   */
+  private scheduleAsks(lagging: Map<string, { rv: string; nodes: Set<string> }>): void {
+    this.lagging = lagging;
+    for (const shard of this.askState.keys()) if (!lagging.has(shard)) this.askState.delete(shard);
+    for (const [shard, l] of lagging) {
+      // Nodes whose agent is not reporting cannot answer: asking them costs a write for nothing.
+      if ([...l.nodes].every((n) => this.stale.has(n))) continue;
+      const st = this.askState.get(shard);
+      if (st?.rv === l.rv) continue;
+      const asks = st?.asks ?? 0;
+      this.askState.set(shard, { rv: l.rv, asks });
+      this.queue.addAfter(`${ASK_PREFIX}${shard}`, Math.min((this.o.askGraceMs ?? ASK_GRACE_MS) * 2 ** asks, ASK_MAX_MS));
+    }
+  }
+
+  /** The scheduled ask for a shard: made if the shard still lags at the same version. */
+  private askIfLagging(shard: string): void {
+    const st = this.askState.get(shard);
+    const l = this.lagging.get(shard);
+    if (!st || !l || l.rv !== st.rv || this.ipsets.get(shard)?.metadata.resourceVersion !== st.rv) return;
+    st.asks++;
+    this.o.log(`NpmIPSet ${shard}: asking nodes ${[...l.nodes].sort().join(', ')} to acknowledge resourceVersion ${st.rv} (a gated pod waits)`);
+    this.reconciler.ask(shard);
+    this.queue.add(ipsetKey(shard));
+  }
+
   /** Re-evaluate the gated pods' conditions soon (debounced; one pass at a time). */
   private evaluateMembership(): void {
+    this.pendingIPsCache = undefined;
     // Nothing pending (every gated pod True for its last change): no pass, whatever else moves.
     if (!this.synced || ![...this.membership.values()].some((m) => !m.done)) return;
     this.membershipPasses.run();
@@ -339,6 +413,16 @@ export class NpmOperator {
 
   private async membershipPass(): Promise<void> {
     const pending = [...this.membership].filter(([, m]) => !m.done);
+    const lagging = new Map<string, { rv: string; nodes: Set<string> }>();
+    try {
+      await this.membershipConditions(pending, lagging);
+    } finally {
+      this.pendingIPsCache = undefined;
+      this.scheduleAsks(lagging);
+    }
+  }
+
+  private async membershipConditions(pending: [string, { podRV: string; since: string; former: Set<string>; done: boolean }][], lagging: Map<string, { rv: string; nodes: Set<string> }>): Promise<void> {
     if (!pending.length) return;
     const desired = indexShards(this.engine.ipSetObjectNames().flatMap((n) => this.engine.ipSetObject(n) ?? []));
     const actual = indexShards(this.ipsets.list());
@@ -349,7 +433,7 @@ export class NpmOperator {
       if (!p) continue;
       const settled = p.spec?.hostNetwork || p.status?.phase === 'Succeeded' || p.status?.phase === 'Failed';
       const ip = settled ? undefined : [p.status?.podIP, ...(p.status?.podIPs ?? []).map((x) => x.ip)].find((x) => x && /^\d+\.\d+\.\d+\.\d+$/.test(x));
-      const cond = membershipCondition({ ip, node: p.spec?.nodeName, podRV: m.podRV, since: m.since, former: [...m.former], awaitingIP: !settled }, desired, actual, (n) => this.ipsets.get(n), programmers, nodes);
+      const cond = membershipCondition({ ip, node: p.spec?.nodeName, podRV: m.podRV, since: m.since, former: [...m.former], awaitingIP: !settled }, desired, actual, (n) => this.ipsets.get(n), programmers, nodes, lagging);
       if (cond.status === 'True') m.former.clear();
       const prev = (p as GatedPod).status?.conditions?.find((c) => c.type === POD_CONDITION);
       // One write per flip (and per new change covered): not one per node that catches up.

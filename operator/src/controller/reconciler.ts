@@ -22,7 +22,7 @@
 import jsonpatch, { type Operation } from 'fast-json-patch';
 import { agentLeaseName, ipSetObjectName } from '../api/names.js';
 import { setCondition } from '../framework/conditions.js';
-import type { Condition, NpmIPSet, NpmNode, NpmRuleSet, NpmRuleSetStatus } from '../api/types.js';
+import { ACK_ANNOTATION, type Condition, type NpmIPSet, type NpmNode, type NpmRuleSet, type NpmRuleSetStatus } from '../api/types.js';
 import type { TranslationEngine } from '../translate/engine.js';
 import { httpCode, type NpmApi, type OurKind } from './api.js';
 import { nodeLabels, withNodeLabels } from './nodelabels.js';
@@ -113,6 +113,17 @@ export class Reconciler {
   statusProgressMs = 1000;
   /** Per ruleset key: when its status was last written (ms, from `now`). */
   private readonly statusWrittenAt = new Map<string, number>();
+  /**
+   * Whether a write of this shard must ask its nodes to acknowledge it (ACK_ANNOTATION, ADR 0015):
+   * true when it holds, or is about to drop, the address of a pod that waits for its membership
+   * condition. Default: never (nobody waits).
+   */
+  ackWanted: (desired: NpmIPSet, actual: NpmIPSet | undefined) => boolean = () => false;
+  /** Shards whose next reconcile asks for an acknowledgment even with nothing else to write. */
+  private readonly asks = new Set<string>();
+  /** Stamps of this process: unique across restarts (start time) and increasing within one. */
+  private readonly stampPrefix = Date.now().toString(36);
+  private stampSeq = 0;
 
   constructor(
     private readonly engine: TranslationEngine,
@@ -147,6 +158,19 @@ export class Reconciler {
     return withNodeLabels(shard, [...nodes].sort());
   }
 
+  /**
+   * The shard's next reconcile asks its nodes to acknowledge its current version even if nothing
+   * else changes (the operator restarted while a pod waited, or the write that changed the pod's
+   * membership carried no stamp). The caller queues the shard's key.
+   */
+  ask(shard: string): void {
+    this.asks.add(shard);
+  }
+
+  private stamp(): string {
+    return `${this.stampPrefix}.${++this.stampSeq}`;
+  }
+
   async reconcile(key: string): Promise<ReconcileResult> {
     const [kind, ns, ...rest] = key.split('/');
     const name = rest.join('/');
@@ -158,7 +182,11 @@ export class Reconciler {
   }
 
   private async write(kind: OurKind, desired: NpmRuleSet | NpmIPSet, actual: NpmRuleSet | NpmIPSet | undefined, adopt = true): Promise<ReconcileResult> {
+    const shard = kind === 'NpmIPSet' ? desired.metadata.name : undefined;
     if (!actual) {
+      if (shard !== undefined && (this.asks.has(shard) || this.ackWanted(desired as NpmIPSet, undefined))) {
+        desired = { ...desired, metadata: { ...desired.metadata, annotations: { ...desired.metadata.annotations, [ACK_ANNOTATION]: this.stamp() } } } as typeof desired;
+      }
       try {
         await this.api.create(kind, desired);
       } catch (err) {
@@ -171,9 +199,16 @@ export class Reconciler {
         if (live) return this.write(kind, desired, live, false);
         throw new RetryLater(`${kind} ${desired.metadata.name} exists but is not in the cache yet`, { cause: err });
       }
+      if (shard !== undefined) this.asks.delete(shard);
       return { action: 'create', bytes: JSON.stringify(desired).length };
     }
     const ops = ownedPatch(actual, desired);
+    // The stamp rides on a write that changes members or labels (a change nobody waits for carries
+    // the old stamp, which asks nothing), or is the whole write when asked for explicitly.
+    if (shard !== undefined && (this.asks.has(shard) || (ops.length && this.ackWanted(desired as NpmIPSet, actual as NpmIPSet)))) {
+      const value = this.stamp();
+      ops.push(actual.metadata.annotations ? { op: 'add', path: `/metadata/annotations/${ACK_ANNOTATION.replace('/', '~1')}`, value } : { op: 'add', path: '/metadata/annotations', value: { [ACK_ANNOTATION]: value } });
+    }
     if (!ops.length) return { action: 'none', bytes: 0 };
     const body: Operation[] = [{ op: 'test', path: '/metadata/resourceVersion', value: actual.metadata.resourceVersion }, ...ops];
     try {
@@ -183,6 +218,7 @@ export class Reconciler {
       if (code === 422 || code === 409) throw new RetryLater(`${kind} ${desired.metadata.name} changed since it was read (resourceVersion ${actual.metadata.resourceVersion})`, { cause: err });
       throw err;
     }
+    if (shard !== undefined) this.asks.delete(shard);
     return { action: 'patch', bytes: JSON.stringify(body).length };
   }
 

@@ -6,7 +6,7 @@ import sinon from 'sinon';
 import { AgentDaemon } from '../../../operator/src/agent/daemon.js';
 import { Converger } from '../../../operator/src/agent/converge.js';
 import { nodeLabelKey } from '../../../operator/src/api/names.js';
-import type { NpmNodeStatus } from '../../../operator/src/api/types.js';
+import { ACK_ANNOTATION, POD_CONDITION, type NpmNodeStatus } from '../../../operator/src/api/types.js';
 import type { ResourceRef } from '../../../operator/src/framework/kube.js';
 import type { Pod } from '../../../operator/src/translate/k8s.js';
 import { FakeTransport, flush } from '../framework/fakes.js';
@@ -141,12 +141,13 @@ describe('AgentDaemon', () => {
   });
 });
 
-function newPod(name: string, ip: string): Pod & KubernetesObject {
+/** A local pod; `gated`: with the membership readiness gate (its node acknowledges seeing it, ADR 0015). */
+function newPod(name: string, ip: string, gated = false): Pod & KubernetesObject {
   return withRv({
     apiVersion: 'v1',
     kind: 'Pod',
     metadata: { name, namespace: 'ns0', uid: `uid-${name}`, labels: { app: 'app0', role: 'web' } },
-    spec: { nodeName: 'n1', containers: [{ name: 'c' }] },
+    spec: { nodeName: 'n1', containers: [{ name: 'c' }], ...(gated ? { readinessGates: [{ conditionType: POD_CONDITION }] } : {}) },
     status: { phase: 'Running', podIP: ip },
   } as Pod & KubernetesObject);
 }
@@ -193,7 +194,7 @@ describe('AgentDaemon NpmNode writes', () => {
     expect(h.writes[1]).to.deep.equal(h.writes[0]);
   });
 
-  it('the operator writing several shards of one pod event a few ms apart costs one sync and one NpmNode write', async () => {
+  it('the operator writing several shards of one pod event a few ms apart, asking for an acknowledgment, costs one sync and one NpmNode write', async () => {
     const clock = new ManualClock();
     const started = harness({ clock });
     for (let i = 0; i < 10; i++) await clock.advance(100); // the initial sync waits for nothing but its coalescing
@@ -204,7 +205,7 @@ describe('AgentDaemon NpmNode writes', () => {
     expect(shards).to.have.length(3);
     const restores = h.kernel.writes().length;
     for (const sh of shards) {
-      w.emit('MODIFIED', withRv({ ...sh, spec: { ...sh.spec, members: [...sh.spec.members, '10.244.7.7'].sort() } }));
+      w.emit('MODIFIED', withRv({ ...sh, metadata: { ...sh.metadata, annotations: { [ACK_ANNOTATION]: 'op.1' } }, spec: { ...sh.spec, members: [...sh.spec.members, '10.244.7.7'].sort() } }));
       await clock.advance(8);
     }
     for (let i = 0; i < 5; i++) await clock.advance(100);
@@ -213,7 +214,7 @@ describe('AgentDaemon NpmNode writes', () => {
     expect(h.kernel.writes().length - restores, 'restore runs').to.be.at.most(2);
   });
 
-  it('two kernel changes within the report delay (100 ms) cost one NpmNode write, of the latest state', async () => {
+  it('two gated pods within the report delay (100 ms) cost one NpmNode write, of the latest state', async () => {
     const clock = new ManualClock();
     const started = harness({ clock });
     for (let i = 0; i < 10; i++) await clock.advance(100);
@@ -221,10 +222,10 @@ describe('AgentDaemon NpmNode writes', () => {
     await clock.advance(1000);
     expect(h.writes).to.have.length(1);
     const pods = h.transports.get('pods')!.current;
-    pods.emit('ADDED', newPod('a', '10.244.9.1'));
+    pods.emit('ADDED', newPod('a', '10.244.9.1', true));
     await flush(20);
     for (let i = 0; i < 6; i++) await clock.advance(10); // a synced at +25 ms
-    const b = newPod('b', '10.244.9.2');
+    const b = newPod('b', '10.244.9.2', true);
     pods.emit('ADDED', b);
     await flush(20);
     for (let i = 0; i < 30; i++) await clock.advance(10); // b synced at +85 ms, the report at +125 ms
@@ -232,20 +233,47 @@ describe('AgentDaemon NpmNode writes', () => {
     expect(h.writes).to.have.length(2);
     // The one write is of the latest state: the second pod's sync.
     expect(Number(h.writes[1]!.observed!.pods)).to.be.at.least(Number(b.metadata!.resourceVersion));
-    expect(h.writes[1]!.kernel!.ipsetEntries).to.be.greaterThan(h.writes[0]!.kernel!.ipsetEntries);
   });
 
-  it('a kernel change writes exactly once, with the new counts and watch position', async () => {
+  it('a membership change nobody waits for writes nothing (ADR 0015); a gated pod, or a shard that asks, writes once with the new watch position', async () => {
     h = await harness();
     const before = h.writes[0]!;
-    h.transports.get('pods')!.current.emit('ADDED', newPod('new', '10.244.9.9'));
+    const pods = h.transports.get('pods')!.current;
+    const k = h.kernel;
+    const local = (): string[] => [...(k.sets.get('KNPM-LOCAL')?.members.keys() ?? [])];
+    // An ungated pod: programmed, not acknowledged.
+    pods.emit('ADDED', newPod('plain', '10.244.9.8'));
+    await h.settle();
+    expect(local()).to.include('10.244.9.8');
+    expect(h.writes, 'no NpmNode write for an ungated pod').to.have.length(1);
+    // A shard change without a request: programmed, not acknowledged.
+    const ipsets = h.transports.get('npmipsets')!.current;
+    const shard = (h.transports.get('npmipsets')!.lists[0] as unknown as { items: (KubernetesObject & { spec: { members: string[]; type: string; setName: string } })[] }).items.find((o) => o.spec.type === 'hash:ip')!;
+    const withMember = withRv({ ...shard, spec: { ...shard.spec, members: [...shard.spec.members, '10.244.7.7'].sort() } });
+    ipsets.emit('MODIFIED', withMember);
+    await h.settle();
+    expect([...(k.sets.get(shard.spec.setName)?.members.keys() ?? [])]).to.include('10.244.7.7');
+    expect(h.writes, 'no NpmNode write for a shard nobody waits on').to.have.length(1);
+    // The same shard asking: one write, whose position covers the shard's version.
+    const asking = withRv({ ...withMember, metadata: { ...withMember.metadata, annotations: { [ACK_ANNOTATION]: 'op.7' } } });
+    ipsets.emit('MODIFIED', asking);
+    await h.settle();
+    expect(h.writes).to.have.length(2);
+    expect(Number(h.writes[1]!.observed!.ipsets)).to.be.at.least(Number(asking.metadata!.resourceVersion));
+    // Its next version with the same stamp asks nothing.
+    ipsets.emit('MODIFIED', withRv({ ...asking, spec: { ...asking.spec, members: [...asking.spec.members, '10.244.7.8'].sort() } }));
+    await h.settle();
+    expect(h.writes).to.have.length(2);
+    // A gated pod: one write, whose position covers the pod.
+    const gated = newPod('gated', '10.244.9.9', true);
+    pods.emit('ADDED', gated);
     await h.settle();
     h.daemon.request();
     await h.settle();
-    expect(h.writes).to.have.length(2);
-    const after = h.writes[1]!;
-    expect(after.kernel!.ipsetEntries).to.be.greaterThan(before.kernel!.ipsetEntries);
-    expect(Number(after.observed!.pods)).to.be.greaterThan(Number(before.observed!.pods));
+    expect(h.writes).to.have.length(3);
+    const after = h.writes[2]!;
+    expect(Number(after.observed!.pods)).to.be.at.least(Number(gated.metadata!.resourceVersion));
+    expect(after.kernel, 'counts move with policies, not members').to.deep.equal(before.kernel);
   });
 
   it('a failed sync writes once, with the kernel tool message in lastError; the same failure again writes nothing; the retry waits for its backoff and applies the newest state', async () => {
@@ -294,7 +322,6 @@ describe('AgentDaemon NpmNode writes', () => {
     expect(local()).to.include.members(['10.244.9.9', '10.244.9.10']);
     expect(h.writes).to.have.length(3);
     expect(h.writes[2]!.lastError).to.equal('');
-    expect(h.writes[2]!.kernel!.ipsetEntries).to.be.greaterThan(h.writes[0]!.kernel!.ipsetEntries);
   });
 
   it('a periodic full resync every resyncMs, told apart from requested syncs; a busy stream does not starve it', async () => {

@@ -57,7 +57,7 @@ const fullIPSetSpec: DeepRequired<NpmIPSetSpec> = {
 const fullNodeStatus: DeepRequired<NpmNodeStatus> = {
   backend: 'nft',
   lastError: '',
-  kernel: { ipsets: 3, ipsetEntries: 10, chains: 2, rules: 5 },
+  kernel: { ipsets: 3, chains: 2, rules: 5 },
   applied: [{ namespace: 'prod', name: 'web', generation: 2, uid: '0b4f0c5e-0000-4000-8000-000000000002' }],
   observed: { ipsets: '1234', pods: '1200' },
   conditions: [{ type: 'Ready', status: 'True', observedGeneration: 1, lastTransitionTime: '2026-01-01T00:00:00Z', reason: 'Synced', message: 'ok' }],

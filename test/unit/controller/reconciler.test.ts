@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import type { Operation } from 'fast-json-patch';
-import type { NpmIPSet, NpmNode, NpmRuleSet, NpmRuleSetStatus } from '../../../operator/src/api/types.js';
+import { ACK_ANNOTATION, type NpmIPSet, type NpmNode, type NpmRuleSet, type NpmRuleSetStatus } from '../../../operator/src/api/types.js';
 import type { NpmApi, OurKind } from '../../../operator/src/controller/api.js';
 import { Reconciler, RetryLater, ipsetKey, rulesetKey, statusKey } from '../../../operator/src/controller/reconciler.js';
 import { TranslationEngine } from '../../../operator/src/translate/engine.js';
@@ -135,6 +135,46 @@ describe('operator reconciler (fake API server)', () => {
     await t.converge();
     expect(t.api.calls).to.have.length(1);
     expect(t.api.calls[0]).to.match(/^patch NpmIPSet\/\/knpm-s-.* 1 ops$/);
+  });
+
+  it('ADR 0015: a shard write asks for an acknowledgment only when a waiting pod is in it; an explicit ask stamps an unchanged shard', async () => {
+    const t = setup();
+    const waiting = new Set<string>();
+    t.reconciler.ackWanted = (d, a) => [...d.spec.members, ...(a?.spec.members ?? [])].some((m) => waiting.has(m.split(',')[0]!));
+    t.engine.upsertPod(pod('web', '10.244.1.2', { app: 'web' }));
+    t.engine.upsertPolicy({ metadata: { name: 'p', namespace: 'prod', uid: 'u1' }, spec: { podSelector: { matchLabels: { app: 'web' } }, ingress: [{}] } });
+    await t.converge();
+    const shard = () => [...t.api.objects.values()].find((o): o is NpmIPSet => o.kind === 'NpmIPSet')!;
+    const stamp = () => shard().metadata.annotations?.[ACK_ANNOTATION];
+    expect(stamp(), 'nobody waits: no request').to.equal(undefined);
+    // Nobody waits: the member change carries no request.
+    t.engine.upsertPod(pod('web2', '10.244.1.3', { app: 'web' }));
+    await t.converge();
+    expect(stamp()).to.equal(undefined);
+    // A gated pod waits: the write that adds it asks.
+    waiting.add('10.244.1.4');
+    t.engine.upsertPod(pod('web3', '10.244.1.4', { app: 'web' }));
+    await t.converge();
+    const first = stamp();
+    expect(first).to.be.a('string');
+    // Leaving the set while it waits: the removal asks again (a new stamp).
+    t.engine.upsertPod(pod('web3', '10.244.1.4', { app: 'other' }));
+    await t.converge();
+    const second = stamp();
+    expect(second).to.be.a('string').and.not.equal(first);
+    // Nobody waits any more: a member change keeps the old stamp (asks nothing).
+    waiting.clear();
+    t.engine.upsertPod(pod('web4', '10.244.1.5', { app: 'web' }));
+    await t.converge();
+    expect(stamp()).to.equal(second);
+    // Nothing to write: no write, unless asked for explicitly; then one write of the stamp only.
+    t.api.calls.length = 0;
+    expect((await t.reconciler.reconcile(ipsetKey(shard().metadata.name))).action).to.equal('none');
+    t.reconciler.ask(shard().metadata.name);
+    expect((await t.reconciler.reconcile(ipsetKey(shard().metadata.name))).action).to.equal('patch');
+    expect(t.api.calls).to.deep.equal([`patch NpmIPSet//${shard().metadata.name} 1 ops`]);
+    expect(stamp()).to.be.a('string').and.not.equal(second);
+    expect((await t.reconciler.reconcile(ipsetKey(shard().metadata.name))).action, 'the ask is used up').to.equal('none');
   });
 
   it('a stale cache (resourceVersion moved) is a RetryLater, not a lost write', async () => {
