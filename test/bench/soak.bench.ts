@@ -307,8 +307,8 @@ async function main(): Promise<void> {
 
     console.log(`churn: ${ops} API calls ok, ${failed} failed, ${nextPod - PODS} pods and ${nextPolicy - POLICIES} policies replaced, ${generation} policy update rounds`);
     console.log(`CPU over the churn: ${watched.map((p, i) => `${p.name} ${(100 * cpu[i]! / elapsed).toFixed(0)}%`).join(', ')} of one core; load average ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`);
-    const nodes = JSON.parse(await kubectlOk(cp, ['get', 'npmnodes', '-o', 'json'])) as { items: { metadata: { name: string }; status?: { syncs?: number; failures?: number; kernel?: { chains: number; ipsets: number; ipsetEntries: number } } }[] };
-    for (const n of nodes.items) console.log(`  ${n.metadata.name}: ${n.status?.syncs} syncs, ${n.status?.failures} failed; kernel ${n.status?.kernel?.chains} policy chains, ${n.status?.kernel?.ipsets} sets, ${n.status?.kernel?.ipsetEntries} members`);
+    const nodes = JSON.parse(await kubectlOk(cp, ['get', 'npmnodes', '-o', 'json'])) as { items: { metadata: { name: string }; status?: { syncs?: number; failures?: number; kernel?: { chains: number; ipsets: number; rules: number } } }[] };
+    for (const n of nodes.items) console.log(`  ${n.metadata.name}: ${n.status?.syncs} syncs, ${n.status?.failures} failed; kernel ${n.status?.kernel?.chains} policy chains, ${n.status?.kernel?.ipsets} sets, ${n.status?.kernel?.rules} rules`);
 
     const xs = perMinute.map((_, m) => m).filter((m) => m >= WARMUP);
     console.log(`slope after the warm-up (minutes ${WARMUP}..${MINUTES}, least squares; goal: RSS flat, slope ≤ ${GOAL_MIB_PER_MIN} MiB/min):`);

@@ -53,7 +53,11 @@ export interface AgentDaemonOptions {
    * A pod waiting to enter KNPM-LOCAL does not wait. Default 25 ms.
    */
   coalesceMs?: number;
-  /** The NpmNode write trails a sync by this much, so that a burst of syncs costs one write. Default 100 ms. */
+  /**
+   * The NpmNode write trails a sync by this much, so that a burst of syncs costs one write.
+   * Default 20 ms: since membership changes are acknowledged only on request (ADR 0015), what
+   * writes is a policy change on this node, and this delay is part of its time to Programmed.
+   */
   reportDelayMs?: number;
   /** Full kernel re-read and repair at least this often; 0 = never (tests). Default 60 s. */
   resyncMs?: number;
@@ -168,7 +172,7 @@ export class AgentDaemon {
     // The report trails the first sync it covers by reportDelayMs and the previous report by as
     // much: the syncs of one change that arrived in pieces (shards written one after another by a
     // busy operator) are reported by one write of the latest state.
-    const reportDelay = o.reportDelayMs ?? 100;
+    const reportDelay = o.reportDelayMs ?? 20;
     this.reports = new Runner({
       name: 'report',
       run: () => this.report(this.reportError),

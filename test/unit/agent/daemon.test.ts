@@ -41,6 +41,8 @@ interface HarnessOptions {
   podStartup?: 'strict' | 'open';
   /** The NpmRuleSets are not labelled for this node at start: its watch lists none. */
   noRulesets?: boolean;
+  /** NpmNode write delay after a sync; default 100 ms here (the tests' timelines assume it). */
+  reportDelayMs?: number;
   /** Default: the instant fake clock (every sleep returns at once, time jumps). */
   clock?: { now(): number; sleep(ms: number): Promise<void> };
 }
@@ -93,6 +95,7 @@ async function harness(opts: HarnessOptions = {}): Promise<Harness & { items: Ku
     // No periodic resync: on the instant clock every timer is due at once (a periodic one would
     // run forever); the tests that need one pass it on a manual clock.
     resyncMs: opts.resyncMs ?? 0,
+    reportDelayMs: opts.reportDelayMs ?? 100,
     tamperCheckMs: 0,
     retryMs: opts.retryMs ?? 3_600_000,
     podStartup: opts.podStartup ?? 'open',
