@@ -119,6 +119,8 @@ export class AgentDaemon {
   /** Strict found a local pod outside the pod CIDR: the strict rules are off until restart. */
   private strictSuspended = false;
   private readonly lastApplied = new Map<string, NpmRuleSet>();
+  /** Sets (kernel names) that some cached ruleset references; undefined: recompute. */
+  private referenced: Set<string> | undefined;
   private readonly setCache: SetCache = new Map();
   private forceFull = true;
   private started = false;
@@ -217,13 +219,30 @@ export class AgentDaemon {
     // (trim.ts: no status of our objects, a pod's identity, labels and addresses), so two cached
     // versions equal but for resourceVersion mean nothing changed for this node: the operator's
     // status writes on a ruleset (Programmed k/n) and a pod's kubelet conditions wake no agent.
-    for (const inf of [this.rulesets, this.ipsets, this.pods] as Informer<KubernetesObject>[]) {
+    for (const inf of [this.rulesets, this.pods] as Informer<KubernetesObject>[]) {
       inf.onAdd(() => this.request());
       inf.onUpdate((now, old) => {
         if (!sameButVersion(now, old)) this.request();
       });
       inf.onDelete(() => this.request());
     }
+    this.rulesets.onAdd(() => (this.referenced = undefined));
+    this.rulesets.onUpdate(() => (this.referenced = undefined));
+    this.rulesets.onDelete(() => (this.referenced = undefined));
+    // A shard of a set no cached ruleset references changes nothing in the kernel (only referenced
+    // sets are programmed): the operator labels a new policy's shards for this node before its
+    // ruleset (make-before-break), and syncing for them would cost every such node a second sync
+    // per policy create. The ruleset's own event syncs both.
+    const concerns = (s: NpmIPSet) => this.referencedSets().has(s.spec.setName);
+    this.ipsets.onAdd((s) => {
+      if (concerns(s)) this.request();
+    });
+    this.ipsets.onUpdate((now, old) => {
+      if (!sameButVersion(now, old) && (concerns(now) || concerns(old))) this.request();
+    });
+    this.ipsets.onDelete((s) => {
+      if (concerns(s)) this.request();
+    });
     // A NetworkPolicy is read only for which local pods it targets (pod startup, ADR 0009): one in
     // a namespace without a local pod cannot change this node's admission, and every agent watches
     // every policy, so syncing for each would wake all N agents per policy change.
@@ -284,6 +303,15 @@ export class AgentDaemon {
       await this.syncs.settled();
       await this.reports.settled();
     }
+  }
+
+  /** Sets referenced by the cached rulesets (recomputed after a ruleset event). */
+  private referencedSets(): Set<string> {
+    if (!this.referenced) {
+      this.referenced = new Set();
+      for (const rs of this.rulesets.list()) for (const ref of rs.spec?.ipsets ?? []) this.referenced.add(ref.name);
+    }
+    return this.referenced;
   }
 
   /** Ask for a sync; bursts coalesce into one. */

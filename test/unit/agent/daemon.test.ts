@@ -382,6 +382,39 @@ describe('AgentDaemon wakeups (issue #10)', () => {
   });
 });
 
+describe('AgentDaemon wakeups for sets (issue #10)', () => {
+  let h: Harness | undefined;
+  let syncs: sinon.SinonSpy | undefined;
+  afterEach(async () => {
+    syncs?.restore();
+    await h?.stop();
+    h = undefined;
+  });
+
+  it('a shard of a set no cached ruleset references runs no sync (a new policy\'s sets arrive before it); the ruleset then costs one sync that programs both', async () => {
+    h = await harness();
+    syncs = sinon.spy(Converger.prototype, 'sync');
+    const shard = (h.transports.get('npmipsets')!.lists[0] as unknown as { items: (KubernetesObject & { spec: { setName: string; type: string; members: string[] } })[] }).items.find((o) => o.spec.type === 'hash:ip')!;
+    const fresh = withRv({ ...shard, metadata: { ...shard.metadata, name: 'knpm-s-fresh-0' }, spec: { ...shard.spec, setName: 'KNPM-FRESH', members: ['10.244.5.5'] } });
+    h.transports.get('npmipsets')!.current.emit('ADDED', fresh);
+    await h.settle();
+    expect(syncs.callCount, 'sync for an unreferenced set').to.equal(0);
+    expect(h.kernel.sets.has('KNPM-FRESH')).to.equal(false);
+    // A ruleset referencing it: one sync, and the set is programmed with it.
+    const rs = (h.transports.get('npmrulesets')!.lists[0] as unknown as { items: (KubernetesObject & { spec: { ipsets: object[] } })[] }).items[0]!;
+    const ref = { name: 'KNPM-FRESH', type: 'hash:ip', kind: 'PodSelector', family: 'IPv4', meaning: 'test', members: [] };
+    h.transports.get('npmrulesets')!.current.emit('MODIFIED', withRv({ ...rs, metadata: { ...rs.metadata, generation: 9 }, spec: { ...rs.spec, ipsets: [...rs.spec.ipsets, ref] } }));
+    await h.settle();
+    expect(syncs.callCount).to.equal(1);
+    expect([...(h.kernel.sets.get('KNPM-FRESH')?.members.keys() ?? [])], 'a referenced set is programmed').to.deep.equal(['10.244.5.5']);
+    // Now referenced: its member changes sync.
+    h.transports.get('npmipsets')!.current.emit('MODIFIED', withRv({ ...fresh, spec: { ...fresh.spec, members: ['10.244.5.5', '10.244.5.6'] } }));
+    await h.settle();
+    expect(syncs.callCount).to.equal(2);
+    expect([...(h.kernel.sets.get('KNPM-FRESH')?.members.keys() ?? [])], h.logs.slice(-5).join('\n')).to.include('10.244.5.6');
+  });
+});
+
 describe('AgentDaemon pod startup with node-scoped watches (ADR 0009, 0011)', () => {
   let h: Harness | undefined;
   afterEach(async () => {
