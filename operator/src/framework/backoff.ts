@@ -56,8 +56,8 @@ export interface BackoffOptions {
  * downwards; reset() after a success.
  *
  * The one backoff of the framework: the informer's list/watch, the Runner's retries (runner.ts:
- * the agent's syncs and NpmNode reports, the agent DaemonSet manager) and the Converger's in-call
- * retries use it. A server that answers 429/503 with Retry-After is obeyed instead (delayAfter()): the server
+ * the agent's syncs and NpmNode reports, the agent DaemonSet manager), the work queue's per-key
+ * retries (queue.ts) and the Converger's in-call retries use it. A server that answers 429/503 with Retry-After is obeyed instead (delayAfter()): the server
  * knows when it will be ready, and its throttling is not our failure, so it does not grow the next
  * delay. The cap is what bounds catch-up after an outage: the first attempt after the server is back
  * comes at most maxMs later, so keep maxMs small where freshness matters.

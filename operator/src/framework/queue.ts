@@ -9,7 +9,8 @@
  *    worker finishes, the key goes to the END of the FIFO and runs again (so the worker always sees
  *    the latest state: level-based).
  *  - A worker that throws is retried after max(per-key exponential backoff, overall token bucket):
- *    baseDelayMs * 2^(failures-1) capped at maxDelayMs, and at most `ratePerSecond` retries per
+ *    the framework Backoff per key (baseDelayMs * 2^(failures-1) capped at maxDelayMs; a 429/503's
+ *    Retry-After as given, without growing the key's delay), and at most `ratePerSecond` retries per
  *    second after a burst of `burst`. Success resets the key's failure count. A TerminalError
  *    (invalid input, say) is logged and not retried.
  *  - Worker errors never escape: no unhandled rejection, no crash.
@@ -22,7 +23,7 @@
  *    flight have returned.
  * Effects: the injected Clock (delays); the worker.
  */
-import { realClock, type Clock } from './backoff.js';
+import { Backoff, realClock, type Clock } from './backoff.js';
 import { formatError } from './kube.js';
 
 /** Thrown by a worker for a failure that retrying cannot fix; the key is not requeued. */
@@ -78,7 +79,8 @@ export class WorkQueue {
   private readonly processing = new Set<string>();
   private readonly dirty = new Set<string>();
   private readonly waiting = new Map<string, { due: number; ac: AbortController }>();
-  private readonly failuresByKey = new Map<string, number>();
+  /** Per failing key, the framework Backoff (forgotten when the key succeeds or fails for good). */
+  private readonly failuresByKey = new Map<string, Backoff>();
   private readonly inflight = new Set<Promise<void>>();
   private readonly clock: Clock;
   private readonly log: (msg: string) => void;
@@ -156,7 +158,7 @@ export class WorkQueue {
 
   /** Consecutive failures of `key` since its last success. */
   failuresOf(key: string): number {
-    return this.failuresByKey.get(key) ?? 0;
+    return this.failuresByKey.get(key)?.attempts ?? 0;
   }
 
   stats(): WorkQueueStats {
@@ -209,12 +211,14 @@ export class WorkQueue {
         this.failuresByKey.delete(key);
         this.log(`${key}: terminal error, not retrying: ${formatError(err)}`);
       } else {
-        const n = (this.failuresByKey.get(key) ?? 0) + 1;
-        this.failuresByKey.set(key, n);
-        const delay = Math.max(this.keyDelay(n), this.bucketDelay());
+        let backoff = this.failuresByKey.get(key);
+        if (!backoff) this.failuresByKey.set(key, (backoff = new Backoff({ initialMs: this.baseDelayMs, maxMs: this.maxDelayMs })));
+        // The API server's Retry-After (429, 503) is obeyed as given and does not grow the key's delay.
+        const delay = Math.max(backoff.delayAfter(err), this.bucketDelay());
+        const n = backoff.attempts;
         if (!this.stopped) {
           this.counters.retries++;
-          this.log(`${key}: failed (attempt ${n}), retrying in ${Math.round(delay)} ms: ${formatError(err)}`);
+          this.log(`${key}: failed (${n ? `attempt ${n}` : 'the server asked to retry later'}), retrying in ${Math.round(delay)} ms: ${formatError(err)}`);
           this.addAfter(key, delay);
         }
       }
@@ -223,10 +227,6 @@ export class WorkQueue {
       if (this.dirty.delete(key) && !this.stopped) this.ready.add(key);
       this.schedulePump();
     }
-  }
-
-  private keyDelay(failures: number): number {
-    return Math.min(this.maxDelayMs, this.baseDelayMs * Math.pow(2, Math.min(failures - 1, 62)));
   }
 
   /** Reserve one token; the wait until it is ours (0 when the bucket has one). */
