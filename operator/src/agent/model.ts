@@ -18,7 +18,7 @@
 import { BASE_CHAINS, renderChains } from './iptables/render.js';
 import type { DesiredSet } from './ipset/plan.js';
 import { compareMembers, markSorted, memberKey, normalizeMember, recordDelta } from './ipset/render.js';
-import { LOCAL_PODS_SET, MAX_CHAIN_NAME, MAX_SET_NAME, OWNED_PREFIX, isOwned } from '../api/names.js';
+import { CHAIN_EGRESS, CHAIN_INGRESS, LOCAL_PODS_SET, MAX_CHAIN_NAME, MAX_SET_NAME, OWNED_PREFIX, isOwned } from '../api/names.js';
 import { API_VERSION, IPSET_KIND, RULESET_KIND, type NpmIPSet, type NpmRuleSet, type SetType } from '../api/types.js';
 
 export interface DesiredState {
@@ -165,95 +165,193 @@ export interface BuildOptions {
   podCidrs?: readonly string[];
 }
 
+/** Memoized per object (see the header): validation of one object depends on that object only. */
+const RULESET_PROBLEMS = new WeakMap<object, string | null>();
+const IPSET_PROBLEMS = new WeakMap<object, string | null>();
+
+function memoProblem(memo: WeakMap<object, string | null>, o: Record<string, unknown>, check: (o: Record<string, unknown>) => string | undefined): string | undefined {
+  let p = memo.get(o);
+  if (p === undefined) memo.set(o, (p = check(o) ?? null));
+  return p ?? undefined;
+}
+
+/** What one ruleset contributes to the chains: its policy chains, its direction-chain pairs, render problems. */
+interface RenderedRuleset {
+  chains: [string, string[]][];
+  jumps: Record<'Egress' | 'Ingress', readonly string[]>;
+  problems: readonly string[];
+}
+
+const RENDERED = new WeakMap<NpmRuleSet, RenderedRuleset>();
+
+/**
+ * One ruleset rendered by iptables/render.ts alone, memoized by object: renderChains of a single
+ * ruleset holds its policy chains and, in the direction chains, its pairs before the DROP tail.
+ * Concatenating these per ruleset, in ruleset order, is exactly renderChains of all of them (the
+ * pairs of a ruleset do not depend on the others, nor on the local set or the pod CIDRs).
+ */
+function renderRuleset(rs: NpmRuleSet): RenderedRuleset {
+  let r = RENDERED.get(rs);
+  if (r) return r;
+  const one = renderChains([rs]);
+  const chains: [string, string[]][] = [];
+  for (const [name, rules] of one.chains) if (!BASE_CHAINS.includes(name)) chains.push([name, rules]);
+  const tailless = (c: string): readonly string[] => (one.chains.get(c) ?? []).slice(0, -1);
+  r = { chains, jumps: { Egress: tailless(CHAIN_EGRESS), Ingress: tailless(CHAIN_INGRESS) }, problems: one.problems };
+  RENDERED.set(rs, r);
+  return r;
+}
+
+/**
+ * What the previous build with the same SetCache produced, reused when its inputs are the same
+ * objects: the direction chains (kept as the same arrays, so the planner skips them by identity),
+ * the base chains, and the local pods' member Map.
+ */
+interface BuildMemo {
+  layout: Layout;
+  rendered: readonly RenderedRuleset[];
+  baseKey: string;
+  base: Map<string, string[]>;
+  egress: readonly string[];
+  ingress: readonly string[];
+  localIn?: ReadonlySet<string>;
+  local?: { members: Map<string, string>; problems: string[] };
+}
+
+const BUILD_MEMO = new WeakMap<SetCache, BuildMemo>();
+
+function sameRefs<T>(a: readonly T[], b: readonly T[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** Whether a cached set's inputs are the same objects as [type, ...inline, ...shards]. */
+function sameInputs(cached: readonly unknown[], type: SetType, inline: readonly string[] | undefined, shards: readonly NpmIPSet[] | undefined): boolean {
+  const n = inline?.length ?? 0;
+  if (cached.length !== 1 + n + (shards?.length ?? 0) || cached[0] !== type) return false;
+  for (let i = 0; i < n; i++) if (cached[1 + i] !== inline![i]) return false;
+  for (let i = 0; i < (shards?.length ?? 0); i++) if (cached[1 + n + i] !== shards![i]) return false;
+  return true;
+}
+
+/** A set being built: the ref or use that declared it, and its sources. */
+interface SetDraft {
+  name: string;
+  type: SetType;
+  meaning: string;
+  inline?: string[];
+}
+
+/** The valid rulesets (in input order) and what follows from them alone: reused while they are the same objects. */
+interface Layout {
+  input: readonly NpmRuleSet[];
+  /** Programmed, by namespace/name; a ruleset whose chain name another one took first is not. */
+  accepted: readonly NpmRuleSet[];
+  /** Every set they reference or use, in order: refs first, then names chains use without a ref. */
+  drafts: ReadonlyMap<string, SetDraft>;
+  problems: readonly string[];
+}
+
+function rulesetLayout(input: readonly NpmRuleSet[]): Layout {
+  const problems: string[] = [];
+  // Stable sort (equal keys keep their input order).
+  const sorted = input.map((rs) => ({ rs, key: `${rs.spec.policy.namespace}/${rs.spec.policy.name}` })).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+
+  // Chain names must be unique across rulesets: keep the first (by namespace/name).
+  const chainOwner = new Map<string, string>();
+  const accepted: { rs: NpmRuleSet; key: string }[] = [];
+  for (const r of sorted) {
+    const clash = r.rs.spec.chains.find((c) => chainOwner.has(c.name) && chainOwner.get(c.name) !== r.key);
+    if (clash) {
+      problems.push(`NpmRuleSet ${r.key}: chain ${clash.name} is also written by ${chainOwner.get(clash.name)}; ruleset skipped`);
+      continue;
+    }
+    for (const c of r.rs.spec.chains) chainOwner.set(c.name, r.key);
+    accepted.push(r);
+  }
+
+  // Sets: refs first, then names used by chains without a ref.
+  const drafts = new Map<string, SetDraft>();
+  for (const { rs, key } of accepted) {
+    for (const ref of rs.spec.ipsets) {
+      const have = drafts.get(ref.name);
+      if (have && have.type !== ref.type) {
+        problems.push(`NpmRuleSet ${key}: set ${ref.name} is ${ref.type} here but ${have.type} elsewhere; keeping ${have.type}`);
+        continue;
+      }
+      if (!have) drafts.set(ref.name, ref.kind === 'IPBlock' ? { name: ref.name, type: ref.type, meaning: ref.meaning, inline: ref.members ?? [] } : { name: ref.name, type: ref.type, meaning: ref.meaning });
+    }
+  }
+  const use = (name: string, type: SetType, rs: string, chain: string): void => {
+    if (drafts.has(name)) return;
+    problems.push(`NpmRuleSet ${rs} chain ${chain}: set ${name} has no entry in spec.ipsets; created empty as ${type}`);
+    drafts.set(name, { name, type, meaning: name });
+  };
+  for (const { rs, key } of accepted) {
+    for (const c of rs.spec.chains) {
+      use(c.targetSet, 'hash:ip', key, c.name);
+      for (const r of c.rules) {
+        if (r.match.peerSet) use(r.match.peerSet, 'hash:ip', key, c.name);
+        if (r.match.namedPortSet) use(r.match.namedPortSet, 'hash:ip,port', key, c.name);
+      }
+    }
+  }
+  return { input, accepted: accepted.map((a) => a.rs), drafts, problems };
+}
+
 export function buildDesired(objects: readonly unknown[], opts: BuildOptions = {}): DesiredState {
   const problems: string[] = [];
   const rulesets: NpmRuleSet[] = [];
   const shards = new Map<string, NpmIPSet[]>();
+  const idOf = (o: Record<string, unknown>): string => {
+    const meta = isObj(o.metadata) ? o.metadata : {};
+    return `${String(o.kind)} ${meta.namespace ? `${String(meta.namespace)}/` : ''}${String(meta.name)}`;
+  };
   for (const o of objects) {
     if (!isObj(o) || o.apiVersion !== API_VERSION || (o.kind !== RULESET_KIND && o.kind !== IPSET_KIND)) {
       problems.push(`ignored an object that is not ${API_VERSION} ${RULESET_KIND}/${IPSET_KIND}: ${JSON.stringify(isObj(o) ? { apiVersion: o.apiVersion, kind: o.kind } : o)}`);
       continue;
     }
-    const meta = isObj(o.metadata) ? o.metadata : {};
-    const id = `${String(o.kind)} ${meta.namespace ? `${String(meta.namespace)}/` : ''}${String(meta.name)}`;
     if (o.kind === RULESET_KIND) {
-      const p = rulesetProblem(o);
-      if (p) problems.push(`${id}: ${p}; ruleset skipped`);
+      const p = memoProblem(RULESET_PROBLEMS, o, rulesetProblem);
+      if (p) problems.push(`${idOf(o)}: ${p}; ruleset skipped`);
       else rulesets.push(o as unknown as NpmRuleSet);
     } else {
-      const p = ipSetProblem(o);
+      const p = memoProblem(IPSET_PROBLEMS, o, ipSetProblem);
       if (p) {
-        problems.push(`${id}: ${p}; skipped`);
+        problems.push(`${idOf(o)}: ${p}; skipped`);
         continue;
       }
       const set = (o as unknown as NpmIPSet).spec.setName;
-      const list = shards.get(set) ?? [];
-      list.push(o as unknown as NpmIPSet);
-      shards.set(set, list);
+      const list = shards.get(set);
+      if (list) list.push(o as unknown as NpmIPSet);
+      else shards.set(set, [o as unknown as NpmIPSet]);
     }
   }
-  const key = (rs: NpmRuleSet): string => `${rs.spec.policy.namespace}/${rs.spec.policy.name}`;
-  rulesets.sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0));
-
-  // Chain names must be unique across rulesets: keep the first (by namespace/name).
-  const chainOwner = new Map<string, string>();
-  const accepted: NpmRuleSet[] = [];
-  for (const rs of rulesets) {
-    const clash = rs.spec.chains.find((c) => chainOwner.has(c.name) && chainOwner.get(c.name) !== key(rs));
-    if (clash) {
-      problems.push(`NpmRuleSet ${key(rs)}: chain ${clash.name} is also written by ${chainOwner.get(clash.name)}; ruleset skipped`);
-      continue;
-    }
-    for (const c of rs.spec.chains) chainOwner.set(c.name, key(rs));
-    accepted.push(rs);
-  }
-
-  // Sets: refs first, then names used by chains without a ref.
-  const sets = new Map<string, DesiredSet & { members: Map<string, string>; inline?: string[]; kind?: string }>();
-  for (const rs of accepted) {
-    for (const ref of rs.spec.ipsets) {
-      const have = sets.get(ref.name);
-      if (have && have.type !== ref.type) {
-        problems.push(`NpmRuleSet ${key(rs)}: set ${ref.name} is ${ref.type} here but ${have.type} elsewhere; keeping ${have.type}`);
-        continue;
-      }
-      if (!have) sets.set(ref.name, { name: ref.name, type: ref.type, meaning: ref.meaning, members: new Map(), inline: ref.kind === 'IPBlock' ? (ref.members ?? []) : undefined, kind: ref.kind });
-    }
-  }
-  const use = (name: string, type: SetType, where: string): void => {
-    if (sets.has(name)) return;
-    problems.push(`${where}: set ${name} has no entry in spec.ipsets; created empty as ${type}`);
-    sets.set(name, { name, type, meaning: name, members: new Map() });
-  };
-  for (const rs of accepted) {
-    for (const c of rs.spec.chains) {
-      use(c.targetSet, 'hash:ip', `NpmRuleSet ${key(rs)} chain ${c.name}`);
-      for (const r of c.rules) {
-        if (r.match.peerSet) use(r.match.peerSet, 'hash:ip', `NpmRuleSet ${key(rs)} chain ${c.name}`);
-        if (r.match.namedPortSet) use(r.match.namedPortSet, 'hash:ip,port', `NpmRuleSet ${key(rs)} chain ${c.name}`);
-      }
-    }
-  }
-  for (const s of sets.values()) {
-    const inputs: unknown[] = [s.type, ...(s.inline ?? []), ...(shards.get(s.name) ?? [])];
+  const memo = opts.cache ? BUILD_MEMO.get(opts.cache) : undefined;
+  const layout = memo && sameRefs(memo.layout.input, rulesets) ? memo.layout : rulesetLayout(rulesets);
+  problems.push(...layout.problems);
+  const { accepted, drafts } = layout;
+  const sets = new Map<string, DesiredSet>();
+  for (const s of drafts.values()) {
+    const own = shards.get(s.name);
     const cached = opts.cache?.get(s.name);
-    if (cached && cached.inputs.length === inputs.length && cached.inputs.every((x, i) => x === inputs[i])) {
-      s.members = cached.members;
-      delete s.inline;
-      delete s.kind;
+    const done = (members: Map<string, string>): void => void sets.set(s.name, { name: s.name, type: s.type, meaning: s.meaning, members });
+    if (cached && sameInputs(cached.inputs, s.type, s.inline, own)) {
+      done(cached.members);
       continue;
     }
-    const derived = cached && !s.inline?.length ? deriveMembers(s.type, cached, inputs, shards.get(s.name) ?? []) : undefined;
+    const inputs: unknown[] = [s.type, ...(s.inline ?? []), ...(own ?? [])];
+    const derived = cached && !s.inline?.length ? deriveMembers(s.type, cached, inputs, own ?? []) : undefined;
     if (derived) {
-      s.members = derived;
       opts.cache?.set(s.name, { inputs, members: derived });
-      delete s.inline;
-      delete s.kind;
+      done(derived);
       continue;
     }
     const raw: { from: string; member: unknown }[] = [];
     if (s.inline) for (const m of s.inline) raw.push({ from: `set ${s.name} (inline)`, member: m });
-    for (const sh of shards.get(s.name) ?? []) {
+    for (const sh of own ?? []) {
       if (sh.spec.type !== s.type) {
         problems.push(`NpmIPSet ${sh.metadata.name}: type ${sh.spec.type} differs from the ruleset's ${s.type}; shard skipped`);
         continue;
@@ -267,29 +365,78 @@ export function buildDesired(objects: readonly unknown[], opts: BuildOptions = {
       else norm.push(r.member);
     }
     norm.sort(compareMembers);
+    const members = new Map<string, string>();
     for (const m of norm) {
       const k = memberKey(s.type, m);
-      const prev = s.members.get(k);
+      const prev = members.get(k);
       // Two entries for one CIDR, one of them "nomatch": the exception wins (fail closed).
-      if (prev === undefined || m.endsWith(' nomatch')) s.members.set(k, m);
-    }
-    markSorted(s.members);
-    opts.cache?.set(s.name, { inputs, members: s.members });
-    delete s.inline;
-    delete s.kind;
-  }
-  if (opts.cache) for (const name of [...opts.cache.keys()]) if (!sets.has(name)) opts.cache.delete(name);
-  if (opts.localPods) {
-    const members = new Map<string, string>();
-    for (const ip of [...opts.localPods].sort(compareMembers)) {
-      const r = normalizeMember('hash:ip', ip);
-      if ('error' in r) problems.push(`local pod address ${r.error}; dropped`);
-      else members.set(memberKey('hash:ip', r.member), r.member);
+      if (prev === undefined || m.endsWith(' nomatch')) members.set(k, m);
     }
     markSorted(members);
-    sets.set(LOCAL_PODS_SET, { name: LOCAL_PODS_SET, type: 'hash:ip', meaning: "this node's own pods", members });
+    opts.cache?.set(s.name, { inputs, members });
+    done(members);
   }
-  const rendered = renderChains(accepted, opts.localPods ? LOCAL_PODS_SET : undefined, opts.localPods ? opts.podCidrs : undefined);
-  problems.push(...rendered.problems);
-  return { sets, chains: rendered.chains, hook: true, policies: accepted.length, problems };
+  if (opts.cache && opts.cache.size > sets.size) for (const name of [...opts.cache.keys()]) if (!sets.has(name)) opts.cache.delete(name);
+  let local: BuildMemo['local'];
+  let localIn: ReadonlySet<string> | undefined;
+  if (opts.localPods) {
+    localIn = new Set(opts.localPods);
+    // The same addresses as the previous build: its Map (the planner skips it by identity).
+    if (memo?.local && memo.localIn?.size === localIn.size && [...localIn].every((ip) => memo.localIn!.has(ip))) {
+      local = memo.local;
+      localIn = memo.localIn;
+    } else {
+      local = { members: new Map<string, string>(), problems: [] };
+      for (const ip of [...localIn].sort(compareMembers)) {
+        const r = normalizeMember('hash:ip', ip);
+        if ('error' in r) local.problems.push(`local pod address ${r.error}; dropped`);
+        else local.members.set(memberKey('hash:ip', r.member), r.member);
+      }
+      markSorted(local.members);
+    }
+    problems.push(...local.problems);
+    sets.set(LOCAL_PODS_SET, { name: LOCAL_PODS_SET, type: 'hash:ip', meaning: "this node's own pods", members: local.members });
+  }
+  const chains = assembleChains(accepted, opts, memo, problems);
+  if (opts.cache) BUILD_MEMO.set(opts.cache, { ...chains.memo, layout, ...(local ? { local, localIn } : {}) });
+  return { sets, chains: chains.chains, hook: true, policies: accepted.length, problems };
+}
+
+/**
+ * renderChains(rulesets, local set, pod CIDRs) from the per-ruleset renderings: the base chains of
+ * the local set and pod CIDRs, the direction chains as every ruleset's pairs in order then the DROP
+ * tail, then the policy chains. Reuses the previous build's arrays when made of the same parts.
+ */
+function assembleChains(accepted: readonly NpmRuleSet[], opts: BuildOptions, memo: BuildMemo | undefined, problems: string[]): { chains: Map<string, readonly string[]>; memo: Omit<BuildMemo, 'local' | 'localIn' | 'layout'> } {
+  const localSet = opts.localPods ? LOCAL_PODS_SET : undefined;
+  const podCidrs = opts.localPods ? (opts.podCidrs ?? []) : [];
+  const rendered = accepted.map(renderRuleset);
+  for (const r of rendered) problems.push(...r.problems);
+  const baseKey = `${localSet ?? ''} ${podCidrs.join(',')}`;
+  const base = memo && memo.baseKey === baseKey ? memo.base : renderChains([], localSet, podCidrs).chains;
+  let egress: readonly string[];
+  let ingress: readonly string[];
+  if (memo && memo.base === base && sameRefs(memo.rendered, rendered)) {
+    egress = memo.egress;
+    ingress = memo.ingress;
+  } else {
+    const tail = (c: string): string => {
+      const rules = base.get(c) ?? [];
+      return rules[rules.length - 1] as string;
+    };
+    const e: string[] = [];
+    const i: string[] = [];
+    for (const r of rendered) {
+      for (const j of r.jumps.Egress) e.push(j);
+      for (const j of r.jumps.Ingress) i.push(j);
+    }
+    e.push(tail(CHAIN_EGRESS));
+    i.push(tail(CHAIN_INGRESS));
+    egress = e;
+    ingress = i;
+  }
+  const chains = new Map<string, readonly string[]>();
+  for (const [name, rules] of base) chains.set(name, name === CHAIN_EGRESS ? egress : name === CHAIN_INGRESS ? ingress : rules);
+  for (const r of rendered) for (const [name, rules] of r.chains) chains.set(name, rules);
+  return { chains, memo: { rendered, baseKey, base, egress, ingress } };
 }

@@ -64,12 +64,23 @@ export interface LocalPod {
 export function localPodsOf(pods: readonly Pod[]): LocalPod[] {
   const out: LocalPod[] = [];
   for (const p of pods) {
-    if (p.spec?.hostNetwork) continue;
-    if (p.status?.phase === 'Succeeded' || p.status?.phase === 'Failed') continue;
-    const ips = new Set<string>();
-    for (const ip of [p.status?.podIP, ...(p.status?.podIPs ?? []).map((x) => x.ip)]) if (ip && parseIPv4(ip) !== undefined) ips.add(ip);
-    for (const ip of ips) out.push({ uid: p.metadata.uid ?? '', namespace: p.metadata.namespace ?? '', name: p.metadata.name ?? '', labels: p.metadata.labels ?? {}, ip });
+    let mine = LOCAL_PODS.get(p);
+    if (!mine) LOCAL_PODS.set(p, (mine = localPodOf(p)));
+    for (const lp of mine) out.push(lp);
   }
+  return out;
+}
+
+/** localPodsOf of one pod object, memoized by identity: the informer replaces a pod only when it changes. */
+const LOCAL_PODS = new WeakMap<Pod, readonly LocalPod[]>();
+
+function localPodOf(p: Pod): LocalPod[] {
+  if (p.spec?.hostNetwork) return [];
+  if (p.status?.phase === 'Succeeded' || p.status?.phase === 'Failed') return [];
+  const ips = new Set<string>();
+  for (const ip of [p.status?.podIP, ...(p.status?.podIPs ?? []).map((x) => x.ip)]) if (ip && parseIPv4(ip) !== undefined) ips.add(ip);
+  const out: LocalPod[] = [];
+  for (const ip of ips) out.push({ uid: p.metadata.uid ?? '', namespace: p.metadata.namespace ?? '', name: p.metadata.name ?? '', labels: p.metadata.labels ?? {}, ip });
   return out;
 }
 
@@ -86,11 +97,20 @@ export interface PolicyTarget {
  */
 export function policyTargets(policies: readonly NetworkPolicy[]): PolicyTarget[] {
   return policies.map((np) => {
-    const errors: FieldError[] = [];
-    let selector = compileSelector(np.spec?.podSelector, 'spec.podSelector', errors);
-    if (errors.length) selector = compileSelector({}, 'spec.podSelector', []);
-    return { namespace: np.metadata.namespace ?? '', name: np.metadata.name ?? '', ...(np.metadata.uid ? { uid: np.metadata.uid } : {}), selector };
+    let t = TARGETS.get(np);
+    if (!t) TARGETS.set(np, (t = policyTarget(np)));
+    return t;
   });
+}
+
+/** policyTargets of one policy object, memoized by identity (compiling a selector is most of the cost). */
+const TARGETS = new WeakMap<NetworkPolicy, PolicyTarget>();
+
+function policyTarget(np: NetworkPolicy): PolicyTarget {
+  const errors: FieldError[] = [];
+  let selector = compileSelector(np.spec?.podSelector, 'spec.podSelector', errors);
+  if (errors.length) selector = compileSelector({}, 'spec.podSelector', []);
+  return { namespace: np.metadata.namespace ?? '', name: np.metadata.name ?? '', ...(np.metadata.uid ? { uid: np.metadata.uid } : {}), selector };
 }
 
 /** What the kernel holds (after a successful sync) or is about to hold (the selection being written). */
@@ -212,16 +232,35 @@ export class PodStartup {
   }
 }
 
-/** A view over rulesets and NpmIPSet shards (the selection being written). */
+/**
+ * A view over rulesets and NpmIPSet shards (the selection being written). A set's members are
+ * gathered when first asked for: the daemon asks only before its first sync, or for a pod waiting
+ * in strict mode, and gathering every set's members on each sync was most of its planning cost.
+ */
 export function selectionView(rulesets: readonly NpmRuleSet[], shards: readonly { spec: { setName: string; members: readonly string[] } }[]): ProgrammedView {
-  const rs = new Map(rulesets.map((r) => [`${r.metadata.namespace}/${r.metadata.name}`, r]));
+  let rs: Map<string, NpmRuleSet> | undefined;
+  let bySet: Map<string, (typeof shards)[number][]> | undefined;
   const members = new Map<string, Set<string>>();
-  for (const s of shards) {
-    let m = members.get(s.spec.setName);
-    if (!m) members.set(s.spec.setName, (m = new Set()));
-    for (const x of s.spec.members) m.add(x);
-  }
-  return { ruleset: (ns, name) => rs.get(`${ns}/${name}`), inSet: (set, ip) => members.get(set)?.has(ip) ?? false };
+  return {
+    ruleset: (ns, name) => (rs ??= new Map(rulesets.map((r) => [`${r.metadata.namespace}/${r.metadata.name}`, r]))).get(`${ns}/${name}`),
+    inSet: (set, ip) => {
+      let m = members.get(set);
+      if (!m) {
+        if (!bySet) {
+          bySet = new Map();
+          for (const s of shards) {
+            const list = bySet.get(s.spec.setName);
+            if (list) list.push(s);
+            else bySet.set(s.spec.setName, [s]);
+          }
+        }
+        m = new Set();
+        for (const s of bySet.get(set) ?? []) for (const x of s.spec.members) m.add(x);
+        members.set(set, m);
+      }
+      return m.has(ip);
+    },
+  };
 }
 
 /** A view over what a successful sync applied: its rulesets and the desired state's member maps (keyed by address for hash:ip). */

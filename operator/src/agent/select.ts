@@ -24,23 +24,33 @@ export interface Selection {
   heldBack: string[];
 }
 
+/** What String.prototype.localeCompare uses without arguments, created once. */
+const COLLATOR = new Intl.Collator();
+
 function key(rs: NpmRuleSet): string {
   return `${rs.metadata.namespace}/${rs.metadata.name}`;
 }
 
-/** Per set name: are all its shards present (same shardCount, every shard index once)? */
+/** Per set name: are all its shards present (same shardCount, every shard index once)? Answers are memoized per call. */
 export function shardCompleteness(ipsets: readonly NpmIPSet[]): (set: string) => boolean {
   const shards = new Map<string, NpmIPSet[]>();
   for (const s of ipsets) {
-    const list = shards.get(s.spec.setName) ?? [];
-    list.push(s);
-    shards.set(s.spec.setName, list);
+    const list = shards.get(s.spec.setName);
+    if (list) list.push(s);
+    else shards.set(s.spec.setName, [s]);
   }
+  const known = new Map<string, boolean>();
   return (set: string): boolean => {
+    let ok = known.get(set);
+    if (ok !== undefined) return ok;
     const list = shards.get(set);
-    if (!list?.length) return false;
-    const want = list[0]!.spec.shardCount;
-    return list.length >= want && new Set(list.filter((s) => s.spec.shardCount === want).map((s) => s.spec.shard)).size === want;
+    if (!list?.length) ok = false;
+    else {
+      const want = list[0]!.spec.shardCount;
+      ok = list.length >= want && new Set(list.filter((s) => s.spec.shardCount === want).map((s) => s.spec.shard)).size === want;
+    }
+    known.set(set, ok);
+    return ok;
   };
 }
 
@@ -49,8 +59,40 @@ function hasMembers(rs: NpmRuleSet, set: string, complete: (set: string) => bool
   return rs.spec.ipsets.some((r) => r.name === set && r.kind === 'IPBlock') || complete(set);
 }
 
+/**
+ * What a ruleset needs complete, from that object alone, memoized by identity (the informer keeps
+ * an unchanged object as the same JS object): its key, the target sets and the peer/named-port sets
+ * of its chains that are not IPBlock sets of its own, and its applied entry.
+ */
+interface Needs {
+  key: string;
+  targets: readonly string[];
+  ruleSets: readonly string[];
+  applied: AppliedRuleSet;
+}
+
+const NEEDS = new WeakMap<NpmRuleSet, Needs>();
+
+function needsOf(rs: NpmRuleSet): Needs {
+  let n = NEEDS.get(rs);
+  if (n) return n;
+  const inline = new Set(rs.spec.ipsets.filter((r) => r.kind === 'IPBlock').map((r) => r.name));
+  const targets = new Set<string>();
+  const ruleSets = new Set<string>();
+  for (const c of rs.spec.chains) {
+    if (!inline.has(c.targetSet)) targets.add(c.targetSet);
+    for (const r of c.rules) for (const x of [r.match.peerSet, r.match.namedPortSet]) if (x !== undefined && !inline.has(x)) ruleSets.add(x);
+  }
+  const m = rs.metadata;
+  n = { key: key(rs), targets: [...targets], ruleSets: [...ruleSets], applied: { namespace: m.namespace ?? '', name: m.name, generation: m.generation ?? 0, ...(m.uid ? { uid: m.uid } : {}) } };
+  NEEDS.set(rs, n);
+  return n;
+}
+
 /** Target sets of the ruleset's chains whose members are not all known. */
 export function incompleteTargets(rs: NpmRuleSet, complete: (set: string) => boolean): string[] {
+  // Nearly always none: found without allocating.
+  if (needsOf(rs).targets.every(complete)) return [];
   return [...new Set(rs.spec.chains.map((c) => c.targetSet))].filter((t) => !hasMembers(rs, t, complete));
 }
 
@@ -61,6 +103,8 @@ export function incompleteTargets(rs: NpmRuleSet, complete: (set: string) => boo
 export function withoutIncompleteRules(rs: NpmRuleSet, complete: (set: string) => boolean): { ruleset: NpmRuleSet; dropped: string[] } {
   const dropped: string[] = [];
   const usable = (set: string | undefined): boolean => set === undefined || hasMembers(rs, set, complete);
+  // Nearly always every rule is usable: the same object, found without allocating.
+  if (needsOf(rs).ruleSets.every(complete)) return { ruleset: rs, dropped };
   const chains = rs.spec.chains.map((c) => {
     const rules = c.rules.filter((r) => usable(r.match.peerSet) && usable(r.match.namedPortSet));
     if (rules.length === c.rules.length) return c;
@@ -76,6 +120,33 @@ export function withoutIncompleteRules(rs: NpmRuleSet, complete: (set: string) =
   return { ruleset: { ...rs, spec: { ...rs.spec, chains, ipsets: rs.spec.ipsets.filter((r) => used.has(r.name)) } }, dropped };
 }
 
+/**
+ * Whether a shard holds a local address, memoized per shard object for one content of the local
+ * addresses: `local` is the Set object that stands for that content (localToken).
+ */
+const HOLDS_LOCAL = new WeakMap<NpmIPSet, { local: ReadonlySet<string>; holds: boolean }>();
+
+/** The local addresses each caller (known by its lastApplied Map) passed last time. */
+const LAST_LOCAL = new WeakMap<object, ReadonlySet<string>>();
+
+/**
+ * The Set standing for the content of `localIPs`: the caller's previous one when equal (a sync
+ * without a local pod change reuses every shard's answer), else `localIPs` itself.
+ */
+function localToken(caller: object, localIPs: ReadonlySet<string>): ReadonlySet<string> {
+  const prev = LAST_LOCAL.get(caller);
+  if (prev && prev.size === localIPs.size) {
+    let same = true;
+    for (const ip of localIPs) if (!prev.has(ip)) {
+      same = false;
+      break;
+    }
+    if (same) return prev;
+  }
+  LAST_LOCAL.set(caller, localIPs);
+  return localIPs;
+}
+
 export function selectLocal(
   rulesets: readonly NpmRuleSet[],
   ipsets: readonly NpmIPSet[],
@@ -89,8 +160,15 @@ export function selectLocal(
     shards.set(s.spec.setName, list);
   }
   const complete = shardCompleteness(ipsets);
-  const guardsLocal = (rs: NpmRuleSet): boolean =>
-    rs.spec.chains.some((c) => (shards.get(c.targetSet) ?? []).some((s) => s.spec.members.some((m) => localIPs.has(m))));
+  const local = localToken(lastApplied, localIPs);
+  const holdsLocal = (s: NpmIPSet): boolean => {
+    const memo = HOLDS_LOCAL.get(s);
+    if (memo?.local === local) return memo.holds;
+    const holds = s.spec.members.some((m) => localIPs.has(m));
+    HOLDS_LOCAL.set(s, { local, holds });
+    return holds;
+  };
+  const guardsLocal = (rs: NpmRuleSet): boolean => rs.spec.chains.some((c) => (shards.get(c.targetSet) ?? []).some(holdsLocal));
 
   const chosen: NpmRuleSet[] = [];
   /** Programmed without some allow rules: not reported as applied. */
@@ -104,7 +182,10 @@ export function selectLocal(
       heldBack.push(`${key(rs)}: ${what} without ${t.dropped.length} allow rule(s) until their sets are complete (fail closed): ${t.dropped.join('; ')}`);
     }
   };
-  for (const rs of [...rulesets].sort((a, b) => key(a).localeCompare(key(b)))) {
+  // The order localeCompare gives (the default collator), with each key built once.
+  const keyed = rulesets.map((rs) => ({ rs, k: needsOf(rs).key }));
+  keyed.sort((a, b) => COLLATOR.compare(a.k, b.k));
+  for (const { rs } of keyed) {
     const missing = incompleteTargets(rs, complete);
     if (!missing.length) {
       if (guardsLocal(rs)) choose(rs, `generation ${rs.metadata.generation ?? '?'} programmed`);
@@ -117,11 +198,12 @@ export function selectLocal(
       heldBack.push(`${key(rs)}: kept at generation ${prev.metadata.generation ?? '?'}, ${why}`);
     } else heldBack.push(`${key(rs)}: not programmed yet, ${why}`);
   }
-  const used = new Set(chosen.flatMap((rs) => rs.spec.ipsets.map((r) => r.name)));
+  const used = new Set<string>();
+  for (const rs of chosen) for (const r of rs.spec.ipsets) used.add(r.name);
   const sets = ipsets.filter((s) => used.has(s.spec.setName));
   return {
     objects: [...sets, ...chosen],
-    applied: chosen.filter((rs) => !partial.has(rs)).map((rs) => ({ namespace: rs.metadata.namespace ?? '', name: rs.metadata.name, generation: rs.metadata.generation ?? 0, ...(rs.metadata.uid ? { uid: rs.metadata.uid } : {}) })),
+    applied: chosen.filter((rs) => !partial.has(rs)).map((rs) => needsOf(rs).applied),
     heldBack,
   };
 }
