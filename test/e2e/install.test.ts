@@ -11,7 +11,7 @@
 //    DaemonSet owned by the operator Deployment, re-creates it after `kubectl delete`, reverts
 //    `kubectl set image`.
 import { expect } from 'chai';
-import { copyFile, mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
+import { copyFile, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KubeConfig, type V1DaemonSet } from '@kubernetes/client-node';
@@ -100,6 +100,10 @@ describe('install manifests against a real API server (e2e)', function () {
       figures.push(`OLM CRDs (${files.length}, from ${mod.Version}) applied and Established: ${ms(t0)}`);
       bundleDir = join(REPO, 'config/olm');
     });
+    after(async () => {
+      // The CRD copies: read once by the before hook's apply, not needed after the suite.
+      if (olmDir) await rm(olmDir, { recursive: true, force: true });
+    });
 
     it('the CSV and every bundle manifest pass a server dry run against OLM\'s CSV schema', async () => {
       const manifests = (await readdir(join(bundleDir, 'manifests'))).sort();
@@ -132,17 +136,21 @@ describe('install manifests against a real API server (e2e)', function () {
     });
     it('the validators do report errors (a bundle with a bad minKubeVersion fails)', async () => {
       const dir = await mkdtemp(join(tmpdir(), 'kube-npm-olm-bad-'));
-      for (const sub of ['manifests', 'metadata']) {
-        await run('cp', ['-r', join(bundleDir, sub), join(dir, sub)]);
+      try {
+        for (const sub of ['manifests', 'metadata']) {
+          await run('cp', ['-r', join(bundleDir, sub), join(dir, sub)]);
+        }
+        const f = join(dir, 'manifests/kube-npm.clusterserviceversion.yaml');
+        const text = await readFile(f, 'utf8');
+        expect(text).to.match(/^ {2}minKubeVersion: 1\.25\.0$/m);
+        await writeFile(f, text.replace(/^ {2}minKubeVersion: 1\.25\.0$/m, '  minKubeVersion: soon'));
+        const r = await runIn(HACK_OLM, 'go', ['run', './validate', dir]);
+        expect(r.code).to.equal(1);
+        expect(r.stdout).to.match(/ERROR kube-npm\.v0\.1\.0: .*MinKubeVersion has an invalid value: soon/);
+      } finally {
+        // Also when an expectation fails: a failed run must not leave the bundle copy behind.
+        await rm(dir, { recursive: true, force: true });
       }
-      const f = join(dir, 'manifests/kube-npm.clusterserviceversion.yaml');
-      const text = await readFile(f, 'utf8');
-      expect(text).to.match(/^ {2}minKubeVersion: 1\.25\.0$/m);
-      await writeFile(f, text.replace(/^ {2}minKubeVersion: 1\.25\.0$/m, '  minKubeVersion: soon'));
-      const r = await runIn(HACK_OLM, 'go', ['run', './validate', dir]);
-      expect(r.code).to.equal(1);
-      expect(r.stdout).to.match(/ERROR kube-npm\.v0\.1\.0: .*MinKubeVersion has an invalid value: soon/);
-      await run('rm', ['-rf', dir]);
     });
   });
 

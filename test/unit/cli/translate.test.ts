@@ -1,7 +1,7 @@
 // The translate command as a user runs it: the built binary through npx, exit codes, stdout/stderr.
 import { expect } from 'chai';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -16,9 +16,19 @@ function kubeNpm(args: string[]) {
 
 describe('kube-npm translate (built binary)', function () {
   this.timeout(60000);
+  /** Temp dirs of the input files the tests write; removed after the suite. */
+  const dirs: string[] = [];
+  const tempDir = (): string => {
+    const d = mkdtempSync(join(tmpdir(), 'knpm-cli-'));
+    dirs.push(d);
+    return d;
+  };
   before(function () {
     // The test command builds first; build here too when the file runs alone.
     execFileSync('npm', ['run', '--silent', 'build'], { cwd: repo, stdio: 'ignore' });
+  });
+  after(() => {
+    for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
   });
 
   it('writes a v1 List of NpmIPSets then NpmRuleSets, byte-identical across runs, warning on other kinds', () => {
@@ -43,7 +53,7 @@ describe('kube-npm translate (built binary)', function () {
   });
 
   it('reads JSON Lists and several files', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'knpm-cli-'));
+    const dir = tempDir();
     const ns = join(dir, 'ns.json');
     const np = join(dir, 'np.yaml');
     writeFileSync(ns, JSON.stringify({ apiVersion: 'v1', kind: 'List', items: [{ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'a' } }] }));
@@ -55,7 +65,7 @@ describe('kube-npm translate (built binary)', function () {
   });
 
   it('invalid input: exit 2, names file, object and field, nothing on stdout', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'knpm-cli-'));
+    const dir = tempDir();
     const bad = join(dir, 'bad.yaml');
     writeFileSync(
       bad,
@@ -79,7 +89,7 @@ describe('kube-npm translate (built binary)', function () {
 
   it('unreadable file and broken YAML: exit 2 with the file name', () => {
     expect(kubeNpm(['translate', '-f', '/nonexistent.yaml']).stderr).to.contain('/nonexistent.yaml: cannot read');
-    const dir = mkdtempSync(join(tmpdir(), 'knpm-cli-'));
+    const dir = tempDir();
     const bad = join(dir, 'broken.yaml');
     writeFileSync(bad, 'kind: [unclosed\n');
     const r = kubeNpm(['translate', '-f', bad]);
