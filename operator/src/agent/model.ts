@@ -10,6 +10,15 @@
  *    member Maps and rule arrays as its model of the kernel (plan.ts appliedState) and plans later
  *    syncs against them, comparing by identity first; so nothing may change them afterwards (the
  *    types say ReadonlyMap / readonly string[]). Build a new state for every change.
+ *  - Cost (issue #10): a sync plans from the informers' caches, which keep an unchanged object as
+ *    the same JS object. What follows from one object alone is memoized by identity (WeakMaps:
+ *    validation, each ruleset's rendered chains); with a SetCache, what follows from the list of
+ *    rulesets (order, chain owners, set drafts), the direction chains, the base chains and
+ *    KNPM-LOCAL's Map are reused while their inputs are the same objects, and a set's members while
+ *    its shards are (SetCache). A sync where one object changed costs O(objects) identity checks
+ *    plus the work for that object; results equal the uncached computation
+ *    (test/unit/agent/memo.test.ts). Objects given to buildDesired must therefore never be mutated
+ *    (the informers replace them; build new ones).
  *  - Validation guards the one thing that must never happen: touching a kernel object we do not
  *    own. A ruleset naming a chain or set outside KNPM-* (or a reserved name) is skipped whole and
  *    reported. Members the kernel would reject are dropped and reported, so they cannot fail a
@@ -253,10 +262,19 @@ interface Layout {
   problems: readonly string[];
 }
 
+const POLICY_KEYS = new WeakMap<NpmRuleSet, string>();
+
+/** "namespace/name" of the ruleset's policy, memoized per object. */
+function policyKey(rs: NpmRuleSet): string {
+  let k = POLICY_KEYS.get(rs);
+  if (k === undefined) POLICY_KEYS.set(rs, (k = `${rs.spec.policy.namespace}/${rs.spec.policy.name}`));
+  return k;
+}
+
 function rulesetLayout(input: readonly NpmRuleSet[]): Layout {
   const problems: string[] = [];
   // Stable sort (equal keys keep their input order).
-  const sorted = input.map((rs) => ({ rs, key: `${rs.spec.policy.namespace}/${rs.spec.policy.name}` })).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  const sorted = input.map((rs) => ({ rs, key: policyKey(rs) })).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
 
   // Chain names must be unique across rulesets: keep the first (by namespace/name).
   const chainOwner = new Map<string, string>();

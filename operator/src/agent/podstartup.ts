@@ -144,7 +144,14 @@ interface Entry {
   reason?: string;
 }
 
-const entryKey = (p: LocalPod): string => `${p.uid}\u0000${p.ip}`;
+/** Keys of LocalPod objects, memoized: localPodsOf gives an unchanged pod's LocalPod again, and every sync keys every local pod. */
+const ENTRY_KEYS = new WeakMap<LocalPod, string>();
+
+function entryKey(p: LocalPod): string {
+  let k = ENTRY_KEYS.get(p);
+  if (k === undefined) ENTRY_KEYS.set(p, (k = `${p.uid}\u0000${p.ip}`));
+  return k;
+}
 
 export interface Admission {
   /** Addresses for KNPM-LOCAL in the next sync. */

@@ -13,6 +13,9 @@
  *    dropped can only deny more); the chains still isolate their pods. Such a ruleset is not
  *    reported as applied (its status must not say Programmed) until the rule is in.
  * `agent --once` applies the same rules to a file (once.ts).
+ * Cost (issue #10): what a ruleset needs (its key, the sets it needs complete, its applied entry)
+ * is memoized per ruleset object, and whether a shard holds a local address per shard object for
+ * one content of the local addresses; the objects must not be mutated (the informers replace them).
  */
 import type { AppliedRuleSet, NpmIPSet, NpmRuleSet } from '../api/types.js';
 
