@@ -46,7 +46,7 @@ if [[ ! -f "${main}" || ! -f dist/operator/src/cli/sandbox.js ]] ||
   npm run build >&2
 fi
 
-log "control-plane binaries (hack/controlplane/build.sh; the first build takes 5-20 min)"
+log "control-plane binaries (hack/controlplane/build.sh; the first build takes about 8 min cold on 2 cores)"
 bash hack/controlplane/build.sh >/dev/null
 
 # main.js dispatches `sandbox` once the CLI wires it; the standalone entry works either way.

@@ -118,7 +118,7 @@ if ((${#need[@]} > 0)); then
     esac
   done
   if ((${#k8s_pkgs[@]} > 0)); then
-    log "building ${k8s_pkgs[*]} @ ${K8S_VERSION} with $(go version | awk '{print $3}') (first build takes 10-20 min on 2 cores)"
+    log "building ${k8s_pkgs[*]} @ ${K8S_VERSION} with $(go version | awk '{print $3}') (first build: about 8 min cold on 2 cores)"
     # One invocation for both commands shares compilation of common packages.
     go build -trimpath -ldflags "-s -w${k8s_x}" -o "${tmp}/" "${k8s_pkgs[@]}"
   fi

@@ -38,7 +38,7 @@ describe('test control plane (real etcd + kube-apiserver)', function () {
   let cp: ControlPlane | undefined;
 
   before(async function () {
-    // The first run builds kube-apiserver from source (10-20 minutes on 2 cores).
+    // The first run builds kube-apiserver from source (about 8 minutes cold on 2 cores).
     this.timeout(0);
     cp = await startControlPlane();
   });
