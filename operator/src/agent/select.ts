@@ -150,6 +150,20 @@ function localToken(caller: object, localIPs: ReadonlySet<string>): ReadonlySet<
   return localIPs;
 }
 
+/** Each caller's rulesets as last given and sorted (a sync without a ruleset change sorts nothing). */
+const LAST_ORDER = new WeakMap<object, { input: readonly NpmRuleSet[]; sorted: readonly NpmRuleSet[] }>();
+
+/** The rulesets in the order localeCompare gives their keys (the default collator), each key built once. */
+function sortedByKey(caller: object, rulesets: readonly NpmRuleSet[]): readonly NpmRuleSet[] {
+  const last = LAST_ORDER.get(caller);
+  if (last && last.input.length === rulesets.length && last.input.every((rs, i) => rs === rulesets[i])) return last.sorted;
+  const keyed = rulesets.map((rs) => ({ rs, k: needsOf(rs).key }));
+  keyed.sort((a, b) => COLLATOR.compare(a.k, b.k));
+  const sorted = keyed.map((x) => x.rs);
+  LAST_ORDER.set(caller, { input: [...rulesets], sorted });
+  return sorted;
+}
+
 export function selectLocal(
   rulesets: readonly NpmRuleSet[],
   ipsets: readonly NpmIPSet[],
@@ -185,10 +199,7 @@ export function selectLocal(
       heldBack.push(`${key(rs)}: ${what} without ${t.dropped.length} allow rule(s) until their sets are complete (fail closed): ${t.dropped.join('; ')}`);
     }
   };
-  // The order localeCompare gives (the default collator), with each key built once.
-  const keyed = rulesets.map((rs) => ({ rs, k: needsOf(rs).key }));
-  keyed.sort((a, b) => COLLATOR.compare(a.k, b.k));
-  for (const { rs } of keyed) {
+  for (const rs of sortedByKey(lastApplied, rulesets)) {
     const missing = incompleteTargets(rs, complete);
     if (!missing.length) {
       if (guardsLocal(rs)) choose(rs, `generation ${rs.metadata.generation ?? '?'} programmed`);
