@@ -1,7 +1,7 @@
 /**
  * npm run bench:agent-memory -- [--nodes N] [--pods P] [--policies K] [--namespaces NS] [--node I]
  *   [--heap-snapshot FILE] [--untrimmed] [--paged-trim]
- * npm run bench:agent-memory -- --apiserver [--pods P] [--policies K] [--dist DIR]
+ * npm run bench:agent-memory -- --apiserver [--pods P] [--policies K] [--local L] [--events E] [--dist DIR]
  *   (after `npm run build`, as root: a REAL agent process, see realAgent() below)
  *   (tsx test/bench/agent-memory.bench.ts ...: bundles itself with esbuild and measures in a plain
  *   `node --expose-gc` child, as bench:scale runs its agents; AGENT_MEMORY_NODE_FLAGS: more node
@@ -26,8 +26,9 @@
  */
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { writeHeapSnapshot, getHeapSpaceStatistics, getHeapStatistics } from 'node:v8';
 import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
 import { AgentDaemon } from '../../operator/src/agent/daemon.js';
@@ -58,10 +59,14 @@ interface Options {
   apiserver?: boolean;
   /** realAgent(): the build to run (its operator/src/cli/main.js); default the repository's dist. */
   dist?: string;
+  /** realAgent(): pods on the agent's node (the first L); the others on nine other nodes. */
+  local?: number;
+  /** realAgent(): pod adds on the agent's node after its first sync (CPU per add). */
+  events: number;
 }
 
 function parseArgs(args: readonly string[]): Options {
-  const o: Options = { nodes: 10, pods: 10_000, policies: 1_000, namespaces: 100, node: 0 };
+  const o: Options = { nodes: 10, pods: 10_000, policies: 1_000, namespaces: 100, node: 0, events: 20 };
   for (let i = 0; i < args.length; i += 2) {
     if (args[i] === '--untrimmed' || args[i] === '--paged-trim' || args[i] === '--apiserver') {
       o[args[i] === '--untrimmed' ? 'untrimmed' : args[i] === '--paged-trim' ? 'pagedTrim' : 'apiserver'] = true;
@@ -72,7 +77,7 @@ function parseArgs(args: readonly string[]): Options {
     if (v === undefined) throw new Error(`bench:agent-memory: ${k} needs a value`);
     if (k === '--heap-snapshot') o.heapSnapshot = v;
     else if (k === '--dist') o.dist = v;
-    else if (['--nodes', '--pods', '--policies', '--namespaces', '--node'].includes(k) && Number.isInteger(Number(v)) && Number(v) >= 0) {
+    else if (['--nodes', '--pods', '--policies', '--namespaces', '--node', '--local', '--events'].includes(k) && Number.isInteger(Number(v)) && Number(v) >= 0) {
       (o as unknown as Record<string, number>)[k.slice(2)] = Number(v);
     } else throw new Error(`bench:agent-memory: unknown argument or bad value: ${k} ${v}`);
   }
@@ -296,69 +301,173 @@ function parent(o: Options): void {
 }
 
 /**
- * --apiserver: the RSS of a real agent process. hack/controlplane's kube-apiserver + etcd, P pods
- * on node n1 (running, with addresses in 10.244.0.0/16) in namespace agentmem, K NetworkPolicies
- * (policy k selects app=a<k> and admits app=a<k+1> on port 80), the built operator writing the
- * rulesets, then the built agent (`<dist>/operator/src/cli/main.js agent --node-name n1`, secure
- * metrics as deployed, AGENT_MEMORY_NODE_FLAGS as its node flags) programming a network namespace
- * of its own (kube-npm-agentmem, deleted at the end). Prints VmRSS and VmHWM (peak) of the agent
- * 10 s after its first sync. Needs root (the netns) and `npm run build`.
+ * Loaded into the measured agent with `--import`: on SIGUSR2 it prints one `memprobe {json}` line
+ * to stderr: V8's heap (used / committed, per space: committed and resident), external and array
+ * buffers, malloc'ed by V8, and the kernel's view (RssAnon: heap, malloc, thread stacks; RssFile:
+ * the node binary and libraries mapped), threads. It allocates nothing until asked.
+ */
+const MEMPROBE = `
+import { getHeapSpaceStatistics, getHeapStatistics } from 'node:v8';
+import { readFileSync } from 'node:fs';
+process.on('SIGUSR2', () => {
+  const M = (b) => Math.round(b / 104857.6) / 10;
+  const m = process.memoryUsage();
+  const st = readFileSync('/proc/self/status', 'utf8');
+  const line = (k) => Number(new RegExp('^' + k + ':\\\\s+(\\\\d+)', 'm').exec(st)?.[1] ?? 0);
+  const spaces = Object.fromEntries(getHeapSpaceStatistics().filter((s) => s.space_size > 0).map((s) => [s.space_name.replace('_space', ''), [M(s.space_used_size), M(s.space_size), M(s.physical_space_size)]]));
+  const out = { rss: M(m.rss), rssAnon: M(line('RssAnon') * 1024), rssFile: M(line('RssFile') * 1024), threads: line('Threads'), heapUsed: M(m.heapUsed), heapTotal: M(m.heapTotal), heapPhysical: M(getHeapStatistics().total_physical_size), malloced: M(getHeapStatistics().malloced_memory), external: M(m.external), arrayBuffers: M(m.arrayBuffers), spaces };
+  process.stderr.write('memprobe ' + JSON.stringify(out) + '\\n');
+});
+`;
+
+/** Node flag sets from an env variable: sets separated by `;` (an empty set: node's defaults). */
+function flagSets(env: string | undefined): string[][] {
+  return (env ?? '').split(';').map((set) => set.split(' ').filter(Boolean));
+}
+
+/**
+ * --apiserver: the RSS and CPU of a real agent process. hack/controlplane's kube-apiserver + etcd,
+ * P pods in namespace agentmem (running, with addresses in 10.244.0.0/16): the first L (--local,
+ * default all) on node n1, the others spread over n2..n10; K NetworkPolicies (policy k selects
+ * app=a<k> and admits app=a<k+1> on port 80), the built operator writing the rulesets, then the
+ * built agent (`<dist>/operator/src/cli/main.js agent --node-name n1`) programming a network
+ * namespace of its own (kube-npm-agentmem, recreated for each agent, deleted at the end).
+ * AGENT_MEMORY_NODE_FLAGS: the agent's node flags; several sets separated by `;` run one agent
+ * after the other against the same cluster (e.g. "; --max-semi-space-size=2"). For each: VmRSS and
+ * VmHWM (peak) 10 s after its first sync, its CPU for start + first sync, then E (--events, default
+ * 20) pod adds on n1 one after the other, each waited for until the agent logs its sync: CPU per
+ * event (informer, plan, restore, NpmNode report) and VmRSS after them.
+ * AGENT_MEMORY_OPERATOR_NODE_FLAGS: the operator's node flags, same format; each set runs one
+ * operator over the full initial load (the first creates the rulesets, the others find them written):
+ * its VmHWM and CPU until every ruleset exists and it has been quiet for 5 s. The first set is then
+ * left running for the agents. Needs root (the netns) and `npm run build`.
  */
 async function realAgent(o: Options): Promise<void> {
   const { spawn, execFileSync } = await import('node:child_process');
   const { startControlPlane } = await import('../support/controlplane.js');
   const { podManifest } = await import('../support/e2e.js');
   const { KubeClient } = await import('../../operator/src/framework/client.js');
+  const { procStat } = await import('./scale/proc.js');
   const NETNS = 'kube-npm-agentmem';
   const main = join(o.dist ?? join(REPO, 'dist'), 'operator/src/cli/main.js');
   const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
   const cp = await startControlPlane({ log: () => {} });
   const api = await KubeClient.load(cp.kubeconfigPath);
   const procs: ReturnType<typeof spawn>[] = [];
-  execFileSync('ip', ['netns', 'add', NETNS]);
+  const local = o.local ?? o.pods;
+  let probeDir: string | undefined;
   try {
     for (const ns of ['agentmem', 'kube-npm-system']) await api.request('POST', '/api/v1/namespaces', { body: { metadata: { name: ns } } });
     const k = Math.max(1, o.policies);
-    const addPod = async (i: number): Promise<void> => {
-      await api.request('POST', '/api/v1/namespaces/agentmem/pods', { body: podManifest('agentmem', `p${i}`, 'n1', { app: `a${i % k}` }) });
+    const addPod = async (i: number, name = `p${i}`): Promise<void> => {
+      await api.request('POST', '/api/v1/namespaces/agentmem/pods', { body: podManifest('agentmem', name, i < local ? 'n1' : `n${2 + (i % 9)}`, { app: `a${i % k}` }) });
       const ip = `10.244.${1 + Math.floor(i / 250)}.${(i % 250) + 2}`;
       const status = { phase: 'Running', podIP: ip, podIPs: [{ ip }], conditions: [{ type: 'Ready', status: 'True' }] };
-      await api.request('PATCH', `/api/v1/namespaces/agentmem/pods/p${i}/status`, { contentType: 'application/merge-patch+json', body: { status } });
+      await api.request('PATCH', `/api/v1/namespaces/agentmem/pods/${name}/status`, { contentType: 'application/merge-patch+json', body: { status } });
     };
-    for (let i = 0; i < o.pods; i += 16) await Promise.all(Array.from({ length: Math.min(16, o.pods - i) }, (_, j) => addPod(i + j)));
-    for (let p = 0; p < o.policies; p++) {
-      const spec = { podSelector: { matchLabels: { app: `a${p}` } }, ingress: [{ from: [{ podSelector: { matchLabels: { app: `a${(p + 1) % k}` } } }], ports: [{ port: 80 }] }] };
-      await api.request('POST', '/apis/networking.k8s.io/v1/namespaces/agentmem/networkpolicies', { body: { metadata: { name: `np${p}` }, spec } });
-    }
-    const op = spawn(process.execPath, [main, 'operator', '--kubeconfig', cp.kubeconfigPath, '--metrics-bind-address', '127.0.0.1:0', '--metrics-secure=false', '--leader-elect=false'], { stdio: 'ignore' });
-    procs.push(op);
-    for (let t = 0; t < 600; t++) {
-      // 429 "storage is (re)initializing" while the CRDs' storage starts: keep asking.
-      const rs = await api.request<{ items: unknown[] }>('GET', '/apis/kubenpm.io/v1alpha1/npmrulesets').catch(() => ({ items: [] }));
-      if (rs.items.length >= o.policies) break;
-      await sleep(100);
-    }
-    const flags = (process.env.AGENT_MEMORY_NODE_FLAGS ?? '').split(' ').filter(Boolean);
-    const agent = spawn(process.execPath, [...flags, main, 'agent', '--node-name', 'n1', '--kubeconfig', cp.kubeconfigPath, '--netns', NETNS, '--pod-cidr', '10.244.0.0/16', '--metrics-bind-address', '127.0.0.1:0', '--lease-namespace', 'kube-npm-system'], { stdio: ['ignore', 'ignore', 'pipe'] });
-    procs.push(agent);
-    let log = '';
-    agent.stderr!.on('data', (d: Buffer) => (log += d.toString()));
     const t0 = Date.now();
-    while (!/liveness: Lease/.test(log)) {
-      if (agent.exitCode !== null || Date.now() - t0 > 120_000) throw new Error(`the agent did not finish its first sync:\n${log.slice(-3000)}`);
-      await sleep(100);
+    for (let i = 0; i < o.pods; i += 16) await Promise.all(Array.from({ length: Math.min(16, o.pods - i) }, (_, j) => addPod(i + j)));
+    for (let p = 0; p < o.policies; p += 16) {
+      await Promise.all(Array.from({ length: Math.min(16, o.policies - p) }, (_, j) => {
+        const spec = { podSelector: { matchLabels: { app: `a${p + j}` } }, ingress: [{ from: [{ podSelector: { matchLabels: { app: `a${(p + j + 1) % k}` } } }], ports: [{ port: 80 }] }] };
+        return api.request('POST', '/apis/networking.k8s.io/v1/namespaces/agentmem/networkpolicies', { body: { metadata: { name: `np${p + j}` }, spec } });
+      }));
     }
-    const firstSync = Date.now() - t0;
-    await sleep(10_000);
-    const status = readFileSync(`/proc/${agent.pid}/status`, 'utf8');
-    const mib = (key: string) => (Number(new RegExp(`^${key}:\\s+(\\d+)`, 'm').exec(status)?.[1]) / 1024).toFixed(1);
-    console.log(`real agent (${main}${flags.length ? `, node ${flags.join(' ')}` : ''}): ${o.pods} local pods, ${o.policies} policies; first sync ${firstSync} ms; 10 s later RSS ${mib('VmRSS')} MiB, peak ${mib('VmHWM')} MiB`);
+    console.log(`cluster: ${o.pods} pods (${local} on n1), ${o.policies} policies, created in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+    const opFlags = flagSets(process.env.AGENT_MEMORY_OPERATOR_NODE_FLAGS);
+    let op: ReturnType<typeof spawn> | undefined;
+    for (const [n, flags] of [...opFlags.entries()].reverse()) {
+      // The last set first: it creates the rulesets; the first set ends up running for the agents.
+      op = spawn(process.execPath, [...flags, main, 'operator', '--kubeconfig', cp.kubeconfigPath, '--metrics-bind-address', '127.0.0.1:0', '--metrics-secure=false', '--leader-elect=false', '--agent-lease-namespace', 'kube-npm-system'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      procs.push(op);
+      let opLog = '';
+      op.stdout!.on('data', (d: Buffer) => (opLog += d.toString()));
+      op.stderr!.on('data', (d: Buffer) => (opLog += d.toString()));
+      const s0 = Date.now();
+      // Done: its caches synced, every ruleset exists, and its CPU quiet (< 0.1 s in 5 s): a restarted
+      // operator finds the rulesets written but still lists and translates everything.
+      const cpu: number[] = [];
+      for (let t = 0; ; t++) {
+        // 429 "storage is (re)initializing" while the CRDs' storage starts: keep asking.
+        const rs = await api.request<{ items: unknown[] }>('GET', '/apis/kubenpm.io/v1alpha1/npmrulesets', { query: { limit: 1 } }).catch(() => undefined);
+        cpu.push(procStat(op.pid!).cpuS);
+        const quiet = cpu.length > 20 && cpu[cpu.length - 1]! - cpu[cpu.length - 21]! < 0.1;
+        const count = Number((rs as { metadata?: { remainingItemCount?: number } } | undefined)?.metadata?.remainingItemCount ?? -1) + 1;
+        if (/caches synced/.test(opLog) && count >= o.policies && quiet) break;
+        if (op.exitCode !== null || t > 2400) throw new Error(`operator (${flags.join(' ')}) exited or did not finish (${op.exitCode}): ${opLog.slice(-2000)}`);
+        await sleep(250);
+      }
+      const m = procStat(op.pid!);
+      console.log(`operator${flags.length ? ` (node ${flags.join(' ')})` : ''}: ${o.policies} rulesets after ${((Date.now() - s0) / 1000).toFixed(0)} s; RSS ${m.rssMiB.toFixed(1)} MiB, peak ${m.hwmMiB.toFixed(1)}; CPU ${m.cpuS.toFixed(1)} s`);
+      if (n > 0) {
+        op.kill('SIGTERM');
+        await new Promise((r) => (op!.exitCode !== null ? r(undefined) : op!.once('exit', r)));
+      }
+    }
+    probeDir = mkdtempSync(join(tmpdir(), 'kube-npm-memprobe-'));
+    const probeFile = join(probeDir, 'memprobe.mjs');
+    writeFileSync(probeFile, MEMPROBE);
+    let extra = 0;
+    let added = 0;
+    for (const flags of flagSets(process.env.AGENT_MEMORY_NODE_FLAGS)) {
+      execFileSync('ip', ['netns', 'add', NETNS]);
+      const agent = spawn(process.execPath, [...flags, '--import', pathToFileURL(probeFile).href, main, 'agent', '--node-name', 'n1', '--kubeconfig', cp.kubeconfigPath, '--netns', NETNS, '--pod-cidr', '10.244.0.0/16', '--metrics-bind-address', '127.0.0.1:0', '--lease-namespace', 'kube-npm-system'], { stdio: ['ignore', 'ignore', 'pipe'] });
+      procs.push(agent);
+      let log = '';
+      agent.stderr!.on('data', (d: Buffer) => (log += d.toString()));
+      try {
+        const a0 = Date.now();
+        while (!/liveness: Lease/.test(log)) {
+          if (agent.exitCode !== null || Date.now() - a0 > 300_000) throw new Error(`the agent did not finish its first sync:\n${log.slice(-3000)}`);
+          await sleep(100);
+        }
+        const firstSync = Date.now() - a0;
+        /** The agent's memprobe line (MEMPROBE above), asked for with SIGUSR2. */
+        const probe = async (): Promise<string> => {
+          const from = log.length;
+          agent.kill('SIGUSR2');
+          for (let t = 0; t < 200 && !log.slice(from).includes('memprobe '); t++) await sleep(25);
+          return /memprobe ([^\n]*)/.exec(log.slice(from))?.[1] ?? '(no answer)';
+        };
+        const synced = /synced \(full\)[^\n]*/.exec(log)?.[0] ?? '';
+        await sleep(10_000);
+        const m0 = procStat(agent.pid!);
+        const p0 = await probe();
+        // E pod adds on n1, one after the other: each wakes the agent once its address is known.
+        const syncs = () => (log.match(/synced \(/g) ?? []).length;
+        const s0 = syncs();
+        for (let e = 0; e < o.events; e++) {
+          const before = syncs();
+          await addPod(o.pods + extra, `x${extra}`);
+          extra++;
+          added++;
+          for (let t = 0; syncs() === before && t < 400; t++) await sleep(25);
+          await sleep(300);
+        }
+        const m1 = procStat(agent.pid!);
+        const perEvent = ((m1.cpuS - m0.cpuS) * 1000) / Math.max(1, o.events);
+        await sleep(15_000);
+        const m2 = procStat(agent.pid!);
+        const p2 = await probe();
+        console.log(`agent${flags.length ? ` (node ${flags.join(' ')})` : ' (node defaults)'}: first sync ${firstSync} ms, CPU ${m0.cpuS.toFixed(2)} s (${synced}); 10 s later RSS ${m0.rssMiB.toFixed(1)} MiB, peak ${m0.hwmMiB.toFixed(1)}; ${o.events} pod adds: ${syncs() - s0} syncs, CPU ${perEvent.toFixed(1)} ms per add, RSS right after ${m1.rssMiB.toFixed(1)} MiB, 15 s later ${m2.rssMiB.toFixed(1)}, peak ${m2.hwmMiB.toFixed(1)}`);
+        console.log(`  memory (MiB) after the first sync: ${p0}`);
+        console.log(`  memory (MiB) 15 s after the pod adds: ${p2}`);
+      } finally {
+        agent.kill('SIGTERM');
+        await new Promise((r) => (agent.exitCode !== null ? r(undefined) : agent.once('exit', r)));
+        execFileSync('ip', ['netns', 'del', NETNS]);
+      }
+      // The next agent finds the cluster this one found: its pod adds deleted again.
+      for (; added > 0; added--) await api.request('DELETE', `/api/v1/namespaces/agentmem/pods/x${extra - added}`, { body: { gracePeriodSeconds: 0 } });
+      await sleep(3000);
+    }
   } finally {
     for (const p of procs) if (p.exitCode === null) p.kill('SIGTERM');
     await sleep(1000);
     api.close();
     await cp.stop();
-    execFileSync('ip', ['netns', 'del', NETNS]);
+    spawnSync('ip', ['netns', 'del', NETNS]);
+    if (probeDir) rmSync(probeDir, { recursive: true, force: true });
   }
 }
 
