@@ -22,6 +22,7 @@ import type { AppliedRuleSet, NpmIPSet, NpmRuleSet } from '../api/types.js';
 export interface Selection {
   /** Rulesets and set shards to program (input of buildDesired). */
   objects: (NpmRuleSet | NpmIPSet)[];
+  /** The same array as the previous call's (same lastApplied Map) when its entries are unchanged. Read-only. */
   applied: AppliedRuleSet[];
   /** "ns/name: why" for rulesets kept at an older version or not yet programmed. */
   heldBack: string[];
@@ -164,6 +165,20 @@ function sortedByKey(caller: object, rulesets: readonly NpmRuleSet[]): readonly 
   return sorted;
 }
 
+/** Each caller's last applied list. */
+const LAST_APPLIED = new WeakMap<object, readonly AppliedRuleSet[]>();
+
+/**
+ * The caller's previous applied list when `now` holds the same entries (memoized per ruleset
+ * object, so an unchanged ruleset gives the same entry): a caller can tell "unchanged" by identity.
+ */
+function sameApplied(caller: object, now: AppliedRuleSet[]): AppliedRuleSet[] {
+  const last = LAST_APPLIED.get(caller);
+  if (last && last.length === now.length && last.every((a, i) => a === now[i])) return last as AppliedRuleSet[];
+  LAST_APPLIED.set(caller, now);
+  return now;
+}
+
 export function selectLocal(
   rulesets: readonly NpmRuleSet[],
   ipsets: readonly NpmIPSet[],
@@ -217,7 +232,7 @@ export function selectLocal(
   const sets = ipsets.filter((s) => used.has(s.spec.setName));
   return {
     objects: [...sets, ...chosen],
-    applied: chosen.filter((rs) => !partial.has(rs)).map((rs) => needsOf(rs).applied),
+    applied: sameApplied(lastApplied, chosen.filter((rs) => !partial.has(rs)).map((rs) => needsOf(rs).applied)),
     heldBack,
   };
 }

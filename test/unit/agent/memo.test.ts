@@ -186,8 +186,15 @@ describe('agent planning memos (issue #10)', () => {
     const all = selectLocal(c.rulesets, c.ipsets, ips, last);
     expect(all.applied.length).to.equal(c.rulesets.length);
     expect(selectLocal(c.rulesets, c.ipsets, new Set(), last).applied).to.deep.equal([]);
-    // Equal content, another Set object: the same answers.
-    expect(selectLocal(c.rulesets, c.ipsets, new Set(ips), last).applied).to.deep.equal(all.applied);
+    // Equal content, another Set object: the same answers, as the same applied array.
+    const again = selectLocal(c.rulesets, c.ipsets, new Set(ips), last);
+    expect(again.applied).to.deep.equal(all.applied);
+    expect(selectLocal(c.rulesets, c.ipsets, new Set(ips), last).applied).to.equal(again.applied);
+    // One ruleset changed: a new array, with the other entries unchanged.
+    const rs = c.rulesets[0]!;
+    const changed = selectLocal([{ ...rs, metadata: { ...rs.metadata, generation: 9 } }, ...c.rulesets.slice(1)], c.ipsets, ips, last).applied;
+    expect(changed).to.not.equal(again.applied);
+    expect(changed.find((a) => a.name === rs.metadata.name)!.generation).to.equal(9);
   });
 
   it('policy targets and local pods: the same object gives the memoized result, a changed one a new result', () => {
