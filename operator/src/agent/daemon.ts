@@ -137,6 +137,8 @@ export class AgentDaemon {
   /** Kernel counts and rulesets of the last successful sync. */
   private kernel: KernelCounts | undefined;
   private applied: AppliedRuleSet[] = [];
+  /** selectLocal's applied list that `applied` was sorted from. */
+  private selApplied: readonly AppliedRuleSet[] | undefined;
   private readyCondition: Condition[] = [];
   /** Watch positions of the last successful sync's input (NpmNode status.observed, ADR 0007). */
   private observed: ObservedRevisions | undefined;
@@ -245,8 +247,10 @@ export class AgentDaemon {
     });
     // A NetworkPolicy is read only for which local pods it targets (pod startup, ADR 0009): one in
     // a namespace without a local pod cannot change this node's admission, and every agent watches
-    // every policy, so syncing for each would wake all N agents per policy change.
-    const hasLocalPodIn = (np: KubernetesObject): boolean => this.pods.list().some((p) => p.metadata?.namespace === np.metadata?.namespace);
+    // every policy, so syncing for each would wake all N agents per policy change. Nor can one
+    // when every local pod is programmed already (the usual case): the policy's NpmRuleSet brings
+    // its own sync, and syncing for the policy too cost each of its nodes a second sync per create.
+    const hasLocalPodIn = (np: KubernetesObject): boolean => this.startup.hasPending() && this.pods.list().some((p) => p.metadata?.namespace === np.metadata?.namespace);
     this.policies.onAdd((np) => {
       if (hasLocalPodIn(np)) this.request();
     });
@@ -361,7 +365,12 @@ export class AgentDaemon {
       this.ackWanted++;
     }
     this.kernel = AgentDaemon.counts(desired, sel.applied.length);
-    this.applied = [...sel.applied].sort((a, b) => (a.namespace === b.namespace ? (a.name < b.name ? -1 : a.name > b.name ? 1 : 0) : a.namespace < b.namespace ? -1 : 1));
+    // selectLocal returns the same array while no entry changed (select.ts): no re-sort, and the
+    // report's structural comparison then returns at the identical array.
+    if (sel.applied !== this.selApplied) {
+      this.selApplied = sel.applied;
+      this.applied = [...sel.applied].sort((a, b) => (a.namespace === b.namespace ? (a.name < b.name ? -1 : a.name > b.name ? 1 : 0) : a.namespace < b.namespace ? -1 : 1));
+    }
     this.scheduleReport(undefined);
   }
 

@@ -176,6 +176,16 @@ export class PodStartup {
   constructor(readonly mode: PodStartupMode) {}
 
   /**
+   * Whether some local pod is not yet programmed (still waiting, or not yet measured): only then
+   * can a NetworkPolicy change move its admission or its measurement. A programmed pod keeps its
+   * verdict whatever policies come later (they are programmed like any other change).
+   */
+  hasPending(): boolean {
+    for (const e of this.entries.values()) if (!e.programmed) return true;
+    return false;
+  }
+
+  /**
    * The agent saw `pod` (a watch event). `live` is false for the initial list: pods that were
    * running before this agent started are not measured.
    */
