@@ -4,7 +4,8 @@
 // as a user would read it.
 import { expect } from 'chai';
 import { startControlPlane, type ControlPlane } from '../support/controlplane.js';
-import { kubectlOk, podManifest, setPodRunning, startCli, waitFor, type Proc } from '../support/e2e.js';
+import { spawnSync } from 'node:child_process';
+import { CLI, kubectlOk, podManifest, setPodRunning, startCli, waitFor, type Proc } from '../support/e2e.js';
 import { createCluster, type Cluster } from '../kernel/harness/cluster.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -147,6 +148,23 @@ describe('operator + agents against a real API server (e2e)', function () {
     const nodes = await kubectlOk(cp!, ['get', 'npmnodes']);
     expect(nodes).to.match(/n1\s+True\s+(nft|legacy)\s+1\s/);
     expect(nodes).to.match(/n2\s+True\s+(nft|legacy)\s+1\s/);
+  });
+
+  it('kube-npm debug trace --kubeconfig: the live cluster\'s verdict, pods and the isolating policy by name (#12 item 5)', async () => {
+    const trace = (...args: string[]) => spawnSync(process.execPath, [CLI, 'debug', 'trace', '--kubeconfig', cp!.kubeconfigPath, ...args], { encoding: 'utf8', timeout: 60_000 });
+    const denied = trace('--from', 'y/a', '--to', 'x/a', '--port', '80/tcp');
+    expect(denied.status, denied.stderr).to.equal(1);
+    expect(denied.stdout).to.contain('y/a (10.244.1.13 on n1) -> x/a (10.244.1.10 on n1) TCP/80: DENIED');
+    expect(denied.stdout).to.contain('ingress of x/a (10.244.1.10 on n1): isolated by x/deny [Programmed]; no rule of these policies allows it -> DROP');
+    expect(denied.stdout).to.contain('egress of y/a (10.244.1.13 on n1): not isolated');
+    // The reverse direction is not isolated; an address is named by its pod.
+    const allowed = trace('--from', '10.244.1.10', '--to', 'y/b', '--port', '81', '--protocol', 'udp');
+    expect(allowed.status, allowed.stderr).to.equal(0);
+    expect(allowed.stdout).to.contain('x/a (10.244.1.10 on n1) -> y/b (10.244.2.17 on n2) UDP/81: ALLOWED');
+    // Bad input: a pod that does not exist (2, named).
+    const missing = trace('--from', 'x/nope', '--to', 'x/a');
+    expect(missing.status).to.equal(2);
+    expect(missing.stderr).to.contain('no pod x/nope');
   });
 
   it('metrics: /node-metrics counts read from each kernel, /cluster-metrics from the translation', async () => {

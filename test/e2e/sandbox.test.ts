@@ -174,6 +174,19 @@ describe('sandbox: docs/sandbox.md end to end (e2e)', function () {
     const free = state().pods['other/client']!.ip.replace(/\.\d+$/, '.250');
     expect((await probe('demo/db', free, '80/tcp')).text).to.include(`[${free}: not a pod: no sandbox pod has this address`);
     expect((await probe('demo/db', 'db', '80/tcp')).code, 'TO neither NS/NAME nor an address').to.equal(2);
+    // "Which policy blocks me?" (docs/sandbox.md): the live trace names the pods and the policy.
+    const env: NodeJS.ProcessEnv = { ...process.env, KUBECONFIG: sb!.kubeconfig };
+    delete env.NODE_OPTIONS;
+    const trace = await run(process.execPath, [sb!.cli, 'debug', 'trace', '--from', 'demo/web', '--to', 'demo/db', '--port', '80/tcp'], { env, timeoutMs: 60_000 });
+    const nodeOf = async (name: string) => (await kubectl(['-n', 'demo', 'get', 'pod', name, '-o', 'jsonpath={.spec.nodeName}'])).trim();
+    const web = `demo/web (${state().pods['demo/web']!.ip} on ${await nodeOf('web')})`;
+    const db = `demo/db (${state().pods['demo/db']!.ip} on ${await nodeOf('db')})`;
+    expect(trace.code, trace.stderr).to.equal(1);
+    expect(trace.stdout).to.equal(
+      `${web} -> ${db} TCP/80: DENIED\n` +
+        `  egress of ${web}: not isolated (no policy selects it)\n` +
+        `  ingress of ${db}: isolated by demo/deny-all [Programmed]; no rule of these policies allows it -> DROP\n`,
+    );
   });
 
   it('allow-web-to-db from the docs: web -> db 80/tcp allowed, nothing else', async () => {

@@ -26,8 +26,11 @@ Usage:
       Remove every ipset, chain and hook rule kube-npm owns here.
   kube-npm sandbox up [--nodes 2] [--dir DIR] | down [--dir DIR] | probe NS/POD NS/POD PORT[/tcp|/udp]
       A local cluster of network namespaces with a real API server, the operator and agents.
-  kube-npm debug trace -f FILE... --from NS/POD|IP --to NS/POD|IP [--port N] [--protocol P]
-      Explain whether a connection is allowed, and by which policy and rule.
+  kube-npm debug trace --from NS/POD|IP --to NS/POD|IP [--port N[/tcp|/udp|/sctp]] [--kubeconfig F] [--context C]
+  kube-npm debug trace -f FILE... --from NS/POD|IP --to NS/POD|IP [--port N[/proto]]
+      Explain whether a connection is allowed, by which policy and rule, naming the pods: from the live
+      cluster's NpmRuleSets (with each policy's Programmed state), or from objects in files.
+      Exit 0 allowed, 1 denied, 2 bad input, 3 the cluster could not be read.
 `;
 
 export async function main(argv: string[], io: CliIO): Promise<number> {

@@ -127,14 +127,28 @@ function key(rs: NpmRuleSet): string {
   return `${rs.metadata.namespace}/${rs.metadata.name}`;
 }
 
+/** How explain() names things: pods by name instead of address, and a note per policy (its Programmed state). */
+export interface ExplainNames {
+  /** An address -> "ns/pod (10.244.1.2)", or the address itself when it is no pod's. */
+  endpoint?: (ip: string) => string;
+  /** "ns/name" -> a note printed after the policy's name. */
+  policyNote?: (policy: string) => string | undefined;
+}
+
 /** Human-readable explanation of a verdict, for `kube-npm debug trace`. */
-export function explain(c: Connection, v: Verdict): string {
-  const lines = [`${c.src} -> ${c.dst} ${c.protocol}/${c.port}: ${v.allowed ? 'ALLOWED' : 'DENIED'}`];
+export function explain(c: Connection, v: Verdict, names: ExplainNames = {}): string {
+  const who = names.endpoint ?? ((ip: string) => ip);
+  const policy = (p: string) => {
+    const note = names.policyNote?.(p);
+    return note ? `${p} [${note}]` : p;
+  };
+  const lines = [`${who(c.src)} -> ${who(c.dst)} ${c.protocol}/${c.port}: ${v.allowed ? 'ALLOWED' : 'DENIED'}`];
   for (const d of [v.egress, v.ingress]) {
-    const what = d.direction === 'Egress' ? `egress of ${d.pod}` : `ingress of ${d.pod}`;
+    const what = d.direction === 'Egress' ? `egress of ${who(d.pod)}` : `ingress of ${who(d.pod)}`;
+    const by = d.isolatedBy.map(policy).join(', ');
     if (!d.isolatedBy.length) lines.push(`  ${what}: not isolated (no policy selects it)`);
-    else if (d.allowedBy) lines.push(`  ${what}: isolated by ${d.isolatedBy.join(', ')}; allowed by ${d.allowedBy}`);
-    else lines.push(`  ${what}: isolated by ${d.isolatedBy.join(', ')}; no rule allows it -> DROP`);
+    else if (d.allowedBy) lines.push(`  ${what}: isolated by ${by}; allowed by ${d.allowedBy}`);
+    else lines.push(`  ${what}: isolated by ${by}; no rule of these policies allows it -> DROP`);
   }
   return lines.join('\n');
 }

@@ -220,7 +220,7 @@ export async function loadKubeconfigFiles(files: string[]): Promise<KubeconfigDo
  * What to connect to: `kubeconfig` if given, else $KUBECONFIG, else ~/.kube/config when it exists,
  * else the in-cluster service account (client-node's loadFromDefault order).
  */
-export async function loadClientConfig(o: { kubeconfig?: string; env?: NodeJS.ProcessEnv; home?: string } = {}): Promise<ClientConfig> {
+export async function loadClientConfig(o: { kubeconfig?: string; context?: string; env?: NodeJS.ProcessEnv; home?: string } = {}): Promise<ClientConfig> {
   const env = o.env ?? process.env;
   let files: string[] = [];
   if (o.kubeconfig) files = [o.kubeconfig];
@@ -229,8 +229,11 @@ export async function loadClientConfig(o: { kubeconfig?: string; env?: NodeJS.Pr
     const home = join(o.home ?? env.HOME ?? homedir(), '.kube', 'config');
     if (existsSync(home)) files = [home];
   }
-  if (files.length === 0) return inClusterConfig(env);
-  return kubeconfigClientConfig(await loadKubeconfigFiles(files), files.join(delimiter));
+  if (files.length === 0) {
+    if (o.context) throw new Error(`context "${o.context}" given but no kubeconfig found (--kubeconfig, $KUBECONFIG, ~/.kube/config)`);
+    return inClusterConfig(env);
+  }
+  return kubeconfigClientConfig(await loadKubeconfigFiles(files), files.join(delimiter), o.context);
 }
 
 // ---------------------------------------------------------------------------------------------

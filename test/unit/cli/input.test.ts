@@ -18,13 +18,13 @@ const DB = 'apiVersion: v1\nkind: Pod\nmetadata: {name: db, namespace: prod, lab
 const policy = (spec: string, name = 'p'): string => `apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: ${name}, namespace: prod}\nspec: ${spec}\n`;
 
 let dir = '';
-function run(cmd: 'translate' | 'trace', docs: string[]): { code: number; out: string; err: string; file: string } {
+async function run(cmd: 'translate' | 'trace', docs: string[]): Promise<{ code: number; out: string; err: string; file: string }> {
   const file = join(dir, `in-${Math.random().toString(36).slice(2)}.yaml`);
   writeFileSync(file, docs.join('---\n'));
   let out = '';
   let err = '';
   const io = { stdout: (s: string) => void (out += s), stderr: (s: string) => void (err += s) };
-  const code = cmd === 'translate' ? runTranslate(['-f', file], io) : runDebug(['trace', '-f', file, '--from', 'prod/web', '--to', 'prod/db', '--port', '80'], io);
+  const code = cmd === 'translate' ? runTranslate(['-f', file], io) : await runDebug(['trace', '-f', file, '--from', 'prod/web', '--to', 'prod/db', '--port', '80'], io);
   return { code, out, err, file };
 }
 
@@ -62,9 +62,9 @@ describe('input that must be refused (translate and debug trace)', () => {
   after(() => rmSync(dir, { recursive: true, force: true }));
 
   for (const [name, docs, object, field] of REFUSED) {
-    it(`${name}: exit 2, file/object/field named, nothing on stdout`, () => {
+    it(`${name}: exit 2, file/object/field named, nothing on stdout`, async () => {
       for (const cmd of ['translate', 'trace'] as const) {
-        const r = run(cmd, [NS, POD, DB, ...docs]);
+        const r = await run(cmd, [NS, POD, DB, ...docs]);
         expect(r.code, `${cmd}: ${r.err}`).to.equal(2);
         expect(r.out, cmd).to.equal('');
         expect(r.err, cmd).to.contain(r.file).and.contain(object).and.contain(field);
@@ -72,8 +72,8 @@ describe('input that must be refused (translate and debug trace)', () => {
     });
   }
 
-  it('valid edge cases are accepted: prefixed keys, empty values, IPv6 blocks (no IPv4 effect), embedded IPv4', () => {
-    const ok = run('translate', [
+  it('valid edge cases are accepted: prefixed keys, empty values, IPv6 blocks (no IPv4 effect), embedded IPv4', async () => {
+    const ok = await run('translate', [
       NS,
       POD,
       policy('{podSelector: {matchLabels: {"app.kubernetes.io/name": web, tier: ""}}, ingress: [{from: [{ipBlock: {cidr: "2001:db8::/64"}}, {ipBlock: {cidr: "::ffff:10.0.0.0/104"}}, {podSelector: {matchExpressions: [{key: "example.com/x_y.z", operator: NotIn, values: [a-b, A.1]}]}}]}]}'),

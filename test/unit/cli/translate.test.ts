@@ -102,6 +102,8 @@ describe('kube-npm translate (built binary)', function () {
     expect(denied.status).to.equal(1);
     expect(denied.stdout).to.contain('DENIED');
     expect(denied.stdout).to.contain('isolated by prod/db');
+    // Pods are named as they were given, with their address.
+    expect(denied.stdout).to.match(/^frontend\/lb \(10\.\d+\.\d+\.\d+\) -> prod\/db-0 \(10\.\d+\.\d+\.\d+\) TCP\/5432: DENIED/);
     const allowed = kubeNpm(['debug', 'trace', '-f', input, '--from', 'prod/web-1', '--to', 'prod/db-0', '--port', '5432']);
     expect(allowed.status, allowed.stdout + allowed.stderr).to.equal(0);
     expect(allowed.stdout).to.contain('allowed by prod/web rule 0');
