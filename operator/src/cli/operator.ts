@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { AgentDaemonSetManager } from '../controller/daemonset.js';
 import { NpmOperator } from '../controller/operator.js';
 import { LeaderElector } from '../framework/leader.js';
-import { createClusterMetrics } from '../metrics/cluster.js';
+import { createClusterMetrics, referencedSets } from '../metrics/cluster.js';
 import { startEndpoints } from '../metrics/serve.js';
 import { InputError } from './load.js';
 import { loadKubeConfig, parseAddress, parseFlags } from './flags.js';
@@ -50,11 +50,18 @@ export async function runOperator(args: string[], io: CliIO): Promise<number> {
   const identity = (f.identity as string | undefined) ?? `${process.env.POD_NAME ?? hostname()}-${randomBytes(3).toString('hex')}`;
   let elector: LeaderElector | undefined;
   let op: NpmOperator | undefined;
+  // Every set the rulesets reference, ipBlock sets included (the engine's own count holds only the
+  // pod-derived sets, whose members it computes).
+  const sets = () => {
+    if (!op) return { sets: 0, ipBlockMembers: 0 };
+    const engine = op.engine;
+    return referencedSets(engine.policyKeys().map((k) => engine.ruleset(k.slice(0, k.indexOf('/')), k.slice(k.indexOf('/') + 1))));
+  };
   const metrics = createClusterMetrics({
     policies: () => op?.counts().policies ?? 0,
     rules: () => op?.counts().rules ?? 0,
-    ipsets: () => op?.counts().ipsets ?? 0,
-    ipsetEntries: () => op?.counts().ipsetEntries ?? 0,
+    ipsets: () => sets().sets,
+    ipsetEntries: () => (op ? op.counts().ipsetEntries + sets().ipBlockMembers : 0),
     queueDepth: () => op?.queue.length ?? 0,
     notProgrammed: () => op?.counts().notProgrammed ?? 0,
     invalid: () => op?.counts().invalid ?? 0,

@@ -10,17 +10,28 @@
  *   npm_num_ipsets          our sets; npm_num_ipset_entries: their members
  *   npm_ipset_counts{set_name,set_hash}: members per set. As in Azure NPM set_hash is the kernel
  *                           name (ours already is a hash); set_name is what the set means in words
- *                           (clamped to 100 chars) when the agent knows it (`meanings`), else the
- *                           kernel name again.
- * Timings, all in SECONDS (Azure NPM's names, our units): npm_add_policy_exec_time (a sync that
- * wrote policy chains), npm_add_iptables_rule_exec_time (one iptables-restore),
- * npm_add_ipset_exec_time (one ipset restore); kubenpm_sync_duration_seconds (every sync).
- * Counters: kubenpm_restore_failures_total{tool}, kubenpm_drift_repairs_total{kind}.
+ *                           (clamped to 100 chars): the meaning the NpmRuleSets give it
+ *                           (spec.ipsets[].meaning, carried into the agent's desired state), handed
+ *                           over by applied() after each successful sync (by reference: the desired
+ *                           state is immutable once built, so this costs nothing per sync). A set of
+ *                           ours the last desired state does not name (a temp set mid-replacement, a
+ *                           leftover the next sync destroys) keeps its kernel name as set_name.
+ * Timings, all in SECONDS (Azure NPM's names, our units; docs/metrics.md): npm_add_policy_exec_time
+ * (a sync that wrote policy chains), npm_add_iptables_rule_exec_time (one iptables-restore),
+ * npm_add_ipset_exec_time (one ipset restore): summaries with quantiles 0.5/0.9/0.99 over a sliding
+ * 10-minute window (5 age buckets), Azure's window; kubenpm_sync_duration_seconds (every sync).
+ * Counters: kubenpm_restore_failures_total{tool}, kubenpm_drift_repairs_total{kind}, and the syncs
+ * by result in kubenpm_sync_duration_seconds_count{result}. Every label value they can take is
+ * exported at 0 from start-up: a series that appears only at its first increment is invisible to
+ * rate()/increase() for that first burst (they need two samples).
  * Pod startup (ADR 0009): npm_pod_unprotected_seconds (histogram, defined in its HELP),
  * kubenpm_pod_startup_waiting, kubenpm_pod_startup_strict.
+ * Process and Node.js runtime metrics (prom-client's defaults, e.g. process_cpu_seconds_total,
+ * process_resident_memory_bytes, nodejs_heap_size_used_bytes, nodejs_eventloop_lag_p99_seconds)
+ * unless `processMetrics: false` (several registries in one process, e.g. tests).
  * `observer` plugs the timings/counters into a Converger.
  */
-import { Counter, Gauge, Histogram, Registry, Summary } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry, Summary } from 'prom-client';
 import { binaries, type Backend } from '../agent/backend.js';
 import type { ConvergeObserver } from '../agent/converge.js';
 import { realClock, type Clock, type Exec } from '../agent/exec.js';
@@ -28,6 +39,7 @@ import { parseIptablesSave } from '../agent/iptables/parse.js';
 import { parseIpsetSave } from '../agent/ipset/parse.js';
 import { tokenize } from '../agent/iptables/parse.js';
 import { CHAIN_EGRESS, CHAIN_INGRESS } from '../api/names.js';
+import type { DriftKind } from '../agent/plan.js';
 
 export interface NodeMetricsOptions {
   exec: Exec;
@@ -37,8 +49,13 @@ export interface NodeMetricsOptions {
   registry?: Registry;
   clock?: Clock;
   cacheMs?: number;
-  /** Kernel set name -> meaning (from the desired state), for the set_name label. */
+  /**
+   * Kernel set name -> meaning, for the set_name label. Default: the sets handed to applied(); a
+   * name missing from both keeps its kernel name.
+   */
   meanings?: () => ReadonlyMap<string, string>;
+  /** process_* and nodejs_* metrics on this registry (default true; they watch GC and the event loop process-wide). */
+  processMetrics?: boolean;
 }
 
 export interface KernelCounts {
@@ -63,9 +80,32 @@ export interface NodeMetrics {
   podStartup?: PodStartupMetrics;
   /** The (cached) kernel read behind the gauges. */
   kernelCounts(): Promise<KernelCounts>;
+  /**
+   * The sets of the desired state the last successful sync applied (DesiredState.sets): the
+   * meanings npm_ipset_counts labels set_name with. Kept by reference, never copied or mutated.
+   */
+  applied(sets: ReadonlyMap<string, { readonly meaning: string }>): void;
 }
 
+/**
+ * Every DriftKind (agent/plan.ts), to export kubenpm_drift_repairs_total{kind} at 0 from start-up.
+ * A Record, so that a kind added to the union and missing here fails to compile.
+ */
+const DRIFT_KINDS: Record<DriftKind, true> = {
+  chain_missing: true, chain_flushed: true, chain_reordered: true, chain_foreign_rule: true, chain_modified: true, chain_extra: true,
+  hook: true, set_missing: true, set_header: true, set_members_missing: true, set_members_extra: true, set_extra: true,
+};
+export const driftKinds = Object.keys(DRIFT_KINDS) as DriftKind[];
+
+/** The results of kubenpm_sync_duration_seconds: a converged sync, and one that gave up after its retries. */
+export const SYNC_RESULTS = ['ok', 'error'] as const;
+
 const PERCENTILES = [0.5, 0.9, 0.99];
+/**
+ * Summary window: Azure NPM's (client_golang's default MaxAge 10 min in 5 age buckets), so that
+ * npm_*_exec_time quantiles describe the last 10 minutes there and here (docs/metrics.md).
+ */
+export const SUMMARY_WINDOW = { maxAgeSeconds: 600, ageBuckets: 5 } as const;
 
 export async function readKernelCounts(exec: Exec, backend: Backend): Promise<KernelCounts> {
   const save = await exec([binaries(backend).save, '-t', 'filter']);
@@ -114,22 +154,37 @@ export function createNodeMetrics(opts: NodeMetricsOptions): NodeMetrics {
     name: 'npm_num_ipset_entries', help: 'Members of all ipsets kube-npm owns (read at scrape time)', registers,
     async collect() { this.set((await kernelCounts()).sets.reduce((a, s) => a + s.members, 0)); },
   });
+  let appliedSets: ReadonlyMap<string, { readonly meaning: string }> = new Map();
+  const meaningOf = (name: string, given: ReadonlyMap<string, string> | undefined): string => given?.get(name) ?? appliedSets.get(name)?.meaning ?? name;
   new Gauge({
-    name: 'npm_ipset_counts', help: 'Members per ipset: set_hash is the kernel name, set_name what the set means (read at scrape time)', labelNames: ['set_name', 'set_hash'], registers,
+    name: 'npm_ipset_counts',
+    help:
+      'Members per ipset of kube-npm in the kernel (read at scrape time). set_hash: the kernel name; set_name: what the set holds in words, ' +
+      'as the NpmRuleSets say (spec.ipsets[].meaning, e.g. "pods with app=web in namespace demo"), clamped to 100 characters; ' +
+      'a set the last applied desired state does not name (a temp set mid-replacement, a leftover the next sync destroys) has its kernel name there',
+    labelNames: ['set_name', 'set_hash'], registers,
     async collect() {
       const counts = await kernelCounts();
-      const meanings = opts.meanings?.() ?? new Map<string, string>();
+      const given = opts.meanings?.();
       this.reset();
-      for (const s of counts.sets) this.set({ set_name: (meanings.get(s.name) ?? s.name).slice(0, 100), set_hash: s.name }, s.members);
+      for (const s of counts.sets) this.set({ set_name: meaningOf(s.name, given).slice(0, 100), set_hash: s.name }, s.members);
     },
   });
-  const policyTime = new Summary({ name: 'npm_add_policy_exec_time', help: 'Duration in seconds of a sync that wrote policy chains', percentiles: PERCENTILES, registers });
-  const ruleTime = new Summary({ name: 'npm_add_iptables_rule_exec_time', help: 'Duration in seconds of one iptables-restore', percentiles: PERCENTILES, registers });
-  const ipsetTime = new Summary({ name: 'npm_add_ipset_exec_time', help: 'Duration in seconds of one ipset restore', percentiles: PERCENTILES, registers });
-  const syncTime = new Histogram({ name: 'kubenpm_sync_duration_seconds', help: 'Duration in seconds of a sync (all attempts), by result', labelNames: ['result'], buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers });
-  const failures = new Counter({ name: 'kubenpm_restore_failures_total', help: 'Failed restore processes, by tool', labelNames: ['tool'], registers });
-  const repairs = new Counter({ name: 'kubenpm_drift_repairs_total', help: 'Kernel drift found and repaired, by kind', labelNames: ['kind'], registers });
-  for (const tool of ['ipset', 'iptables']) failures.inc({ tool }, 0);
+  // SECONDS, where Azure NPM's metrics of the same names record milliseconds (docs/metrics.md).
+  const window = " (SECONDS, unlike Azure NPM's milliseconds; quantiles over the last 10 minutes)";
+  const policyTime = new Summary({ name: 'npm_add_policy_exec_time', help: `Duration of a sync that wrote policy chains${window}`, percentiles: PERCENTILES, ...SUMMARY_WINDOW, registers });
+  const ruleTime = new Summary({ name: 'npm_add_iptables_rule_exec_time', help: `Duration of one iptables-restore${window}`, percentiles: PERCENTILES, ...SUMMARY_WINDOW, registers });
+  const ipsetTime = new Summary({ name: 'npm_add_ipset_exec_time', help: `Duration of one ipset restore${window}`, percentiles: PERCENTILES, ...SUMMARY_WINDOW, registers });
+  const syncTime = new Histogram({
+    name: 'kubenpm_sync_duration_seconds', help: 'Duration in seconds of a sync (all attempts), by result: ok, or error when it gave up after its retries (_count{result="error"} counts failed syncs)',
+    labelNames: ['result'], buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers,
+  });
+  const failures = new Counter({ name: 'kubenpm_restore_failures_total', help: 'Failed restore processes, by tool (ipset, iptables)', labelNames: ['tool'], registers });
+  const repairs = new Counter({ name: 'kubenpm_drift_repairs_total', help: `Kernel drift found and repaired, by kind (${driftKinds.join(', ')})`, labelNames: ['kind'], registers });
+  // Every label value at 0 from start-up (see the header).
+  for (const tool of ['ipset', 'iptables'] as const) failures.inc({ tool }, 0);
+  for (const kind of driftKinds) repairs.inc({ kind }, 0);
+  for (const result of SYNC_RESULTS) syncTime.zero({ result });
   const observer: ConvergeObserver = {
     restore(tool, _phase, seconds, ok) {
       (tool === 'iptables' ? ruleTime : ipsetTime).observe(seconds);
@@ -165,5 +220,11 @@ export function createNodeMetrics(opts: NodeMetricsOptions): NodeMetrics {
     waiting: (n) => waiting.set(n),
     strict: (on) => strict.set(on ? 1 : 0),
   };
-  return { registry, observer, kernelCounts, podStartup };
+  if (opts.processMetrics !== false) collectDefaultMetrics({ register: registry });
+  return {
+    registry, observer, kernelCounts, podStartup,
+    applied: (sets) => {
+      appliedSets = sets;
+    },
+  };
 }
