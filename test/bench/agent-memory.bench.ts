@@ -325,22 +325,31 @@ function flagSets(env: string | undefined): string[][] {
   return (env ?? '').split(';').map((set) => set.split(' ').filter(Boolean));
 }
 
+/** A flag set's VAR=value words (e.g. MALLOC_ARENA_MAX=2) as the process's environment, its node flags apart. */
+function splitEnv(set: string[]): { flags: string[]; env: NodeJS.ProcessEnv } {
+  const isVar = (w: string) => /^[A-Z_][A-Z0-9_]*=/.test(w);
+  return { flags: set.filter((w) => !isVar(w)), env: { ...process.env, ...Object.fromEntries(set.filter(isVar).map((w) => [w.slice(0, w.indexOf('=')), w.slice(w.indexOf('=') + 1)])) } };
+}
+
 /**
  * --apiserver: the RSS and CPU of a real agent process. hack/controlplane's kube-apiserver + etcd,
  * P pods in namespace agentmem (running, with addresses in 10.244.0.0/16): the first L (--local,
  * default all) on node n1, the others spread over n2..n10; K NetworkPolicies (policy k selects
  * app=a<k> and admits app=a<k+1> on port 80), the built operator writing the rulesets, then the
  * built agent (`<dist>/operator/src/cli/main.js agent --node-name n1`) programming a network
- * namespace of its own (kube-npm-agentmem, recreated for each agent, deleted at the end).
- * AGENT_MEMORY_NODE_FLAGS: the agent's node flags; several sets separated by `;` run one agent
+ * namespace of its own (kube-npm-agentmem-<pid>, recreated for each agent, deleted at the end).
+ * AGENT_MEMORY_NODE_FLAGS: the agent's node flags (VAR=value words: its environment, e.g.
+ * MALLOC_ARENA_MAX=2); several sets separated by `;` run one agent
  * after the other against the same cluster (e.g. "; --max-semi-space-size=2"). For each: VmRSS and
  * VmHWM (peak) 10 s after its first sync, its CPU for start + first sync, then E (--events, default
  * 20) pod adds on n1 one after the other, each waited for until the agent logs its sync: CPU per
  * event (informer, plan, restore, NpmNode report) and VmRSS after them.
  * AGENT_MEMORY_OPERATOR_NODE_FLAGS: the operator's node flags, same format; each set runs one
  * operator over the full initial load (the first creates the rulesets, the others find them written):
- * its VmHWM and CPU until every ruleset exists and it has been quiet for 5 s. The first set is then
- * left running for the agents. Needs root (the netns) and `npm run build`.
+ * its VmHWM and CPU until every ruleset exists, its caches synced and its CPU has been quiet for 5 s.
+ * Each operator starts from no NpmRuleSets and NpmIPSets (the previous one's are deleted), so each
+ * measures the initial load; the first set is then left running for the agents
+ * (AGENT_MEMORY_NODE_FLAGS=none: no agent). Needs root (the netns) and `npm run build`.
  */
 async function realAgent(o: Options): Promise<void> {
   const { spawn, execFileSync } = await import('node:child_process');
@@ -348,7 +357,7 @@ async function realAgent(o: Options): Promise<void> {
   const { podManifest } = await import('../support/e2e.js');
   const { KubeClient } = await import('../../operator/src/framework/client.js');
   const { procStat } = await import('./scale/proc.js');
-  const NETNS = 'kube-npm-agentmem';
+  const NETNS = `kube-npm-agentmem-${process.pid}`;
   const main = join(o.dist ?? join(REPO, 'dist'), 'operator/src/cli/main.js');
   const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
   const cp = await startControlPlane({ log: () => {} });
@@ -377,8 +386,15 @@ async function realAgent(o: Options): Promise<void> {
     const opFlags = flagSets(process.env.AGENT_MEMORY_OPERATOR_NODE_FLAGS);
     let op: ReturnType<typeof spawn> | undefined;
     for (const [n, flags] of [...opFlags.entries()].reverse()) {
-      // The last set first: it creates the rulesets; the first set ends up running for the agents.
-      op = spawn(process.execPath, [...flags, main, 'operator', '--kubeconfig', cp.kubeconfigPath, '--metrics-bind-address', '127.0.0.1:0', '--metrics-secure=false', '--leader-elect=false', '--agent-lease-namespace', 'kube-npm-system'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      // The last set first; the first set ends up running for the agents. Each starts from no
+      // NpmRuleSets and NpmIPSets (the previous operator's deleted): each measures the initial load.
+      if (n < opFlags.length - 1) {
+        for (const path of ['/apis/kubenpm.io/v1alpha1/namespaces/agentmem/npmrulesets', '/apis/kubenpm.io/v1alpha1/npmipsets']) {
+          await api.request('DELETE', path);
+          for (let t = 0; t < 600 && (await api.request<{ items: unknown[] }>('GET', path, { query: { limit: 1 } })).items.length > 0; t++) await sleep(250);
+        }
+      }
+      op = spawn(process.execPath, [...splitEnv(flags).flags, main, 'operator', '--kubeconfig', cp.kubeconfigPath, '--metrics-bind-address', '127.0.0.1:0', '--metrics-secure=false', '--leader-elect=false', '--agent-lease-namespace', 'kube-npm-system'], { stdio: ['ignore', 'pipe', 'pipe'], env: splitEnv(flags).env });
       procs.push(op);
       let opLog = '';
       op.stdout!.on('data', (d: Buffer) => (opLog += d.toString()));
@@ -409,9 +425,10 @@ async function realAgent(o: Options): Promise<void> {
     writeFileSync(probeFile, MEMPROBE);
     let extra = 0;
     let added = 0;
-    for (const flags of flagSets(process.env.AGENT_MEMORY_NODE_FLAGS)) {
+    // AGENT_MEMORY_NODE_FLAGS=none: the operators only.
+    for (const flags of process.env.AGENT_MEMORY_NODE_FLAGS === 'none' ? [] : flagSets(process.env.AGENT_MEMORY_NODE_FLAGS)) {
       execFileSync('ip', ['netns', 'add', NETNS]);
-      const agent = spawn(process.execPath, [...flags, '--import', pathToFileURL(probeFile).href, main, 'agent', '--node-name', 'n1', '--kubeconfig', cp.kubeconfigPath, '--netns', NETNS, '--pod-cidr', '10.244.0.0/16', '--metrics-bind-address', '127.0.0.1:0', '--lease-namespace', 'kube-npm-system'], { stdio: ['ignore', 'ignore', 'pipe'] });
+      const agent = spawn(process.execPath, [...splitEnv(flags).flags, '--import', pathToFileURL(probeFile).href, main, 'agent', '--node-name', 'n1', '--kubeconfig', cp.kubeconfigPath, '--netns', NETNS, '--pod-cidr', '10.244.0.0/16', '--metrics-bind-address', '127.0.0.1:0', '--lease-namespace', 'kube-npm-system'], { stdio: ['ignore', 'ignore', 'pipe'], env: splitEnv(flags).env });
       procs.push(agent);
       let log = '';
       agent.stderr!.on('data', (d: Buffer) => (log += d.toString()));

@@ -5,7 +5,8 @@
  * creates (real ipset and iptables there; nothing in the root namespace), against the bench's API
  * server, after the simulated node-0 agent was stopped. Measured once its first sync is logged
  * and it has been quiet for `settleMs`: VmRSS and VmHWM from /proc. Needs root (netns, kernel);
- * the namespace is deleted afterwards, and the agent's kernel state with it.
+ * the namespace is deleted afterwards, and the agent's kernel state with it. `nodeFlags` and `env`
+ * (e.g. MALLOC_ARENA_MAX) run it as a manifest does (scale.bench.ts shippedRuntime).
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -27,7 +28,7 @@ export function canRunRealAgent(repo: string): string | undefined {
   return undefined;
 }
 
-export async function measureRealAgent(o: { repo: string; kubeconfig: string; node: string; nodeFlags?: string[]; settleMs?: number; timeoutMs?: number; log: (s: string) => void }): Promise<RealAgentMemory> {
+export async function measureRealAgent(o: { repo: string; kubeconfig: string; node: string; nodeFlags?: string[]; env?: Record<string, string>; settleMs?: number; timeoutMs?: number; log: (s: string) => void }): Promise<RealAgentMemory> {
   const netns = `knpm-bench-${process.pid}`;
   const ip = (...a: string[]) => {
     const r = spawnSync('ip', a, { encoding: 'utf8' });
@@ -36,7 +37,7 @@ export async function measureRealAgent(o: { repo: string; kubeconfig: string; no
   ip('netns', 'add', netns);
   const nodeFlags = o.nodeFlags ?? [];
   const child = spawn(process.execPath, [...nodeFlags, join(o.repo, 'dist/operator/src/cli/main.js'), 'agent', '--node-name', o.node, '--kubeconfig', o.kubeconfig, '--netns', netns,
-    '--metrics-secure=false', '--metrics-bind-address', '127.0.0.1:0', '--pod-startup', 'open', '--lease-namespace', 'kube-system'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    '--metrics-secure=false', '--metrics-bind-address', '127.0.0.1:0', '--pod-startup', 'open', '--lease-namespace', 'kube-system'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...o.env } });
   let out = '';
   let lastLine = Date.now();
   let synced = '';
@@ -57,7 +58,7 @@ export async function measureRealAgent(o: { repo: string; kubeconfig: string; no
       await new Promise((r) => setTimeout(r, 250));
     }
     const m = procStat(child.pid!);
-    o.log(`real agent (${netns}): ${synced}; RSS ${m.rssMiB.toFixed(1)} MiB, peak ${m.hwmMiB.toFixed(1)} MiB${nodeFlags.length ? ` with ${nodeFlags.join(' ')}` : ''}`);
+    o.log(`real agent (${netns}): ${synced}; RSS ${m.rssMiB.toFixed(1)} MiB, peak ${m.hwmMiB.toFixed(1)} MiB${nodeFlags.length || o.env ? ` with ${[...Object.entries(o.env ?? {}).map(([k, v]) => `${k}=${v}`), ...nodeFlags].join(' ')}` : ''}`);
     return { rssMiB: m.rssMiB, hwmMiB: m.hwmMiB, synced, nodeFlags };
   } finally {
     child.kill('SIGTERM');
