@@ -155,9 +155,26 @@ export interface NodeProgress {
   error?: string;
 }
 
+/**
+ * A valid part of the policy that allows nothing right now (a peer selecting no pod, a named port no
+ * destination pod declares, an IPv6 ipBlock). It follows pods: written only when the list changes.
+ */
+export interface RuleWarning {
+  /** Where, as `kubectl describe nrs` numbers rules: "ingress[0].from[1]", "egress[1].ports[0]". */
+  rule: string;
+  /** NoPeersSelected | NamedPortNotDeclared | IPv6NotEnforced (translate/policy.ts WARNING). */
+  reason: string;
+  message: string;
+}
+
 export interface NpmRuleSetStatus {
   observedGeneration?: number;
   conditions?: Condition[];
+  /**
+   * Absent when there is none (see RuleWarning; the Resolved condition sums them up). null only in
+   * a status being written: the merge patch removes the list.
+   */
+  warnings?: RuleWarning[] | null;
   /** Counts shown by `kubectl get nrs`. */
   setCount?: number;
   ruleCount?: number;
@@ -184,6 +201,11 @@ export interface NpmIPSetSpec {
   /** Shard index in [0, shardCount): the kernel set is the union of all shards' members. */
   shard: number;
   shardCount: number;
+  /**
+   * members.length: the MEMBERS column of `kubectl get nips` (a column cannot count a list). The
+   * agent ignores it. Optional: shards written before it lack it.
+   */
+  memberCount?: number;
   /** Members in ipset syntax ("10.244.1.10", "10.244.1.10,tcp:8080"), sorted. */
   members: string[];
 }

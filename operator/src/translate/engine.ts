@@ -18,6 +18,10 @@
  *    through the same functions, and the property test checks that incremental == full. A rendered
  *    shard is kept until it changes, so all(), drain() and ipSetObject() hand out the same object:
  *    callers must not modify the objects they receive (rulesets were already shared).
+ *  - Warnings (a peer selecting no pod, a named port no destination declares, an IPv6 ipBlock:
+ *    warnings()) are computed from the sets' members, per policy, from the checks compilePolicy
+ *    recorded. drain() recomputes them only for the policies watching a set that changed (a peer
+ *    set only when it became empty or stopped being), and names the policies whose list changed.
  *  - Memory is the limit at 10k policies (Antrea's workload: 200 MB): sets, selectors and kernel
  *    names are compiled once and shared between policies (policy.ts CompileCache), strings kept
  *    are flattened and arrays trimmed (strings.ts).
@@ -33,12 +37,13 @@ import {
   SET_LABEL,
   type NpmIPSet,
   type NpmRuleSet,
+  type RuleWarning,
   type SetRef,
 } from '../api/types.js';
 import { parseIPv4 } from './cidr.js';
 import { checkPod, defaultNamespace, defaultPolicy } from './defaults.js';
 import { NAMESPACE_NAME_LABEL, type ClusterSnapshot, type Namespace, type NetworkPolicy, type Pod } from './k8s.js';
-import { compilePolicy, type CompileCache, type CompiledPolicy, type DemandCache, type PodDerivedDemand, type Scope } from './policy.js';
+import { WARNING, compilePolicy, type CompileCache, type CompiledPolicy, type DemandCache, type PodDerivedDemand, type Scope, type WarningCheck } from './policy.js';
 import { indexRequirement, matches, type FieldError, type Selector } from './selector.js';
 import { addTo, removeFrom } from './multimap.js';
 import { flat, trimmed } from './strings.js';
@@ -62,6 +67,12 @@ export interface ObjectRef {
 export interface Changes {
   upserts: (NpmRuleSet | NpmIPSet)[];
   deletes: ObjectRef[];
+  /**
+   * Policies whose warnings() changed since the previous drain (a status to recompute): pod events
+   * move them without changing any ruleset. A policy added or changed is listed when its warnings
+   * differ from none.
+   */
+  warned: { namespace: string; name: string }[];
 }
 
 /** A pod as the engine sees it: only what membership depends on. */
@@ -124,6 +135,8 @@ class MemberSet {
   readonly dirtyShards = new Set<number>();
   /** Shard count last handed out by drain (0: never written). */
   writtenShards = 0;
+  /** Whether the set was empty at the last drain (undefined: not drained yet): see drain's warnings. */
+  drainedEmpty: boolean | undefined;
 
   constructor(readonly ref: SetRef) {}
 
@@ -133,6 +146,11 @@ class MemberSet {
 
   has(podKey: string): boolean {
     return this.byPod.has(podKey);
+  }
+
+  /** Pods contributing members (size counts distinct members). */
+  get pods(): number {
+    return this.byPod.size;
   }
 
   podKeys(): IterableIterator<string> {
@@ -385,6 +403,15 @@ interface PolicyState {
   /** Names of the sets it acquired (released when the policy changes or goes). */
   sets: string[];
   ruleset: NpmRuleSet;
+  checks: readonly WarningCheck[];
+  /** warnings() as of the last drain (NO_WARNINGS when none). */
+  warned: readonly RuleWarning[];
+}
+
+const NO_WARNINGS: readonly RuleWarning[] = [];
+
+function sameWarnings(a: readonly RuleWarning[], b: readonly RuleWarning[]): boolean {
+  return a.length === b.length && a.every((w, i) => w.rule === b[i]!.rule && w.reason === b[i]!.reason && w.message === b[i]!.message);
 }
 
 function objectName(kind: string, meta: { namespace?: string; name?: string }): string {
@@ -420,12 +447,21 @@ export class TranslationEngine {
     return k;
   };
 
+  /**
+   * Policies to recheck for warnings when a set changes, by set name: `emptiness` when the set
+   * becomes empty or stops being (peer checks), `members` on any change (named-port checks).
+   */
+  private readonly emptinessWatchers = new Map<string, Set<string>>();
+  private readonly memberWatchers = new Map<string, Set<string>>();
+
   private readonly dirtyRulesets = new Set<string>();
   /** Rulesets handed out by drain and not deleted since: only these need a delete. */
   private readonly writtenRulesets = new Set<string>();
   private readonly dirtySets = new Set<string>();
   /** Sets removed since the last drain, with the shard count last written. */
   private readonly removedSets = new Map<string, number>();
+  /** Policies whose warnings drain() must recompute (changed policies). */
+  private readonly recheck = new Set<string>();
 
   // ---------------------------------------------------------------- events
 
@@ -493,10 +529,16 @@ export class TranslationEngine {
       this.acquire(d);
       sets.push(d.ref.name);
     }
-    if (old) for (const name of old.sets) this.release(name);
+    if (old) {
+      for (const name of old.sets) this.release(name);
+      this.watch(key, old.checks, removeFrom);
+    }
+    this.watch(key, compiled.checks, addTo);
     const ruleset = renderRuleSet(np, compiled);
     if (!old || JSON.stringify(old.ruleset) !== JSON.stringify(ruleset)) this.dirtyRulesets.add(key);
-    this.policies.set(key, { sets: trimmed(sets), ruleset });
+    // Rechecked at the next drain (its sets may not be filled yet).
+    this.recheck.add(key);
+    this.policies.set(key, { sets: trimmed(sets), ruleset, checks: compiled.checks, warned: old?.warned ?? NO_WARNINGS });
     return compiled.errors.map((e) => ({ object: what, ...e }));
   }
 
@@ -506,7 +548,20 @@ export class TranslationEngine {
     if (!old) return;
     this.policies.delete(key);
     for (const name of old.sets) this.release(name);
+    this.watch(key, old.checks, removeFrom);
+    this.recheck.delete(key);
     this.dirtyRulesets.add(key);
+  }
+
+  /** Adds (addTo) or removes (removeFrom) a policy from the watchers of the sets its checks read. */
+  private watch(key: string, checks: readonly WarningCheck[], op: typeof addTo): void {
+    for (const c of checks) {
+      if (c.kind === 'peer') op(this.emptinessWatchers, c.set, key);
+      else if (c.kind === 'namedPort') {
+        op(this.memberWatchers, c.set, key);
+        for (const s of c.on ?? []) op(this.memberWatchers, s, key);
+      }
+    }
   }
 
   // ---------------------------------------------------------------- output
@@ -528,10 +583,15 @@ export class TranslationEngine {
     this.fill();
     const upserts: (NpmRuleSet | NpmIPSet)[] = [];
     const deletes: ObjectRef[] = [];
+    const recheck = this.recheck;
     for (const name of [...this.dirtySets].sort()) {
       const s = this.sets.get(name);
       if (!s) continue;
       const ms = s.members;
+      const empty = ms.size === 0;
+      if (ms.drainedEmpty !== empty) for (const k of this.emptinessWatchers.get(name) ?? []) recheck.add(k);
+      ms.drainedEmpty = empty;
+      for (const k of this.memberWatchers.get(name) ?? []) recheck.add(k);
       const n = ms.shardCount();
       for (const i of [...ms.dirtyShards].sort((a, b) => a - b)) if (i < n) upserts.push(ms.object(i));
       if (ms.writtenShards > n) {
@@ -558,7 +618,57 @@ export class TranslationEngine {
       for (let i = 0; i < shards; i++) deletes.push({ kind: IPSET_KIND, name: ipSetObjectName(name, i) });
     }
     this.removedSets.clear();
-    return { upserts, deletes };
+    const warned: { namespace: string; name: string }[] = [];
+    for (const key of [...recheck].sort()) {
+      const p = this.policies.get(key);
+      if (!p) continue;
+      const w = this.computeWarnings(p.checks);
+      if (sameWarnings(w, p.warned)) continue;
+      p.warned = w;
+      const slash = key.indexOf('/');
+      warned.push({ namespace: key.slice(0, slash), name: key.slice(slash + 1) });
+    }
+    recheck.clear();
+    return { upserts, deletes, warned };
+  }
+
+  /**
+   * What in this policy allows nothing right now (see policy.ts WarningCheck), in rule order; empty
+   * when everything can match. Cost: one size check per pod-derived peer; for a named port, a
+   * lookup per pod of the smaller side until one pod is found on both.
+   */
+  warnings(namespace: string, name: string): RuleWarning[] {
+    const p = this.policies.get(`${namespace}/${name}`);
+    if (!p) return [];
+    this.fill();
+    return this.computeWarnings(p.checks).slice();
+  }
+
+  private computeWarnings(checks: readonly WarningCheck[]): readonly RuleWarning[] {
+    let out: RuleWarning[] | undefined;
+    for (const c of checks) {
+      let w: RuleWarning | undefined;
+      if (c.kind === 'static') w = { rule: c.rule, reason: c.reason, message: c.message };
+      else if (c.kind === 'peer') {
+        const s = this.sets.get(c.set);
+        if (s && s.members.size === 0) w = { rule: c.rule, reason: WARNING.NoPeersSelected, message: `selects no pod right now: ${s.members.ref.meaning}` };
+      } else {
+        const ports = this.sets.get(c.set)?.members;
+        if (!ports) continue;
+        if (c.on === undefined) {
+          if (ports.size === 0) w = { rule: c.rule, reason: WARNING.NamedPortNotDeclared, message: `no pod declares ${c.port}: it matches nothing` };
+        } else {
+          const on = c.on.map((n) => this.sets.get(n)?.members).filter((m): m is MemberSet => m !== undefined && m.pods > 0);
+          // No destination pod at all: nothing to declare it (a peer warning or NoSelectedPods says so).
+          if (on.length && !declaredBySome(ports, on)) {
+            const who = c.rule.startsWith('ingress') ? 'no pod this policy selects' : 'no pod of this rule\'s peers';
+            w = { rule: c.rule, reason: WARNING.NamedPortNotDeclared, message: `${who} declares ${c.port}: it matches nothing` };
+          }
+        }
+      }
+      if (w) (out ??= []).push(w);
+    }
+    return out ?? NO_WARNINGS;
   }
 
   stats(): { namespaces: number; pods: number; policies: number; sets: number; members: number } {
@@ -872,6 +982,18 @@ function namedPortMembers(s: NamedPortSetState, pod: PodState): PodMembers | und
   return members.length === 1 ? members[0] : members;
 }
 
+/** Whether some pod of the sets `on` is in the named-port set `ports` (walks the smaller side). */
+function declaredBySome(ports: MemberSet, on: readonly MemberSet[]): boolean {
+  let total = 0;
+  for (const m of on) total += m.pods;
+  if (ports.pods <= total) {
+    for (const k of ports.podKeys()) if (on.some((m) => m.has(k))) return true;
+    return false;
+  }
+  for (const m of on) for (const k of m.podKeys()) if (ports.has(k)) return true;
+  return false;
+}
+
 function isIPv4(a: unknown): a is string {
   return typeof a === 'string' && a !== '' && parseIPv4(a) !== undefined;
 }
@@ -912,6 +1034,7 @@ function renderIPSet(ref: SetRef, shard: number, shardCount: number, members: st
       meaning: ref.meaning,
       shard,
       shardCount,
+      memberCount: members.length,
       members,
     },
   };

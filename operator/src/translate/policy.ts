@@ -5,6 +5,11 @@
  * enclosing allow rule (removing an allow can only deny more), an invalid podSelector guards every
  * pod of the namespace, and an invalid policyTypes entry isolates both directions. The problems are
  * listed in spec.problems (the operator turns them into Accepted=False).
+ *
+ * Valid parts that cannot allow anything right now are not problems but warnings (status.warnings,
+ * computed by the engine from pod state): a peer whose set has no member, a named port no
+ * destination pod declares, an IPv6 ipBlock. compilePolicy records, per rule, what to check
+ * (WarningCheck): the checks are static, their outcome follows pods.
  */
 import { ipBlockSetName, namedPortSetName, podSelectorSetName, policyChainName } from '../api/names.js';
 import type { Chain, Direction, NpmRuleSetSpec, Protocol, Rule, RuleMatch, SetRef } from '../api/types.js';
@@ -49,7 +54,37 @@ export interface CompiledPolicy {
   /** Every set the chains reference, with what is needed to compute pod-derived members. */
   demands: SetDemand[];
   errors: FieldError[];
+  /** What can make a compiled rule allow nothing (see WarningCheck), in rule order. */
+  checks: WarningCheck[];
 }
+
+/** Why a rule (or part of it) allows nothing: the `reason` of a status warning. */
+export const WARNING = {
+  /** A pod-derived peer (podSelector / namespaceSelector) selects no running pod right now. */
+  NoPeersSelected: 'NoPeersSelected',
+  /** A named port that no pod the rule's traffic goes to declares. */
+  NamedPortNotDeclared: 'NamedPortNotDeclared',
+  /** An IPv6 ipBlock: the IPv4 dataplane cannot see IPv6 traffic, so the peer allows nothing. */
+  IPv6NotEnforced: 'IPv6NotEnforced',
+} as const;
+
+/**
+ * One thing to check for a warning, named by its place in the policy as `kubectl describe nrs`
+ * numbers rules ("ingress[0].from[1]": rule 0 of the ingress rules, its peer 1).
+ *  - peer: warn while the pod-derived set `set` has no member.
+ *  - namedPort: warn while no pod of the sets `on` (the policy's selected pods for ingress, the
+ *    rule's peer sets for egress; undefined: any pod, as for an ipBlock or "any" peer) is in the
+ *    named-port set `set`, provided some pod of `on` exists (else another warning or Programmed
+ *    NoSelectedPods already says so).
+ *  - static: always (an IPv6 ipBlock).
+ */
+export type WarningCheck =
+  | { kind: 'peer'; rule: string; set: string }
+  | { kind: 'namedPort'; rule: string; set: string; port: string; on: readonly string[] | undefined }
+  | { kind: 'static'; rule: string; reason: string; message: string };
+
+/** Shared by every policy without checks (most default-deny policies). */
+const NO_CHECKS: WarningCheck[] = [];
 
 const PROTOCOLS: readonly string[] = ['TCP', 'UDP', 'SCTP'];
 /** IANA_SVC_NAME, as the API server validates named ports. */
@@ -188,6 +223,8 @@ class Builder {
 interface PeerMatch {
   set?: string;
   words: string;
+  /** The set is an ipBlock (its members are static: nothing to warn about). */
+  ipBlock?: boolean;
 }
 
 interface PortMatch {
@@ -195,6 +232,7 @@ interface PortMatch {
   words: string;
 }
 
+/** A peer's set, or null when it has no IPv4 effect (an IPv6 ipBlock), or undefined on error. */
 function compilePeer(b: Builder, peer: NetworkPolicyPeer, policyNs: string, field: string): PeerMatch | null | undefined {
   if (peer === null || typeof peer !== 'object' || Array.isArray(peer)) {
     b.errors.push({ field, message: 'must be an object' });
@@ -209,7 +247,7 @@ function compilePeer(b: Builder, peer: NetworkPolicyPeer, policyNs: string, fiel
     }
     const r = b.ipBlockSet(peer.ipBlock, `${field}.ipBlock`);
     if (!r) return r;
-    return { set: r.name, words: r.meaning };
+    return { set: r.name, words: r.meaning, ipBlock: true };
   }
   if (!hasSel) {
     b.errors.push({ field, message: 'must specify one of podSelector, namespaceSelector, ipBlock' });
@@ -274,6 +312,9 @@ function compileRules(
   rules: unknown,
   policyNs: string,
   field: string,
+  /** The policy's own pod set: where an ingress rule's named ports must be declared. */
+  targetSet: string,
+  checks: WarningCheck[],
 ): Rule[] {
   const out: Rule[] = [];
   if (rules === undefined || rules === null) return out;
@@ -308,6 +349,7 @@ function compileRules(
       : [{ match: {}, words: 'any protocol and port' }];
     // Any error inside the rule drops the whole rule: dropping an allow only denies more.
     if (b.errors.length > errs) return;
+    addChecks(direction, `${field.slice('spec.'.length)}[${i}]`, peerKey, peerList, peers, portList, ports, targetSet, checks);
     for (const peer of peers) {
       if (!peer) continue; // no IPv4 effect (IPv6 block, or an except covering the block)
       for (const port of ports) {
@@ -324,6 +366,47 @@ function compileRules(
     }
   });
   return trimmed(out);
+}
+
+/**
+ * The warning checks of one valid rule (see WarningCheck). `rule` is "ingress[0]"; peers and
+ * ports as compiled, index for index with the lists the user wrote.
+ */
+function addChecks(
+  direction: Direction,
+  rule: string,
+  peerKey: string,
+  peerList: readonly NetworkPolicyPeer[],
+  peers: readonly (PeerMatch | null | undefined)[],
+  portList: readonly NetworkPolicyPort[],
+  ports: readonly (PortMatch | undefined)[],
+  targetSet: string,
+  checks: WarningCheck[],
+): void {
+  const podPeers: string[] = [];
+  let anyPeer = peerList.length === 0;
+  peers.forEach((p, j) => {
+    if (peerList.length === 0) return;
+    const at = `${rule}.${peerKey}[${j}]`;
+    if (p === null) {
+      const cidr = String((peerList[j]!.ipBlock as { cidr?: unknown }).cidr);
+      checks.push({ kind: 'static', rule: flat(at), reason: WARNING.IPv6NotEnforced, message: flat(`ipBlock ${cidr} is IPv6: the IPv4 dataplane cannot enforce it, so this peer allows nothing`) });
+    } else if (p?.ipBlock) anyPeer = true;
+    else if (p?.set) {
+      podPeers.push(p.set);
+      checks.push({ kind: 'peer', rule: flat(at), set: p.set });
+    }
+  });
+  ports.forEach((p, k) => {
+    const set = p?.match.namedPortSet;
+    if (!set) return;
+    // A named port resolves on the destination pod: the selected pods for ingress, the peers for
+    // egress (any pod when a peer is an ipBlock or any destination).
+    const on = direction === 'Ingress' ? [targetSet] : anyPeer ? undefined : podPeers;
+    if (on?.length === 0) return; // only IPv6 peers: the rule allows nothing anyway
+    const port = flat(`${portList[k]!.protocol ?? 'TCP'} port "${String(portList[k]!.port)}"`);
+    checks.push({ kind: 'namedPort', rule: flat(`${rule}.ports[${k}]`), set, port, on: on && trimmed([...new Set(on)]) });
+  });
 }
 
 /** Translates one policy (already defaulted: see defaults.ts). */
@@ -355,11 +438,12 @@ export function compilePolicy(np: NetworkPolicy, cache?: CompileCache): Compiled
   types.sort(); // Egress before Ingress: a stable order independent of how the user wrote it
 
   const chains: Chain[] = [];
+  const checks: WarningCheck[] = [];
   for (const direction of types) {
     const rules =
       direction === 'Ingress'
-        ? compileRules(b, 'Ingress', spec.ingress, namespace, 'spec.ingress')
-        : compileRules(b, 'Egress', spec.egress, namespace, 'spec.egress');
+        ? compileRules(b, 'Ingress', spec.ingress, namespace, 'spec.ingress', targetSet, checks)
+        : compileRules(b, 'Egress', spec.egress, namespace, 'spec.egress', targetSet, checks);
     chains.push({ name: flat(policyChainName(direction, namespace, name)), direction, targetSet, guards, rules });
   }
 
@@ -385,5 +469,5 @@ export function compilePolicy(np: NetworkPolicy, cache?: CompileCache): Compiled
     chains: trimmed(chains),
   };
   if (b.errors.length) out.problems = b.errors.map((e) => `${e.field}: ${e.message}`);
-  return { namespace, name, spec: out, demands: [...b.demands.values()], errors: b.errors };
+  return { namespace, name, spec: out, demands: [...b.demands.values()], errors: b.errors, checks: checks.length ? trimmed(checks) : NO_CHECKS };
 }
