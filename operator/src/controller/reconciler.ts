@@ -353,11 +353,15 @@ export class Reconciler {
   }
 }
 
-/** Whether some condition appears, goes, or changes its status or reason between two statuses. */
+/**
+ * Whether some condition appears, goes, or changes its status or reason between two statuses, or the
+ * warnings change (one more peer selecting no pod keeps Resolved False with the same reason).
+ */
 function flips(before: NpmRuleSetStatus | undefined, after: NpmRuleSetStatus): boolean {
   const a = before?.conditions ?? [];
   const b = after.conditions ?? [];
   if (a.length !== b.length) return true;
+  if (!sameJson(before?.warnings ?? [], after.warnings ?? [])) return true;
   return b.some((c) => {
     const o = a.find((x) => x.type === c.type);
     return !o || o.status !== c.status || o.reason !== c.reason;

@@ -8,8 +8,13 @@
  *             generation of this very object (uid); False names the nodes lagging or failing. n/N in status.nodesProgrammed.
  *             A node whose agent is not reporting (its liveness Lease expired: liveness.ts) vouches
  *             for nothing, whatever it reported before: False, AgentNotReporting, naming it.
+ * Resolved:   True when every peer selects a pod and every named port is declared where traffic
+ *             goes; False lists status.warnings (the engine's warnings(): a peer selecting no pod,
+ *             a named port nobody declares, an IPv6 ipBlock). The reason is the warnings' reason
+ *             when they share one, else SeveralWarnings. Pods move warnings, not the policy: the
+ *             list is written only when it changes (reconciler.ts flips counts a changed list).
  */
-import type { Condition, NpmNode, NpmRuleSet, NpmRuleSetStatus } from '../api/types.js';
+import type { Condition, NpmNode, NpmRuleSet, NpmRuleSetStatus, RuleWarning } from '../api/types.js';
 import { setCondition } from '../framework/conditions.js';
 
 export const REASON = {
@@ -20,7 +25,13 @@ export const REASON = {
   Pending: 'Pending',
   NodeError: 'NodeError',
   AgentNotReporting: 'AgentNotReporting',
+  Resolved: 'Resolved',
+  /** Resolved=False with warnings of more than one reason (each warning names its own). */
+  SeveralWarnings: 'SeveralWarnings',
 } as const;
+
+/** The condition message lists at most this many warnings (all are in status.warnings). */
+const MAX_LISTED = 5;
 
 export function computeStatus(
   rs: NpmRuleSet,
@@ -29,6 +40,8 @@ export function computeStatus(
   now: Date,
   /** Nodes whose agent is not reporting -> since when (ISO time of the last renewal). */
   notReporting: ReadonlyMap<string, string> = new Map(),
+  /** The engine's warnings() for this policy, in rule order. */
+  warnings: readonly RuleWarning[] = [],
 ): NpmRuleSetStatus {
   const generation = rs.metadata.generation ?? 1;
   const ns = rs.metadata.namespace ?? '';
@@ -81,13 +94,33 @@ export function computeStatus(
     };
   }
   conds = setCondition(conds, programmed, now);
+  conds = setCondition(conds, resolved(warnings, generation), now);
   return {
     observedGeneration: generation,
     conditions: conds,
+    // The status is written as a merge patch, where an absent key leaves the stored list in place:
+    // null removes it (once; sameStatus reads null as absent).
+    ...(warnings.length ? { warnings: warnings.map((w) => ({ rule: w.rule, reason: w.reason, message: w.message })) } : rs.status?.warnings ? { warnings: null } : {}),
     setCount: rs.spec.ipsets.length,
     ruleCount: rs.spec.chains.reduce((a, c) => a + c.rules.length, 0),
     nodesProgrammed: `${done.length}/${concernedNodes.length}`,
     nodes: perNode,
+  };
+}
+
+function resolved(warnings: readonly RuleWarning[], generation: number): Omit<Condition, 'lastTransitionTime'> {
+  if (!warnings.length) {
+    return { type: 'Resolved', status: 'True', observedGeneration: generation, reason: REASON.Resolved, message: 'every peer selects a pod and every named port is declared' };
+  }
+  const reasons = new Set(warnings.map((w) => w.reason));
+  const listed = warnings.slice(0, MAX_LISTED).map((w) => `${w.rule}: ${w.message}`);
+  if (warnings.length > MAX_LISTED) listed.push(`and ${warnings.length - MAX_LISTED} more (status.warnings)`);
+  return {
+    type: 'Resolved',
+    status: 'False',
+    observedGeneration: generation,
+    reason: reasons.size === 1 ? warnings[0]!.reason : REASON.SeveralWarnings,
+    message: `${warnings.length > 1 ? `${warnings.length} parts of the policy allow` : '1 part of the policy allows'} nothing right now: ${listed.join('; ')}`,
   };
 }
 
@@ -97,7 +130,14 @@ export function computeStatus(
  * would see a change in every status we built in another key order, and write it again.
  */
 export function sameStatus(a: NpmRuleSetStatus | undefined, b: NpmRuleSetStatus): boolean {
-  return sameJson(a ?? {}, b);
+  return sameJson(withoutNull(a ?? {}), withoutNull(b));
+}
+
+/** warnings: null (remove the list, in a merge patch) is no list. */
+function withoutNull(s: NpmRuleSetStatus): NpmRuleSetStatus {
+  if (s.warnings !== null) return s;
+  const { warnings: _w, ...rest } = s;
+  return rest;
 }
 
 /**
