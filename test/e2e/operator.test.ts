@@ -231,6 +231,37 @@ describe('operator + agents against a real API server (e2e)', function () {
     await kubectlOk(cp!, ['-n', 'x', 'delete', 'networkpolicy', 'from-role-client']);
   });
 
+  it('a peer that selects no pod is a warning in describe nrs, cleared when a pod matches; get nips counts members (#12 item 4)', async () => {
+    await kubectlOk(cp!, ['apply', '-f', '-'], JSON.stringify({
+      apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { name: 'typo', namespace: 'x' },
+      spec: { podSelector: { matchLabels: { pod: 'a' } }, ingress: [{ from: [{ podSelector: { matchLabels: { app: 'wbe' } } }] }] },
+    }));
+    await programmed('x', 'typo');
+    const warned = /Type:\s+Resolved/;
+    const describe = await waitFor('the warning in describe nrs', async () => {
+      const out = await kubectlOk(cp!, ['-n', 'x', 'describe', 'nrs', 'typo']);
+      return /Warnings:\s+Message:/.test(out) ? out : undefined;
+    });
+    expect(describe).to.match(/Warnings:\s+Message:\s+selects no pod right now: pods with app=wbe in namespace x\s+Reason:\s+NoPeersSelected\s+Rule:\s+ingress\[0\]\.from\[0\]/);
+    expect(describe).to.match(/Message:\s+1 part of the policy allows nothing right now: ingress\[0\]\.from\[0\]: selects no pod[^\n]*\n\s+Observed Generation:\s+\d+\n\s+Reason:\s+NoPeersSelected\n\s+Status:\s+False\n\s+Type:\s+Resolved/);
+    expect(describe).to.match(warned);
+    // The empty peer set: 0 members in the MEMBERS column.
+    const nips = await kubectlOk(cp!, ['get', 'nips']);
+    expect(nips).to.match(/NAME\s+SET\s+TYPE\s+SHARD\s+SHARDS\s+MEMBERS\s+MEANING\s+AGE/);
+    expect(nips).to.match(/hash:ip\s+0\s+1\s+0\s+pods with app=wbe in namespace x\s/);
+    expect(nips).to.match(/hash:ip\s+0\s+1\s+3\s+all pods in namespace x\s/);
+    // A pod gets the label: the warning goes (one status write, no policy change).
+    await kubectlOk(cp!, ['-n', 'x', 'label', 'pod', 'b', 'app=wbe']);
+    const cleared = await waitFor('the warning cleared', async () => {
+      const out = await kubectlOk(cp!, ['-n', 'x', 'describe', 'nrs', 'typo']);
+      return /Warnings:/.test(out) ? undefined : out;
+    });
+    expect(cleared).to.match(/Reason:\s+Resolved\n\s+Status:\s+True\n\s+Type:\s+Resolved/);
+    expect(await kubectlOk(cp!, ['get', 'nips'])).to.match(/hash:ip\s+0\s+1\s+1\s+pods with app=wbe in namespace x\s/);
+    await kubectlOk(cp!, ['-n', 'x', 'delete', 'networkpolicy', 'typo']);
+    await kubectlOk(cp!, ['-n', 'x', 'label', 'pod', 'b', 'app-']);
+  });
+
   it('agent restart: no unprotected window, state adopted', async () => {
     let leaks = 0;
     let probes = 0;
