@@ -521,6 +521,8 @@ export class NpmOperator {
         targets.add((u as NpmIPSet).spec.setName);
       }
     }
+    // Pods moved a policy's warnings (a peer now selects a pod, or none): only its status changes.
+    for (const w of ch.warned) this.queue.add(statusKey(w.namespace, w.name));
     for (const d of ch.deletes) {
       if (d.kind === RULESET_KIND) this.users.update(`${d.namespace ?? ''}/${d.name}`, undefined);
       this.queue.add(d.kind === RULESET_KIND ? rulesetKey(d.namespace ?? '', d.name) : ipsetKey(d.name));
@@ -541,6 +543,9 @@ export class NpmOperator {
   /** Events on the NetworkPolicy when a condition flips. */
   private transition(rs: NpmRuleSet, before: Condition | undefined, after: Condition): void {
     if (before?.status === after.status) return;
+    // A policy whose peers resolve from the start is the normal case: no Event for it (one per
+    // policy create, and one per existing policy on upgrade to a version with this condition).
+    if (after.type === 'Resolved' && !before && after.status === 'True') return;
     const ns = rs.metadata.namespace ?? 'default';
     const warning = after.status === 'False' && after.reason !== 'Pending';
     void this.events

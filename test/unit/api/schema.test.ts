@@ -40,6 +40,7 @@ const fullStatus: DeepRequired<NpmRuleSetStatus> = {
   ruleCount: 1,
   nodesProgrammed: '2/3',
   nodes: [{ node: 'n1', generation: 3, error: 'iptables-restore: line 4 failed' }],
+  warnings: [{ rule: 'ingress[0].from[1]', reason: 'NoPeersSelected', message: 'selects no pod right now: pods with app=wbe in namespace prod' }],
   conditions: [{ type: 'Accepted', status: 'True', observedGeneration: 3, lastTransitionTime: '2026-01-01T00:00:00Z', reason: 'Translated', message: 'ok' }],
 };
 
@@ -51,6 +52,7 @@ const fullIPSetSpec: DeepRequired<NpmIPSetSpec> = {
   meaning: 'pods with app=web in namespace prod',
   shard: 0,
   shardCount: 1,
+  memberCount: 1,
   members: ['10.244.1.10'],
 };
 

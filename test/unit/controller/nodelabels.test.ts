@@ -43,7 +43,7 @@ describe('operator: node labels on rulesets and shards (in-memory API server)', 
     expect(writes).to.have.length(3);
     expect(writes.slice(0, 2).sort()).to.deep.equal([
       `patch NpmIPSet ${peer} add ${label}`,
-      `patch NpmIPSet ${target} add /spec/members/1, add ${label}`,
+      `patch NpmIPSet ${target} add /spec/members/1, replace /spec/memberCount, add ${label}`,
     ].sort());
     expect(writes[2]).to.equal(`patch NpmRuleSet p add ${label}`);
     for (const s of shards()) expect(s.metadata.labels).to.have.property(N2, '');
@@ -67,7 +67,7 @@ describe('operator: node labels on rulesets and shards (in-memory API server)', 
     expect(writes, writes.join('\n')).to.have.length(4);
     const rest = writes.filter((w) => !shardWrites.includes(w) && w !== `patch NpmRuleSet p ${label}`);
     expect(rest).to.have.length(1);
-    expect(rest[0]).to.match(/^patch NpmIPSet \S+ remove \/spec\/members\/1$/);
+    expect(rest[0]).to.match(/^patch NpmIPSet \S+ remove \/spec\/members\/1, replace \/spec\/memberCount$/);
     for (const s of shards()) expect(s.metadata.labels).not.to.have.property(N2);
   });
 });
