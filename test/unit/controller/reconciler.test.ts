@@ -134,7 +134,7 @@ describe('operator reconciler (fake API server)', () => {
     t.engine.upsertPod(pod('web2', '10.244.1.3', { app: 'web' }));
     await t.converge();
     expect(t.api.calls).to.have.length(1);
-    expect(t.api.calls[0]).to.match(/^patch NpmIPSet\/\/knpm-s-.* 1 ops$/);
+    expect(t.api.calls[0]).to.match(/^patch NpmIPSet\/\/knpm-s-.* 2 ops$/); // the member and memberCount
   });
 
   it('ADR 0015: a shard write asks for an acknowledgment only when a waiting pod is in it; an explicit ask stamps an unchanged shard', async () => {
@@ -292,6 +292,61 @@ describe('operator reconciler (fake API server)', () => {
     expect((await r.reconcile(statusKey('prod', 'p'))).action).to.equal('status');
     expect(rs().status!.conditions!.find((c) => c.type === 'Programmed')).to.include({ status: 'True', reason: 'Programmed' });
     expect(writes()).to.equal(3);
+  });
+
+  it('status: a pod of an unchanged policy on a new node: Programmed stays True while that node reports within statusProgressMs, else turns False', async () => {
+    let nowMs = Date.parse('2026-11-26T00:00:00Z');
+    const engine = new TranslationEngine();
+    const api = new FakeApi();
+    const nodes = new Map<string, NpmNode>();
+    const r = new Reconciler(engine, api, {
+      ruleset: (ns, name) => api.objects.get(`NpmRuleSet/${ns}/${name}`) as NpmRuleSet | undefined,
+      ipset: (name) => api.objects.get(`NpmIPSet//${name}`) as NpmIPSet | undefined,
+      rulesets: () => [...api.objects.values()].filter((o): o is NpmRuleSet => o.kind === 'NpmRuleSet'),
+      nodes: () => nodes,
+    }, () => new Date(nowMs));
+    engine.upsertPod(pod('w0', '10.244.1.2', { app: 'web' }, 'n1'));
+    engine.upsertPolicy({ metadata: { name: 'p', namespace: 'prod' }, spec: { podSelector: { matchLabels: { app: 'web' } }, ingress: [{}] } });
+    for (const o of engine.drain().upserts) await r.reconcile(o.kind === 'NpmRuleSet' ? rulesetKey(o.metadata.namespace!, o.metadata.name) : ipsetKey(o.metadata.name));
+    const rs = () => api.objects.get('NpmRuleSet/prod/p') as NpmRuleSet;
+    const programmed = () => rs().status!.conditions!.find((c) => c.type === 'Programmed')!;
+    const writes = () => api.calls.filter((c) => c === 'status prod/p').length;
+    const report = (n: string) => nodes.set(n, { apiVersion: 'kubenpm.io/v1alpha1', kind: 'NpmNode', metadata: { name: n }, status: { applied: [{ namespace: 'prod', name: 'p', generation: 1, uid: rs().metadata.uid! }] } });
+    report('n1');
+    await r.reconcile(statusKey('prod', 'p'));
+    expect(programmed()).to.include({ status: 'True' });
+    expect(writes()).to.equal(1);
+    // A pod on n2: n2 reports 300 ms later; nothing False is ever written, then one progress write.
+    nowMs += 5000;
+    engine.upsertPod(pod('w1', '10.244.2.2', { app: 'web' }, 'n2'));
+    engine.drain();
+    expect(await r.reconcile(statusKey('prod', 'p'))).to.include({ action: 'wait', requeueAfterMs: 1000 });
+    nowMs += 300;
+    expect(await r.reconcile(statusKey('prod', 'p'))).to.include({ action: 'wait', requeueAfterMs: 700 });
+    report('n2');
+    nowMs += 10;
+    expect((await r.reconcile(statusKey('prod', 'p'))).action).to.equal('status');
+    expect(programmed()).to.include({ status: 'True' });
+    expect(rs().status!.nodesProgrammed).to.equal('2/2');
+    expect(writes()).to.equal(2);
+    // A pod on n3, which does not report within the grace: False, naming it.
+    nowMs += 5000;
+    engine.upsertPod(pod('w2', '10.244.3.2', { app: 'web' }, 'n3'));
+    engine.drain();
+    expect((await r.reconcile(statusKey('prod', 'p'))).action).to.equal('wait');
+    nowMs += 1000;
+    expect((await r.reconcile(statusKey('prod', 'p'))).action).to.equal('status');
+    expect(programmed()).to.include({ status: 'False', reason: 'Pending' });
+    expect(programmed().message).to.contain('waiting for n3');
+    // A known node falling behind (a new generation is not this case either) is written at once.
+    report('n3');
+    nowMs += 5000;
+    await r.reconcile(statusKey('prod', 'p'));
+    expect(programmed()).to.include({ status: 'True' });
+    nodes.set('n1', { apiVersion: 'kubenpm.io/v1alpha1', kind: 'NpmNode', metadata: { name: 'n1' }, status: { applied: [], lastError: 'ipset restore: boom' } });
+    nowMs += 10;
+    expect((await r.reconcile(statusKey('prod', 'p'))).action).to.equal('status');
+    expect(programmed()).to.include({ status: 'False', reason: 'NodeError' });
   });
 
   it('status: a policy re-created under the same name is not Programmed by the old object\'s report (uid)', async () => {
