@@ -344,6 +344,8 @@ export class AgentDaemon {
       throw err;
     }
     const { pods, sel, targets, admission, observed, desired } = planned!;
+    // What each kernel set means (npm_ipset_counts{set_name}), as applied.
+    this.o.metrics?.applied(desired.sets);
     this.lastApplied.clear();
     for (const o of sel.objects) if (o.kind === RULESET_KIND) this.lastApplied.set(`${o.metadata.namespace}/${o.metadata.name}`, o);
     this.programmed = appliedView(new Map(this.lastApplied), desired.sets);
