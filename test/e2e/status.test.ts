@@ -91,6 +91,9 @@ describe('membership signal: kubenpm.io/PolicyProgrammed on pods (e2e, real pack
     const kc = new KubeConfig();
     kc.loadFromFile(cp!.kubeconfigPath);
     let writes = 0;
+    // The count starts once the pod's first condition is written (True for its creation), so that
+    // a first write landing late (the operator and the agents start together here) is not counted.
+    await signalled('client', '0');
     const initial = JSON.parse(await kubectlOk(cp!, ['-n', 'demo', 'get', 'pod', 'client', '-o', 'json'])) as PodJson;
     const start = initial.metadata.resourceVersion;
     const c0 = initial.status?.conditions?.find((x) => x.type === CONDITION);
