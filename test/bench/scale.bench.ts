@@ -194,12 +194,27 @@ export function shippedRuntime(manifest: string): { nodeFlags: string[]; env: Re
 export const AGENT_MANIFEST = 'config/agent/daemonset.yaml';
 export const OPERATOR_MANIFEST = 'config/manager/deployment.yaml';
 
+/**
+ * Node flags for a process that hosts `agents` agents: the shipped ones, with the old-space limit
+ * (one agent's heap budget in the DaemonSet) multiplied by the agents sharing the process (25
+ * agents under one agent's 256 MiB ran out of heap).
+ */
+export function workerNodeFlags(shipped: readonly string[], agents: number): string[] {
+  return shipped.map((f) => {
+    const m = /^--max-old-space-size=(\d+)$/.exec(f);
+    return m ? `--max-old-space-size=${Number(m[1]) * agents}` : f;
+  });
+}
+
+/** Set while a bench runs: stops its processes and control plane (an agent worker died). */
+let onWorkerDeath: (() => Promise<void>) | undefined;
+
 function startWorker(cp: ControlPlane, agentsJs: string, nodes: string[], index: number, resyncSeconds: number): Worker {
   const out = createWriteStream(join(cp.dir, `agents-${index}.log`));
   const child = fork(agentsJs, [cp.kubeconfigPath, nodes.join(',')], {
-    // The shipped DaemonSet's NODE_OPTIONS, then SCALE_AGENT_NODE_FLAGS: more node flags for the
-    // agent processes (e.g. --cpu-prof --cpu-prof-dir=D).
-    execArgv: [...shippedRuntime(AGENT_MANIFEST).nodeFlags, ...(process.env.SCALE_AGENT_NODE_FLAGS ?? '').split(' ').filter(Boolean)],
+    // The shipped DaemonSet's NODE_OPTIONS (heap limit per agent), then SCALE_AGENT_NODE_FLAGS: more
+    // node flags for the agent processes (e.g. --cpu-prof --cpu-prof-dir=D).
+    execArgv: [...workerNodeFlags(shippedRuntime(AGENT_MANIFEST).nodeFlags, nodes.length), ...(process.env.SCALE_AGENT_NODE_FLAGS ?? '').split(' ').filter(Boolean)],
     env: { ...process.env, ...shippedRuntime(AGENT_MANIFEST).env, SCALE_RESYNC_MS: String(resyncSeconds * 1000) },
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   });
@@ -216,6 +231,13 @@ function startWorker(cp: ControlPlane, agentsJs: string, nodes: string[], index:
       }
     });
     child.once('exit', (code) => reject(new Error(`agent worker ${index} exited with ${code} (log: ${cp.dir}/agents-${index}.log)`)));
+  });
+  // A worker dying later (out of memory, say) would leave its nodes silent and the bench waiting
+  // for them forever: stop with its log instead. The bench's own stop sends 'stop' first.
+  child.once('exit', (code, signal) => {
+    if (code === 0 || !onWorkerDeath) return;
+    process.stderr.write(`agent worker ${index} (${nodes.length} agents) died (exit ${code}${signal ? `, ${signal}` : ''}); its log: ${cp.dir}/agents-${index}.log\n`);
+    void onWorkerDeath().finally(() => process.exit(1));
   });
   return {
     child,
@@ -253,6 +275,11 @@ export async function runScaleBench(o: ScaleOptions): Promise<ScaleResult> {
   const cp = await startControlPlane({ log: () => undefined });
   const children: ChildProcess[] = [];
   const workers: Worker[] = [];
+  onWorkerDeath = async () => {
+    onWorkerDeath = undefined;
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
+    await cp.stop();
+  };
   try {
     const kc = new KubeConfig();
     kc.loadFromFile(cp.kubeconfigPath);
@@ -525,6 +552,7 @@ export async function runScaleBench(o: ScaleOptions): Promise<ScaleResult> {
     };
     return result;
   } finally {
+    onWorkerDeath = undefined; // stopping now: a worker's exit is expected
     for (const w of workers) if (w.child.exitCode === null) w.child.send({ type: 'stop' });
     await sleep(500);
     for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
