@@ -14,7 +14,8 @@
  * nodejs_heap_size_used_bytes, nodejs_eventloop_lag_p99_seconds, which the dashboard charts) are on
  * the same registry unless `processMetrics: false` (several registries in one process, e.g. tests).
  */
-import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
+import { registerRuntimeMetrics } from './runtime.js';
 
 export interface ClusterSource {
   policies(): number;
@@ -100,6 +101,6 @@ export function createClusterMetrics(src: ClusterSource, registry = new Registry
     for (const verb of API_WRITES[kind]!) m.apiWrites.inc({ kind, verb }, 0);
   }
   for (const result of RECONCILE_RESULTS) m.reconciles.inc({ result }, 0);
-  if (opts.processMetrics !== false) collectDefaultMetrics({ register: registry });
+  if (opts.processMetrics !== false) registerRuntimeMetrics(registry);
   return m;
 }

@@ -31,7 +31,8 @@
  * unless `processMetrics: false` (several registries in one process, e.g. tests).
  * `observer` plugs the timings/counters into a Converger.
  */
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry, Summary } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, Summary } from 'prom-client';
+import { registerRuntimeMetrics } from './runtime.js';
 import { binaries, type Backend } from '../agent/backend.js';
 import type { ConvergeObserver } from '../agent/converge.js';
 import { realClock, type Clock, type Exec } from '../agent/exec.js';
@@ -220,7 +221,7 @@ export function createNodeMetrics(opts: NodeMetricsOptions): NodeMetrics {
     waiting: (n) => waiting.set(n),
     strict: (on) => strict.set(on ? 1 : 0),
   };
-  if (opts.processMetrics !== false) collectDefaultMetrics({ register: registry });
+  if (opts.processMetrics !== false) registerRuntimeMetrics(registry);
   return {
     registry, observer, kernelCounts, podStartup,
     applied: (sets) => {
