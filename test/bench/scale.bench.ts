@@ -325,7 +325,9 @@ export async function runScaleBench(o: ScaleOptions): Promise<ScaleResult> {
     const opLog = createWriteStream(join(cp.dir, 'operator.log'));
     // With the shipped Deployment's node flags and malloc tuning (its memory figures are the product's).
     const opRuntime = shippedRuntime(OPERATOR_MANIFEST);
-    const op = spawn(process.execPath, [...opRuntime.nodeFlags, built.operatorJs, 'operator', '--kubeconfig', cp.kubeconfigPath, '--metrics-bind-address', '127.0.0.1:0', '--metrics-secure=false', '--leader-election-namespace', 'kube-system', '--agent-lease-namespace', 'kube-system'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opRuntime.env } });
+    // SCALE_OPERATOR_NODE_FLAGS: more node flags for the operator (e.g. --cpu-prof --cpu-prof-dir=D).
+    const opExtra = (process.env.SCALE_OPERATOR_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+    const op = spawn(process.execPath, [...opRuntime.nodeFlags, ...opExtra, built.operatorJs, 'operator', '--kubeconfig', cp.kubeconfigPath, '--metrics-bind-address', '127.0.0.1:0', '--metrics-secure=false', '--leader-election-namespace', 'kube-system', '--agent-lease-namespace', 'kube-system'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opRuntime.env } });
     children.push(op);
     op.stdout!.pipe(opLog);
     op.stderr!.pipe(opLog);
