@@ -62,6 +62,12 @@ export interface AgentDaemonOptions {
   /** Full kernel re-read and repair at least this often; 0 = never (tests). Default 60 s. */
   resyncMs?: number;
   /**
+   * Each resync period is shortened by up to this fraction, drawn anew (framework Runner): agents
+   * started together (a rollout, a cluster start) would otherwise resync at the same moments for
+   * ever. Default 0.25 (45-60 s at the default period); 0 for exact periods (tests).
+   */
+  resyncJitter?: number;
+  /**
    * First retry delay after a failed sync (the converger already retried with backoff) or a failed
    * NpmNode write; doubles per failure up to max(retryMs, 30 s). Default 2 s.
    */
@@ -169,6 +175,7 @@ export class AgentDaemon {
       minIntervalMs: o.minIntervalMs ?? 50,
       coalesceMs: o.coalesceMs ?? 25,
       maxIntervalMs: o.resyncMs ?? 60_000,
+      periodJitter: o.resyncJitter ?? 0.25,
       backoff,
       // With its causes: the failing command and the kernel tool's message, not only "sync failed".
       onError: (err, delay) => log(`sync failed, kernel keeps its last good state, retrying in ${delay} ms: ${errorChain(err)}`),

@@ -44,6 +44,14 @@ export interface RunnerOptions {
   coalesceMs?: number;
   /** Periodic run this often; default 0 (none). */
   maxIntervalMs?: number;
+  /**
+   * Each period is shortened by up to this fraction (0..1), drawn anew each time; default 0.
+   * Processes started together (a DaemonSet's agents, a bench's simulated nodes) would otherwise
+   * run their periodic work at the same moments for ever.
+   */
+  periodJitter?: number;
+  /** Uniform in [0, 1) for the jitter; default Math.random (injected by tests). */
+  random?: () => number;
   /** Delays before retrying a failed run (a Backoff instance, or its options). */
   backoff: Backoff | BackoffOptions;
   /** A run failed; the retry comes in `delayMs`. Default: nothing (the caller's run() logs). */
@@ -87,10 +95,16 @@ export class Runner {
     this.periodMs = Math.max(0, o.maxIntervalMs ?? 0);
   }
 
+  /** The next period: maxIntervalMs, shortened by the jitter. */
+  private period(): number {
+    const j = Math.min(1, Math.max(0, this.o.periodJitter ?? 0));
+    return j ? Math.round(this.periodMs * (1 - j * (this.o.random ?? Math.random)())) : this.periodMs;
+  }
+
   /** Starts the loop (and the periodic timer). Requests made before are served now. */
   start(): void {
     if (this.loop || this.stopped) return;
-    if (this.periodMs > 0) this.nextPeriodicAt = this.o.clock.now() + this.periodMs;
+    if (this.periodMs > 0) this.nextPeriodicAt = this.o.clock.now() + this.period();
     this.loop = this.main();
   }
 
@@ -157,7 +171,7 @@ export class Runner {
       const now = this.o.clock.now();
       if (now >= this.nextPeriodicAt) {
         // From now, not from the missed due time: a stalled process does not catch up in a burst.
-        this.nextPeriodicAt = now + this.periodMs;
+        this.nextPeriodicAt = now + this.period();
         this.periodicPending = true;
         if (!this.requested) this.requestedAt = now;
         this.requested = true;

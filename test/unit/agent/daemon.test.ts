@@ -96,6 +96,7 @@ async function harness(opts: HarnessOptions = {}): Promise<Harness & { items: Ku
     // run forever); the tests that need one pass it on a manual clock.
     resyncMs: opts.resyncMs ?? 0,
     reportDelayMs: opts.reportDelayMs ?? 100,
+    resyncJitter: 0,
     tamperCheckMs: 0,
     retryMs: opts.retryMs ?? 3_600_000,
     podStartup: opts.podStartup ?? 'open',

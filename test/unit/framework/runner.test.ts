@@ -125,6 +125,15 @@ describe('framework Runner', () => {
     expect(none.runs).to.deep.equal([]);
   });
 
+  it('periodJitter shortens each period by up to that fraction, drawn anew each time', async () => {
+    const clock = clockOf();
+    const draws = [0.5, 0, 0.999];
+    const p = probe({ maxIntervalMs: 10_000, periodJitter: 0.2, random: () => draws.shift() ?? 0 });
+    await clock.tickAsync(30_000);
+    // 10 s x (1 - 0.2 x 0.5) = 9 s, then 10 s, then 10 s x (1 - 0.2 x 0.999) = 8.002 s.
+    expect(p.runs.filter((x) => x.reason === 'periodic').map((x) => x.at)).to.deep.equal([9_000, 19_000, 27_002]);
+  });
+
   it('a failed run is retried after the Backoff delays as a new run that reads the newest state; requests wait for the retry; success resets', async () => {
     const clock = clockOf();
     let state = 0;
