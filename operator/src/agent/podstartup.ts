@@ -22,7 +22,7 @@
  */
 import type { NpmRuleSet } from '../api/types.js';
 import { cidrContains, formatCidr, parseCidr, parseIPv4 } from '../translate/cidr.js';
-import type { NetworkPolicy, Pod } from '../translate/k8s.js';
+import { podAddresses, type NetworkPolicy, type Pod } from '../translate/k8s.js';
 import { compileSelector, matches, type FieldError, type Selector } from '../translate/selector.js';
 
 export type PodStartupMode = 'strict' | 'open';
@@ -78,7 +78,7 @@ function localPodOf(p: Pod): LocalPod[] {
   if (p.spec?.hostNetwork) return [];
   if (p.status?.phase === 'Succeeded' || p.status?.phase === 'Failed') return [];
   const ips = new Set<string>();
-  for (const ip of [p.status?.podIP, ...(p.status?.podIPs ?? []).map((x) => x.ip)]) if (ip && parseIPv4(ip) !== undefined) ips.add(ip);
+  for (const ip of podAddresses(p)) if (parseIPv4(ip) !== undefined) ips.add(ip);
   const out: LocalPod[] = [];
   for (const ip of ips) out.push({ uid: p.metadata.uid ?? '', namespace: p.metadata.namespace ?? '', name: p.metadata.name ?? '', labels: p.metadata.labels ?? {}, ip });
   return out;

@@ -56,6 +56,9 @@ export interface PodMembership {
   awaitingIP?: boolean;
 }
 
+/** Written shards (name) that some node has not acknowledged: the shard's resourceVersion and those nodes. */
+export type Lagging = Map<string, { rv: string; nodes: Set<string> }>;
+
 /** IP -> shards holding it (pod-derived shards only). */
 export type ShardIndex = Map<string, NpmIPSet[]>;
 
@@ -114,7 +117,7 @@ export function membershipCondition(
   programmers: ReadonlyMap<string, ReadonlySet<string>>,
   nodes: ReadonlyMap<string, NpmNode>,
   /** Filled with the written shards (name -> resourceVersion) that some node has not acknowledged yet. */
-  lagging?: Map<string, { rv: string; nodes: Set<string> }>,
+  lagging?: Lagging,
 ): MembershipCondition {
   const pending = (why: string): MembershipCondition => ({
     type: POD_CONDITION,

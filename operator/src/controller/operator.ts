@@ -20,9 +20,9 @@ import { CORE, type ResourceRef } from '../framework/kube.js';
 import { WorkQueue } from '../framework/queue.js';
 import type { ClusterMetrics } from '../metrics/cluster.js';
 import { TranslationEngine } from '../translate/engine.js';
-import type { Namespace, NetworkPolicy, Pod } from '../translate/k8s.js';
+import { podAddresses, type Namespace, type NetworkPolicy, type Pod } from '../translate/k8s.js';
 import { httpCode, realNpmApi, type NpmApi } from './api.js';
-import { POD_CONDITION, indexShards, membershipCondition, setProgrammers, type MembershipCondition } from './membership.js';
+import { POD_CONDITION, indexShards, membershipCondition, setProgrammers, type Lagging, type MembershipCondition } from './membership.js';
 import { NodeIndex, rulesetsMovedByNode } from './fanout.js';
 import { SetUsers, nodeLabels } from './nodelabels.js';
 import { Liveness, type AgentLease } from './liveness.js';
@@ -32,6 +32,14 @@ import { DEFAULT_LEASE_NAMESPACE } from '../agent/lease.js';
 import { realClock, type Clock } from '../framework/backoff.js';
 import { errorChain } from '../framework/errors.js';
 import { Runner } from '../framework/runner.js';
+
+/** A gated pod's last membership change (ADR 0007): resourceVersions, the shards it held, whether its condition covers it. */
+interface MembershipEntry {
+  podRV: string;
+  since: string;
+  former: Set<string>;
+  done: boolean;
+}
 
 /** Queue keys of scheduled acknowledgment asks (ADR 0015): handled by the operator, not the reconciler. */
 const ASK_PREFIX = 'Ask//';
@@ -122,13 +130,13 @@ export class NpmOperator {
   private readonly drains: Runner;
   private synced = false;
   /** Per gated pod ("ns/name"): resourceVersions of its last membership change (ADR 0007). */
-  private readonly membership = new Map<string, { podRV: string; since: string; former: Set<string>; done: boolean }>();
+  private readonly membership = new Map<string, MembershipEntry>();
   /** One pass over the gated pods' conditions at a time, debounced (framework Runner). */
   private readonly membershipPasses: Runner;
   /** Addresses of the gated pods whose condition is pending; undefined: recompute (pendingIPs). */
   private pendingIPsCache: Set<string> | undefined;
   /** Written shards some node has not acknowledged for a pending pod, as of the last membership pass. */
-  private lagging = new Map<string, { rv: string; nodes: Set<string> }>();
+  private lagging: Lagging = new Map();
   /** Per lagging shard: the resourceVersion an ask is scheduled for, and the asks made in a row. */
   private readonly askState = new Map<string, { rv: string; asks: number }>();
   private readonly patchPodCondition: NonNullable<OperatorOptions['patchPodCondition']>;
@@ -346,7 +354,7 @@ export class NpmOperator {
 
   /** NpmIPSet shards (API server's view) holding one of the pod's IPs. O(members): gated pods only. */
   private shardsHolding(p: Pod): string[] {
-    const ips = new Set([p.status?.podIP, ...(p.status?.podIPs ?? []).map((x) => x.ip)].filter((x): x is string => !!x));
+    const ips = new Set(podAddresses(p));
     if (!ips.size) return [];
     return this.ipsets.list().filter((s) => s.spec.members.some((m) => ips.has(m.split(',')[0]!))).map((s) => s.metadata.name);
   }
@@ -357,8 +365,7 @@ export class NpmOperator {
     const ips = new Set<string>();
     for (const [key, m] of this.membership) {
       if (m.done) continue;
-      const p = this.pods.get(key);
-      for (const ip of [p?.status?.podIP, ...(p?.status?.podIPs ?? []).map((x) => x.ip)]) if (ip) ips.add(ip);
+      for (const ip of podAddresses(this.pods.get(key))) ips.add(ip);
     }
     return (this.pendingIPsCache = ips);
   }
@@ -378,7 +385,7 @@ export class NpmOperator {
    * restarted while a pod waited, a pod whose gate was seen after its shards were written. A grace
    * per shard (doubling up to a minute) keeps it from racing normal acknowledgments.
    */
-  private scheduleAsks(lagging: Map<string, { rv: string; nodes: Set<string> }>): void {
+  private scheduleAsks(lagging: Lagging): void {
     this.lagging = lagging;
     for (const shard of this.askState.keys()) if (!lagging.has(shard)) this.askState.delete(shard);
     for (const [shard, l] of lagging) {
@@ -413,7 +420,7 @@ export class NpmOperator {
 
   private async membershipPass(): Promise<void> {
     const pending = [...this.membership].filter(([, m]) => !m.done);
-    const lagging = new Map<string, { rv: string; nodes: Set<string> }>();
+    const lagging: Lagging = new Map();
     try {
       await this.membershipConditions(pending, lagging);
     } finally {
@@ -422,7 +429,7 @@ export class NpmOperator {
     }
   }
 
-  private async membershipConditions(pending: [string, { podRV: string; since: string; former: Set<string>; done: boolean }][], lagging: Map<string, { rv: string; nodes: Set<string> }>): Promise<void> {
+  private async membershipConditions(pending: [string, MembershipEntry][], lagging: Lagging): Promise<void> {
     if (!pending.length) return;
     const desired = indexShards(this.engine.ipSetObjectNames().flatMap((n) => this.engine.ipSetObject(n) ?? []));
     const actual = indexShards(this.ipsets.list());
@@ -432,7 +439,7 @@ export class NpmOperator {
       const p = this.pods.get(key);
       if (!p) continue;
       const settled = p.spec?.hostNetwork || p.status?.phase === 'Succeeded' || p.status?.phase === 'Failed';
-      const ip = settled ? undefined : [p.status?.podIP, ...(p.status?.podIPs ?? []).map((x) => x.ip)].find((x) => x && /^\d+\.\d+\.\d+\.\d+$/.test(x));
+      const ip = settled ? undefined : podAddresses(p).find((x) => /^\d+\.\d+\.\d+\.\d+$/.test(x));
       const cond = membershipCondition({ ip, node: p.spec?.nodeName, podRV: m.podRV, since: m.since, former: [...m.former], awaitingIP: !settled }, desired, actual, (n) => this.ipsets.get(n), programmers, nodes, lagging);
       if (cond.status === 'True') m.former.clear();
       const prev = (p as GatedPod).status?.conditions?.find((c) => c.type === POD_CONDITION);

@@ -10,7 +10,7 @@
 import { API_VERSION, IPSET_PLURAL, RULESET_PLURAL, type NpmIPSet, type NpmRuleSet } from '../api/types.js';
 import type { KubeApi } from '../framework/client.js';
 import { parseIPv4 } from '../translate/cidr.js';
-import type { Pod } from '../translate/k8s.js';
+import { podAddresses, type Pod } from '../translate/k8s.js';
 
 /** A pod reference or address as given on the command line, resolved. */
 export interface Endpoint {
@@ -26,10 +26,6 @@ export class EndpointError extends Error {}
 
 interface List<T> {
   items: T[];
-}
-
-function podIPs(p: Pod): string[] {
-  return [p.status?.podIP, ...(p.status?.podIPs ?? []).map((x) => x.ip)].filter((x): x is string => !!x && parseIPv4(x) !== undefined);
 }
 
 function podEndpoint(p: Pod, ip: string): Endpoint {
@@ -58,7 +54,7 @@ export async function resolveEndpoint(api: KubeApi, who: string): Promise<Endpoi
     throw err;
   }
   if (pod.spec?.hostNetwork) throw new EndpointError(`pod ${ns}/${name} uses the host network: NetworkPolicy does not apply to it`);
-  const ip = podIPs(pod)[0];
+  const ip = podAddresses(pod).find((x) => parseIPv4(x) !== undefined);
   if (!ip) throw new EndpointError(`pod ${ns}/${name} has no IPv4 address yet (phase ${pod.status?.phase ?? 'unknown'})`);
   return podEndpoint(pod, ip);
 }

@@ -85,6 +85,11 @@ export interface Pod {
   };
 }
 
+/** A pod's addresses as its status gives them: podIP, then each podIPs entry (podIP usually repeats there). */
+export function podAddresses(p: Pod | undefined): string[] {
+  return [p?.status?.podIP, ...(p?.status?.podIPs ?? []).map((x) => x.ip)].filter((x): x is string => !!x);
+}
+
 export interface Namespace {
   apiVersion?: string;
   kind?: string;

@@ -382,16 +382,6 @@ describe('AgentDaemon wakeups (issue #10)', () => {
     await h.settle();
     expect(syncs.callCount).to.equal(2);
   });
-});
-
-describe('AgentDaemon wakeups for sets (issue #10)', () => {
-  let h: Harness | undefined;
-  let syncs: sinon.SinonSpy | undefined;
-  afterEach(async () => {
-    syncs?.restore();
-    await h?.stop();
-    h = undefined;
-  });
 
   it('a shard of a set no cached ruleset references runs no sync (a new policy\'s sets arrive before it); the ruleset then costs one sync that programs both', async () => {
     h = await harness();

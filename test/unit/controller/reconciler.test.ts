@@ -111,6 +111,21 @@ function setup() {
   return { engine, api, nodes, reconciler, converge };
 }
 
+/** A reconciler whose clock moves only by `c.nowMs += ms`. */
+function clocked() {
+  const engine = new TranslationEngine();
+  const api = new FakeApi();
+  const nodes = new Map<string, NpmNode>();
+  const c = { engine, api, nodes, nowMs: Date.parse('2026-11-26T00:00:00Z'), r: undefined as unknown as Reconciler };
+  c.r = new Reconciler(engine, api, {
+    ruleset: (ns, name) => api.objects.get(`NpmRuleSet/${ns}/${name}`) as NpmRuleSet | undefined,
+    ipset: (name) => api.objects.get(`NpmIPSet//${name}`) as NpmIPSet | undefined,
+    rulesets: () => [...api.objects.values()].filter((o): o is NpmRuleSet => o.kind === 'NpmRuleSet'),
+    nodes: () => nodes,
+  }, () => new Date(c.nowMs));
+  return c;
+}
+
 const pod = (name: string, ip: string, labels: Record<string, string>, node = 'n1') => ({
   metadata: { name, namespace: 'prod', labels },
   spec: { nodeName: node },
@@ -260,16 +275,8 @@ describe('operator reconciler (fake API server)', () => {
   });
 
   it('status: progress alone (k/n nodes) is written at most once per statusProgressMs; flips at once', async () => {
-    let nowMs = Date.parse('2026-11-26T00:00:00Z');
-    const engine = new TranslationEngine();
-    const api = new FakeApi();
-    const nodes = new Map<string, NpmNode>();
-    const r = new Reconciler(engine, api, {
-      ruleset: (ns, name) => api.objects.get(`NpmRuleSet/${ns}/${name}`) as NpmRuleSet | undefined,
-      ipset: (name) => api.objects.get(`NpmIPSet//${name}`) as NpmIPSet | undefined,
-      rulesets: () => [...api.objects.values()].filter((o): o is NpmRuleSet => o.kind === 'NpmRuleSet'),
-      nodes: () => nodes,
-    }, () => new Date(nowMs));
+    const c = clocked();
+    const { engine, api, nodes, r } = c;
     for (const [i, n] of ['n1', 'n2', 'n3'].entries()) engine.upsertPod(pod(`w${i}`, `10.244.${i + 1}.2`, { app: 'web' }, n));
     engine.upsertPolicy({ metadata: { name: 'p', namespace: 'prod' }, spec: { podSelector: { matchLabels: { app: 'web' } }, ingress: [{}] } });
     for (const o of engine.drain().upserts) await r.reconcile(o.kind === 'NpmRuleSet' ? rulesetKey(o.metadata.namespace!, o.metadata.name) : ipsetKey(o.metadata.name));
@@ -279,32 +286,24 @@ describe('operator reconciler (fake API server)', () => {
     expect((await r.reconcile(statusKey('prod', 'p'))).action).to.equal('status'); // first status: Pending 0/3
     expect(rs().status!.nodesProgrammed).to.equal('0/3');
     report('n1');
-    nowMs += 200;
+    c.nowMs += 200;
     const waited = await r.reconcile(statusKey('prod', 'p'));
     expect(waited).to.include({ action: 'wait', requeueAfterMs: 800 });
     expect(writes()).to.equal(1);
-    nowMs += 800;
+    c.nowMs += 800;
     expect((await r.reconcile(statusKey('prod', 'p'))).action).to.equal('status');
     expect(rs().status!.nodesProgrammed).to.equal('1/3');
     report('n2');
     report('n3');
-    nowMs += 10; // a flip (Pending -> Programmed) is not held back
+    c.nowMs += 10; // a flip (Pending -> Programmed) is not held back
     expect((await r.reconcile(statusKey('prod', 'p'))).action).to.equal('status');
     expect(rs().status!.conditions!.find((c) => c.type === 'Programmed')).to.include({ status: 'True', reason: 'Programmed' });
     expect(writes()).to.equal(3);
   });
 
   it('status: a pod of an unchanged policy on a new node: Programmed stays True while that node reports within statusProgressMs, else turns False', async () => {
-    let nowMs = Date.parse('2026-11-26T00:00:00Z');
-    const engine = new TranslationEngine();
-    const api = new FakeApi();
-    const nodes = new Map<string, NpmNode>();
-    const r = new Reconciler(engine, api, {
-      ruleset: (ns, name) => api.objects.get(`NpmRuleSet/${ns}/${name}`) as NpmRuleSet | undefined,
-      ipset: (name) => api.objects.get(`NpmIPSet//${name}`) as NpmIPSet | undefined,
-      rulesets: () => [...api.objects.values()].filter((o): o is NpmRuleSet => o.kind === 'NpmRuleSet'),
-      nodes: () => nodes,
-    }, () => new Date(nowMs));
+    const c = clocked();
+    const { engine, api, nodes, r } = c;
     engine.upsertPod(pod('w0', '10.244.1.2', { app: 'web' }, 'n1'));
     engine.upsertPolicy({ metadata: { name: 'p', namespace: 'prod' }, spec: { podSelector: { matchLabels: { app: 'web' } }, ingress: [{}] } });
     for (const o of engine.drain().upserts) await r.reconcile(o.kind === 'NpmRuleSet' ? rulesetKey(o.metadata.namespace!, o.metadata.name) : ipsetKey(o.metadata.name));
@@ -317,34 +316,34 @@ describe('operator reconciler (fake API server)', () => {
     expect(programmed()).to.include({ status: 'True' });
     expect(writes()).to.equal(1);
     // A pod on n2: n2 reports 300 ms later; nothing False is ever written, then one progress write.
-    nowMs += 5000;
+    c.nowMs += 5000;
     engine.upsertPod(pod('w1', '10.244.2.2', { app: 'web' }, 'n2'));
     engine.drain();
     expect(await r.reconcile(statusKey('prod', 'p'))).to.include({ action: 'wait', requeueAfterMs: 1000 });
-    nowMs += 300;
+    c.nowMs += 300;
     expect(await r.reconcile(statusKey('prod', 'p'))).to.include({ action: 'wait', requeueAfterMs: 700 });
     report('n2');
-    nowMs += 10;
+    c.nowMs += 10;
     expect((await r.reconcile(statusKey('prod', 'p'))).action).to.equal('status');
     expect(programmed()).to.include({ status: 'True' });
     expect(rs().status!.nodesProgrammed).to.equal('2/2');
     expect(writes()).to.equal(2);
     // A pod on n3, which does not report within the grace: False, naming it.
-    nowMs += 5000;
+    c.nowMs += 5000;
     engine.upsertPod(pod('w2', '10.244.3.2', { app: 'web' }, 'n3'));
     engine.drain();
     expect((await r.reconcile(statusKey('prod', 'p'))).action).to.equal('wait');
-    nowMs += 1000;
+    c.nowMs += 1000;
     expect((await r.reconcile(statusKey('prod', 'p'))).action).to.equal('status');
     expect(programmed()).to.include({ status: 'False', reason: 'Pending' });
     expect(programmed().message).to.contain('waiting for n3');
     // A known node falling behind (a new generation is not this case either) is written at once.
     report('n3');
-    nowMs += 5000;
+    c.nowMs += 5000;
     await r.reconcile(statusKey('prod', 'p'));
     expect(programmed()).to.include({ status: 'True' });
     nodes.set('n1', { apiVersion: 'kubenpm.io/v1alpha1', kind: 'NpmNode', metadata: { name: 'n1' }, status: { applied: [], lastError: 'ipset restore: boom' } });
-    nowMs += 10;
+    c.nowMs += 10;
     expect((await r.reconcile(statusKey('prod', 'p'))).action).to.equal('status');
     expect(programmed()).to.include({ status: 'False', reason: 'NodeError' });
   });
